@@ -1,0 +1,1 @@
+"""Pipeline definitions (training), the compiler entry and the `ctloop` command line."""
