@@ -1,0 +1,132 @@
+"""KFP components of the data family: load, validate (with the reference profile), split.
+
+Thin wrappers: each body imports the library module beside it and writes the outputs.
+"""
+
+from ctloop.components.image import DEFAULT_IMAGE
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def load_dataset(uri: str, dataset: Output[Dataset]):
+    """Load a Parquet or CSV table from a URI into a Parquet dataset artifact.
+
+    The artifact's metadata records rows, columns, schema, source URI and a content hash,
+    so every later step (and the MLflow run) can name exactly which data it saw.
+
+    Args:
+        uri: Local path or pyarrow filesystem URI (file://, s3://, gs://, hdfs://) of a Parquet
+            or CSV file, or of a folder of Parquet files.
+        dataset: The table as Parquet.
+    """
+    from ctloop.components.data.dataset_io import (
+        content_hash,
+        describe_table,
+        read_table,
+        write_parquet,
+    )
+
+    table = read_table(uri)
+    write_parquet(table, dataset.path)
+    dataset.metadata.update(describe_table(table))
+    dataset.metadata.update({"source_uri": uri, "content_hash": content_hash(table)})
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def validate_dataset(
+    dataset: Input[Dataset],
+    target: str,
+    validated: Output[Dataset],
+    reference_profile: Output[Artifact],
+    report: Output[Markdown],
+    task: str = "binary",
+    min_rows: int = 100,
+    drop_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
+):
+    """Check the table is fit to train on and profile it as the reference for drift.
+
+    Fails with one message naming the column, value and rule when the target is missing,
+    not binary (or not numeric for regression), or the table is too small. Unusable
+    features (all-null, constant, unsupported types) are dropped and listed in the report,
+    never used silently.
+
+    Args:
+        dataset: The loaded table.
+        target: Name of the label column.
+        validated: The table with the label mapped to 0/1 and unusable columns removed.
+        reference_profile: JSON profile (bins, category and missing rates) that drift
+            monitoring compares production data with; it is logged with the model.
+        report: What was checked and decided, for the Kubeflow UI.
+        task: "binary" (0/1, bool or two string labels) or "regression".
+        min_rows: Fewest rows accepted.
+        drop_columns: Columns never used as features (ids, timestamps).
+    """
+    import json
+
+    from ctloop.components.data.dataset_io import read_table, write_parquet
+    from ctloop.components.data.profile import reference_profile as build_profile
+    from ctloop.components.data.validation import validate_training_table
+
+    result = validate_training_table(
+        read_table(dataset.path), target, task=task, min_rows=min_rows, drop_columns=drop_columns
+    )
+    profile = build_profile(
+        result.table,
+        target=target,
+        task=task,
+        features=result.features,
+        categorical_features=result.categorical_features,
+        label_mapping=result.label_mapping,
+    )
+    profile["dataset"] = {
+        "uri": dataset.metadata.get("source_uri", dataset.uri),
+        "content_hash": dataset.metadata.get("content_hash", ""),
+    }
+    write_parquet(result.table, validated.path)
+    validated.metadata.update(dataset.metadata)
+    with open(reference_profile.path, "w") as handle:
+        json.dump(profile, handle, indent=1, sort_keys=True)
+    with open(report.path, "w") as handle:
+        handle.write(result.report_markdown)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def split_dataset(
+    dataset: Input[Dataset],
+    target: str,
+    train: Output[Dataset],
+    validation: Output[Dataset],
+    test: Output[Dataset],
+    validation_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 42,
+    time_column: str = "",
+):
+    """Split into train, validation (early stopping) and test (evaluation and the gate).
+
+    Args:
+        dataset: The validated table.
+        target: Label column; the random split is stratified on it for binary tasks.
+        train: Rows to fit on.
+        validation: Rows for early stopping.
+        test: Held-out rows for evaluation and the quality gate.
+        validation_fraction: Share of rows for validation.
+        test_fraction: Share of rows for test.
+        seed: Seed of the random split (same seed, same split).
+        time_column: When set, split by time instead: oldest rows train, newest test.
+    """
+    from ctloop.components.data.dataset_io import read_table, write_parquet
+    from ctloop.components.data.split import split_table
+
+    parts = split_table(
+        read_table(dataset.path),
+        target,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        time_column=time_column or None,
+    )
+    for artifact, part in zip((train, validation, test), parts, strict=True):
+        write_parquet(part, artifact.path)
+        artifact.metadata.update({"rows": part.num_rows})

@@ -1,0 +1,79 @@
+"""KFP component of the deploy family: create or canary-update the KServe InferenceService."""
+
+from typing import NamedTuple
+
+from ctloop.components.image import DEFAULT_IMAGE
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def deploy_model(
+    model: Input[Model],
+    model_version: str,
+    registered_model_name: str,
+    alias: str,
+    manifest: Output[Artifact],
+    inference_service_name: str = "ctloop-model",
+    namespace: str = "",
+    deployment_mode: str = "Serverless",
+    canary_percent: int = 10,
+    serving_runtime: str = "",
+    service_account: str = "",
+    target: str = "cluster",
+    render_dir: str = "",
+    timeout_s: int = 600,
+) -> NamedTuple("DeployOutputs", deployment=str):
+    """Create the InferenceService (100 % traffic) or move it to the new model as a canary.
+
+    Idempotent: deploying the model it already serves changes nothing. With
+    target="cluster" it applies through the Kubernetes API and waits until the service is
+    Ready with the expected traffic, failing with the last status on timeout; with
+    target="render" (no cluster) it validates the manifest against the KServe CRD and
+    writes it to `render_dir`.
+
+    Args:
+        model: The model artifact KServe loads (its URI becomes storageUri).
+        model_version: Registered version, labelled on the service.
+        registered_model_name: Registered model the version belongs to.
+        alias: The version's registry alias (champion or challenger).
+        manifest: The applied (or rendered) InferenceService, YAML.
+        inference_service_name: Name of the InferenceService (a DNS-1035 label).
+        namespace: Namespace; empty means the namespace this step runs in.
+        deployment_mode: "Serverless" (Knative, canaryTrafficPercent) or "Standard"
+            (raw deployment, spec.canary).
+        canary_percent: Traffic share for a new model when a model is already served.
+        serving_runtime: ServingRuntime name; empty lets KServe pick one for xgboost.
+        service_account: Service account the predictor runs as (storage credentials).
+        target: "cluster" applies through the Kubernetes API; "render" only writes files.
+        render_dir: Folder of rendered manifests for target="render".
+        timeout_s: Seconds to wait for readiness before failing.
+
+    Returns:
+        deployment: JSON summary of what was done.
+    """
+    import json
+
+    from ctloop.components.deploy import rollout
+    from ctloop.components.deploy.inference_service import render_yaml
+
+    request = rollout.RolloutRequest(
+        name=inference_service_name,
+        namespace=rollout.resolve_namespace(namespace),
+        model_artifact_uri=model.uri,
+        model_version=model_version,
+        deployment_mode=deployment_mode,
+        canary_percent=canary_percent,
+        runtime=serving_runtime,
+        service_account=service_account,
+    )
+    if target == "render":
+        outcome = rollout.render(request, render_dir)
+    else:
+        outcome = rollout.apply(request, timeout_s)
+    with open(manifest.path, "w") as handle:
+        handle.write(render_yaml(outcome.pop("manifest")))
+    manifest.metadata.update({"display_name": "InferenceService", "action": outcome["action"]})
+    outcome.setdefault("inference_service_manifest", manifest.path)
+    outcome.update({"registered_model": registered_model_name, "alias": alias})
+    return (json.dumps(outcome, sort_keys=True),)

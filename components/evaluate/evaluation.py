@@ -1,0 +1,87 @@
+"""Evaluate a candidate, and the current champion on the very same rows.
+
+Comparing on the same test rows is what makes the gate's champion comparison fair: the
+champion is scored with its own reference profile (its feature order and categories),
+so a candidate trained on a different feature set is still compared like for like.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xgboost as xgb
+from ctloop.components.data.profile import with_prediction_distribution
+from ctloop.components.evaluate.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    regression_metrics,
+    roc_curve,
+    scoring_latency,
+)
+from ctloop.components.registry import mlflow_registry
+from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
+from ctloop.components.train.training_run import MODEL_FILE
+
+
+def _metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict:
+    if task == "binary":
+        return classification_metrics(labels, scores)
+    return regression_metrics(labels, scores)
+
+
+def _score(booster: xgb.Booster, table: pa.Table, profile: dict) -> np.ndarray:
+    return predict_scores(booster, to_frame(table, feature_schema(profile)))
+
+
+def evaluate_candidate(
+    *,
+    test_path: str,
+    model_dir: str,
+    profile: dict,
+    tracking_uri: str,
+    registered_model_name: str,
+) -> tuple[dict, dict]:
+    """Score the candidate (and the champion, when one holds the alias) on the test split.
+
+    Returns (evaluation, scored_profile): the evaluation holds candidate and champion
+    metrics, scoring latency, ROC points and the confusion matrix; the scored profile is
+    the reference profile plus the candidate's prediction distribution on the test rows.
+    """
+    task, target = profile["task"], profile["target"]
+    table = pq.read_table(test_path)
+    labels = table.column(target).to_numpy(zero_copy_only=False)
+    booster = xgb.Booster(model_file=os.path.join(model_dir, MODEL_FILE))
+    frame = to_frame(table, feature_schema(profile))
+    scores = predict_scores(booster, frame)
+    evaluation: dict = {
+        "task": task,
+        "rows": table.num_rows,
+        "candidate": _metrics(task, labels, scores),
+        "latency": scoring_latency(booster, frame),
+        "champion": None,
+        "champion_version": None,
+    }
+    champion = mlflow_registry.model_by_alias(tracking_uri, registered_model_name)
+    if champion is not None:
+        champion_scores = _score(
+            mlflow_registry.load_booster(champion.model_uri), table, champion.profile
+        )
+        evaluation["champion"] = _metrics(task, labels, champion_scores)
+        evaluation["champion_version"] = champion.version
+    if task == "binary":
+        label_names = _label_names(profile)
+        evaluation["roc_curve"] = roc_curve(labels, scores)
+        categories, matrix = confusion_matrix(labels, scores, 0.5, label_names)
+        evaluation["confusion_matrix"] = {"categories": categories, "matrix": matrix}
+    return evaluation, with_prediction_distribution(profile, scores)
+
+
+def _label_names(profile: dict) -> list[str] | None:
+    """Original label names ordered by their 0/1 code, when the labels were strings."""
+    mapping = profile.get("label_mapping")
+    if not mapping:
+        return None
+    return [name for name, _ in sorted(mapping.items(), key=lambda item: item[1])]

@@ -1,0 +1,44 @@
+"""KFP component of the gate family: the quality gate the pipeline branches on."""
+
+from typing import NamedTuple
+
+from ctloop.components.image import DEFAULT_IMAGE
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def quality_gate(
+    evaluation: Input[Artifact],
+    decision: Output[Markdown],
+    policy: str = "",
+) -> NamedTuple("GateOutputs", passed=bool, failures=str):
+    """Decide whether the candidate may be registered and deployed.
+
+    The policy is data, like TFX's blessing: floors and ceilings per metric, the largest
+    regression tolerated against the champion (skipped when there is none) and a scoring
+    latency budget. Every failure names the metric, its value and the threshold.
+
+    Args:
+        evaluation: The evaluation of candidate and champion.
+        decision: Every check with its outcome, for the UI.
+        policy: Gate policy as JSON; empty uses ctloop's default for the task, e.g.
+            {"thresholds": {"roc_auc": {"min": 0.75}},
+             "champion_comparison": {"roc_auc": {"direction": "higher", "max_regression": 0.01}},
+             "latency": {"p95_ms_max": 50}}.
+
+    Returns:
+        passed: True when every check passed.
+        failures: JSON list of the failed checks.
+    """
+    import json
+
+    from ctloop.components.gate.policy import decide_from_evaluation, decision_markdown
+
+    with open(evaluation.path) as handle:
+        result = json.load(handle)
+    gate = decide_from_evaluation(policy, result)
+    with open(decision.path, "w") as handle:
+        handle.write(decision_markdown(gate))
+    decision.metadata["display_name"] = "Quality gate: " + ("passed" if gate.passed else "failed")
+    return (gate.passed, json.dumps(gate.failures, sort_keys=True))

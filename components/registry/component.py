@@ -1,0 +1,88 @@
+"""KFP components of the registry family: register a blessed model, record a rejection."""
+
+from typing import NamedTuple
+
+from ctloop.components.image import DEFAULT_IMAGE
+from kfp import dsl
+from kfp.dsl import Artifact, Input
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def register_model(
+    run_id: str,
+    model_uri: str,
+    evaluation: Input[Artifact],
+    mlflow_tracking_uri: str,
+    registered_model_name: str,
+    kfp_run_id: str = "",
+    kfp_run_name: str = "",
+) -> NamedTuple("RegisterOutputs", version=str, alias=str):
+    """Register the candidate that passed the gate as a new model version.
+
+    The first version becomes `champion`; later ones `challenger` while they are canaries.
+    The version is tagged with the gate result, its test metrics, the dataset hash and the
+    KFP run, so the registry alone says why a version exists.
+
+    Args:
+        run_id: The candidate's MLflow run.
+        model_uri: The candidate's logged MLflow model.
+        evaluation: The evaluation the gate passed on.
+        mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        registered_model_name: Name in the MLflow model registry.
+        kfp_run_id: The KFP run that produced it.
+        kfp_run_name: That run's name.
+
+    Returns:
+        version: The registered version.
+        alias: `champion` or `challenger`.
+    """
+    import json
+
+    from ctloop.components.registry.mlflow_registry import register_blessed_candidate
+
+    with open(evaluation.path) as handle:
+        result = json.load(handle)
+    return register_blessed_candidate(
+        mlflow_tracking_uri,
+        registered_model_name,
+        run_id=run_id,
+        model_uri=model_uri,
+        evaluation=result,
+        kfp_run={"id": kfp_run_id, "name": kfp_run_name},
+    )
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def record_rejection(run_id: str, failures: str, mlflow_tracking_uri: str) -> NamedTuple(
+    "RejectOutputs", deployment=str
+):
+    """Tag a candidate the gate rejected, so MLflow shows why it was never registered.
+
+    Args:
+        run_id: The candidate's MLflow run.
+        failures: The gate's failures (JSON list).
+        mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+
+    Returns:
+        deployment: JSON saying nothing was registered or deployed.
+    """
+    import json
+
+    from ctloop.components.registry.mlflow_registry import tag_run
+
+    tag_run(
+        mlflow_tracking_uri,
+        run_id,
+        {"ctloop.gate": "failed", "ctloop.gate.failures": json.loads(failures)},
+    )
+    return (
+        json.dumps(
+            {
+                "registered_model": None,
+                "model_version": None,
+                "alias": None,
+                "inference_service_manifest": None,
+                "action": "none",
+            }
+        ),
+    )

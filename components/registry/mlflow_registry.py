@@ -1,0 +1,215 @@
+"""The one MLflow access module: runs, logged models, registered versions and aliases.
+
+Every step that touches MLflow goes through here, so the tracking URI, the artifact
+location and the alias conventions (`champion` serves production, `challenger` is the
+canary) are decided in one place. Locally the tracking URI is an embedded SQLite store;
+on a cluster it is the MLflow server's HTTP URI; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import mlflow
+import xgboost as xgb
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PROFILE_ARTIFACT = "reference_profile.json"
+MODEL_ARTIFACT = "model"
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured (bad name, missing run)."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model version with what scoring it needs: the booster and its profile."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+    profile: dict
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    """A client bound to `tracking_uri` (registry on the same store), also set as the default."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str = "") -> str:
+    """Return the id of experiment `name`, creating it (with `artifact_location`) if absent.
+
+    An explicit artifact location matters with a SQLite store: MLflow's default would be
+    `./mlruns` relative to whichever directory a pipeline step happens to run in.
+    """
+    mlflow_client = client(tracking_uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location or None)
+
+
+@contextmanager
+def training_run(
+    tracking_uri: str,
+    experiment: str,
+    *,
+    run_name: str,
+    tags: Mapping[str, str],
+    artifact_location: str = "",
+) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one training step; failed steps leave the run marked FAILED."""
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+        yield run
+
+
+def log_iteration_metrics(run_id: str, history: Mapping[str, Mapping[str, list[float]]]) -> None:
+    """Log xgboost's per-iteration evaluation history (`evals_result`) with steps, in batches."""
+    from mlflow.entities import Metric
+
+    timestamp = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = [
+        Metric(key=f"{data_name}_{metric}", value=float(value), timestamp=timestamp, step=step)
+        for data_name, by_metric in history.items()
+        for metric, values in by_metric.items()
+        for step, value in enumerate(values)
+    ]
+    mlflow_client = MlflowClient(mlflow.get_tracking_uri())
+    for start in range(0, len(metrics), 1000):  # MLflow accepts at most 1000 metrics a call
+        mlflow_client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_model_with_profile(booster: xgb.Booster, profile: dict, input_example) -> str:
+    """Log the booster (signature, input example) and its reference profile; return the model URI.
+
+    The profile travels with the model: monitoring compares production data with it and
+    never re-reads the training set.
+    """
+    from mlflow.models import infer_signature
+
+    scores = booster.inplace_predict(input_example)
+    signature = infer_signature(input_example, scores)
+    info = mlflow.xgboost.log_model(
+        booster, name=MODEL_ARTIFACT, signature=signature, input_example=input_example
+    )
+    mlflow.log_dict(profile, PROFILE_ARTIFACT)
+    return info.model_uri
+
+
+def _version_by_alias(mlflow_client: MlflowClient, name: str, alias: str):
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except (MlflowException, RestException) as error:
+        if "RESOURCE_DOES_NOT_EXIST" in str(error) or "not found" in str(error).lower():
+            return None
+        raise
+
+
+def model_by_alias(tracking_uri: str, name: str, alias: str = CHAMPION) -> RegisteredModel | None:
+    """The version that holds `alias`, with its reference profile; None when there is none."""
+    mlflow_client = client(tracking_uri)
+    version = _version_by_alias(mlflow_client, name, alias)
+    if version is None:
+        return None
+    profile = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}")
+    return RegisteredModel(
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id,
+        model_uri=f"models:/{name}/{version.version}",
+        profile=profile,
+    )
+
+
+def load_booster(model_uri: str) -> xgb.Booster:
+    """Load a logged or registered model as the raw XGBoost booster."""
+    return mlflow.xgboost.load_model(model_uri)
+
+
+def register_version(
+    tracking_uri: str, name: str, run_id: str, model_uri: str, tags: Mapping[str, str]
+) -> tuple[str, str]:
+    """Register the run's logged model and give it an alias; return (version, alias).
+
+    The first version of a model becomes `champion` (it is deployed at 100 %); later ones
+    become `challenger` while they serve as a canary, until promotion moves `champion`.
+    Registering the same run twice returns the existing version (a retried step must not
+    create a second version).
+    """
+    mlflow_client = client(tracking_uri)
+    try:
+        mlflow_client.get_run(run_id)
+    except MlflowException as error:
+        raise RegistryError(f"MLflow run {run_id!r} does not exist: {error}") from error
+    existing = [
+        v for v in mlflow_client.search_model_versions(f"name = '{name}'") if v.run_id == run_id
+    ]
+    if existing:
+        version = existing[0]
+    else:
+        version = mlflow.register_model(model_uri, name, tags=dict(tags))
+    current_champion = _version_by_alias(mlflow_client, name, CHAMPION)
+    if current_champion is None or str(current_champion.version) == str(version.version):
+        alias = CHAMPION
+    else:
+        alias = CHALLENGER
+    mlflow_client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version), alias
+
+
+def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, object]) -> None:
+    """Set tags on a run; non-string values are stored as JSON."""
+    mlflow_client = client(tracking_uri)
+    for key, value in tags.items():
+        mlflow_client.set_tag(run_id, key, value if isinstance(value, str) else json.dumps(value))
+
+
+def aliases_of(tracking_uri: str, name: str, version: str) -> list[str]:
+    """Aliases held by a version (search_model_versions does not return them, get does)."""
+    return list(client(tracking_uri).get_model_version(name, version).aliases)
+
+
+def log_evaluation(tracking_uri: str, run_id: str, evaluation: dict, profile: dict) -> None:
+    """Record the test metrics (`test_*`) and the scored profile on the candidate's run."""
+    mlflow_client = client(tracking_uri)
+    for name, value in evaluation["candidate"].items():
+        mlflow_client.log_metric(run_id, f"test_{name}", value)
+    mlflow_client.log_dict(run_id, evaluation, "evaluation.json")
+    mlflow_client.log_dict(run_id, profile, PROFILE_ARTIFACT)
+
+
+def register_blessed_candidate(
+    tracking_uri: str,
+    name: str,
+    *,
+    run_id: str,
+    model_uri: str,
+    evaluation: dict,
+    kfp_run: Mapping[str, str],
+) -> tuple[str, str]:
+    """Register a candidate the gate passed, tagged with why it exists; (version, alias)."""
+    dataset_hash = (
+        client(tracking_uri).get_run(run_id).data.tags.get("ctloop.dataset.content_hash", "")
+    )
+    tags = {
+        "ctloop.gate": "passed",
+        "ctloop.test_metrics": json.dumps(evaluation["candidate"], sort_keys=True),
+        "ctloop.champion_compared": str(evaluation.get("champion_version") or "none"),
+        "ctloop.dataset.content_hash": dataset_hash,
+        "kfp.run_id": kfp_run.get("id", ""),
+        "kfp.run_name": kfp_run.get("name", ""),
+    }
+    tag_run(tracking_uri, run_id, {"ctloop.gate": "passed"})
+    return register_version(tracking_uri, name, run_id, model_uri, tags)

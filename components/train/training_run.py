@@ -1,0 +1,91 @@
+"""One training step as an MLflow run: train from the Parquet splits, log everything.
+
+What a person needs to trust a model later is logged here once: parameters, the
+per-iteration validation curve, the model with signature and input example, the
+reference profile, the dataset hash, and tags that lead back to the KFP run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import mlflow
+import pyarrow.parquet as pq
+from ctloop.components.registry import mlflow_registry
+from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
+from ctloop.components.train.trainer import feature_schema, to_frame, train_booster
+
+MODEL_FILE = "model.json"  # the name KServe's xgboost runtimes and ctloop's predictor load
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    run_id: str
+    model_uri: str
+    best_iteration: int
+    device: str
+
+
+def train_and_log(
+    *,
+    train_path: str,
+    validation_path: str,
+    profile: dict,
+    hyperparameters: str,
+    device: str,
+    tracking_uri: str,
+    experiment: str,
+    model_dir: str,
+    artifact_location: str = "",
+    run_tags: Mapping[str, str] = {},  # noqa: B006 - read only
+) -> TrainingOutcome:
+    """Train on `train_path`, stop early on `validation_path`, log the run, save the model.
+
+    The booster is written to `model_dir/model.json` (the KFP Model artifact that
+    deployment points KServe at) and logged to MLflow with the profile beside it.
+    Hyperparameters are parsed before any run is created, so a malformed JSON leaves
+    nothing behind in MLflow.
+    """
+    target, task = profile["target"], profile["task"]
+    params = parse_hyperparameters(hyperparameters, task)
+    resolved_device = resolve_device(device)
+    schema = feature_schema(profile)
+    dataset = profile.get("dataset", {})
+    tags = {
+        "ctloop.task": task,
+        "ctloop.target": target,
+        "ctloop.dataset.uri": str(dataset.get("uri", "")),
+        "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
+        **run_tags,
+    }
+    with mlflow_registry.training_run(
+        tracking_uri,
+        experiment,
+        run_name=run_tags.get("kfp.run_name") or "ctloop-training",
+        tags=tags,
+        artifact_location=artifact_location,
+    ) as run:
+        mlflow.log_params({**params, "device": resolved_device, "features": len(schema.features)})
+        result = train_booster(
+            train_path,
+            validation_path,
+            target=target,
+            schema=schema,
+            params=params,
+            device=resolved_device,
+        )
+        mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
+        mlflow.log_metrics(
+            {
+                "best_iteration": result.best_iteration,
+                "train_rows": result.train_rows,
+                "validation_rows": result.validation_rows,
+            }
+        )
+        example = to_frame(pq.ParquetFile(validation_path).read_row_group(0).slice(0, 5), schema)
+        model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
+    os.makedirs(model_dir, exist_ok=True)
+    result.booster.save_model(os.path.join(model_dir, MODEL_FILE))
+    return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, resolved_device)

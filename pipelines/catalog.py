@@ -1,0 +1,46 @@
+"""The component catalog: every ctloop component, by name, and rebinding them to an image.
+
+`ctloop compile` writes one YAML per entry; the pipelines take their components from here
+so that `--image` reaches every task.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ctloop.components.data.component import load_dataset, split_dataset, validate_dataset
+from ctloop.components.deploy.component import deploy_model
+from ctloop.components.evaluate.component import evaluate_model
+from ctloop.components.gate.component import quality_gate
+from ctloop.components.registry.component import record_rejection, register_model
+from ctloop.components.train.component import train_model
+from kfp.dsl.base_component import BaseComponent
+
+COMPONENTS: dict[str, BaseComponent] = {
+    component.name.replace("-", "_"): component
+    for component in (
+        load_dataset,
+        validate_dataset,
+        split_dataset,
+        train_model,
+        evaluate_model,
+        quality_gate,
+        register_model,
+        record_rejection,
+        deploy_model,
+    )
+}
+
+
+def with_image(component: BaseComponent, image: str) -> BaseComponent:
+    """A copy of `component` that runs in `image` (the original is left untouched)."""
+    if image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        raise ValueError(f"image {image!r} must be pinned to a tag or digest, not latest")
+    bound = copy.deepcopy(component)
+    bound.component_spec.implementation.container.image = image
+    return bound
+
+
+def catalog(image: str) -> dict[str, BaseComponent]:
+    """Every component, bound to `image`."""
+    return {name: with_image(component, image) for name, component in COMPONENTS.items()}

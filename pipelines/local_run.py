@@ -1,0 +1,76 @@
+"""Run the training pipeline on this machine through kfp.local, on the same definitions.
+
+The only differences from a cluster run are arguments: MLflow is an embedded SQLite store
+in the work directory and deployment renders (and validates) the InferenceService into
+it instead of applying it. Tasks run as subprocesses of this Python environment.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctloop.pipelines.training import build_training_pipeline
+from kfp import local
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Everything a local run writes, under one folder (`.ctloop/` by default)."""
+
+    root: Path
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def serving(self) -> Path:
+        return self.root / "serving"
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.root / "pipeline-root"
+
+    def local_arguments(self) -> dict:
+        """Pipeline arguments that point a run at this work directory."""
+        return {
+            "mlflow_tracking_uri": self.tracking_uri,
+            "mlflow_artifact_location": self.artifact_location.as_uri(),
+            "deploy_target": "render",
+            "render_dir": str(self.serving),
+        }
+
+
+def run_training(data_uri: str, target: str, workdir: str | Path, arguments: dict) -> dict:
+    """Run the training pipeline locally; return the summary the CLI prints.
+
+    Raises RuntimeError (from kfp.local) when a step fails; a gate that says no is not a
+    failure: the run completes and the summary says why.
+    """
+    work = Workdir(Path(workdir).resolve())
+    work.root.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(work.pipeline_root),
+        raise_on_error=True,
+    )
+    task = build_training_pipeline()(
+        **{"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments}
+    )
+    outputs = task.outputs
+    deployment = json.loads(outputs["deployment"])
+    return {
+        "gate_passed": bool(outputs["gate_passed"]),
+        "gate_failures": json.loads(outputs["gate_failures"]),
+        "metrics": json.loads(outputs["metrics"]),
+        "registered_model": deployment.get("registered_model"),
+        "model_version": deployment.get("model_version"),
+        "alias": deployment.get("alias"),
+        "mlflow_tracking_uri": work.tracking_uri,
+        "inference_service_manifest": deployment.get("inference_service_manifest"),
+        "deployment": deployment,
+    }

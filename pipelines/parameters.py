@@ -1,0 +1,55 @@
+"""Pipeline arguments from the command line: `--param key=value`, typed by the pipeline.
+
+The pipeline's own parameter types decide how a value is read (an Integer parameter
+gets an int, a List a JSON list), so a typo fails here, naming the parameter, instead
+of as a type error deep inside a step.
+"""
+
+import json
+
+from kfp.dsl.base_component import BaseComponent
+
+
+class ParameterError(ValueError):
+    """A `--param` that names no parameter or whose value does not fit its type."""
+
+
+def _coerce(name: str, kfp_type: str, text: str):
+    try:
+        if kfp_type == "Integer":
+            return int(text)
+        if kfp_type == "Float":
+            return float(text)
+        if kfp_type == "Boolean":
+            lowered = text.lower()
+            if lowered not in ("true", "false"):
+                raise ValueError("expected true or false")
+            return lowered == "true"
+        if kfp_type in ("List", "Struct"):
+            value = json.loads(text)
+            expected = list if kfp_type == "List" else dict
+            if not isinstance(value, expected):
+                raise ValueError(f"expected a JSON {expected.__name__}")
+            return value
+    except ValueError as error:
+        raise ParameterError(
+            f"--param {name}={text!r}: not a valid {kfp_type} ({error})"
+        ) from error
+    return text
+
+
+def parse_params(pipeline: BaseComponent, pairs: list[str]) -> dict:
+    """`["min_rows=500", "drop_columns=[\\"id\\"]"]` → typed arguments for `pipeline`."""
+    inputs = pipeline.component_spec.inputs or {}
+    arguments = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise ParameterError(f"--param {pair!r}: expected key=value")
+        if name not in inputs:
+            raise ParameterError(
+                f"--param {name}: the pipeline has no such parameter; known: "
+                + ", ".join(sorted(inputs))
+            )
+        arguments[name] = _coerce(name, inputs[name].type, text)
+    return arguments

@@ -1,0 +1,170 @@
+"""The training pipeline: load → validate → split → train → evaluate → gate → register → deploy.
+
+Read it top to bottom as the data flows. The gate's decision is visible here, as a
+`dsl.If` at the pipeline level: only a blessed candidate is registered and deployed; a
+rejected one is tagged in MLflow with the reasons.
+"""
+
+from typing import NamedTuple
+
+from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.pipelines.catalog import catalog
+from ctloop.pipelines.placement import GpuPlacement
+from kfp import dsl
+from kfp.dsl.base_component import BaseComponent
+
+PIPELINE_NAME = "ctloop-training"
+
+
+class TrainingOutputs(NamedTuple):
+    """What a training run decided: the CLI's summary and a parent pipeline's inputs."""
+
+    gate_passed: bool
+    gate_failures: str
+    metrics: str
+    deployment: str
+
+
+def build_training_pipeline(
+    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
+) -> BaseComponent:
+    """The training pipeline with every task in `image` and the train task on `placement`."""
+    c = catalog(image)
+    placement = placement or GpuPlacement()
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def training(
+        data_uri: str = "",
+        target: str = "churn",
+        task: str = "binary",
+        drop_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
+        min_rows: int = 100,
+        validation_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 42,
+        time_column: str = "",
+        hyperparameters: str = "{}",
+        device: str = "auto",
+        gate_policy: str = "",
+        mlflow_tracking_uri: str = "http://mlflow.kubeflow.svc.cluster.local:5000",
+        mlflow_experiment: str = "ctloop",
+        mlflow_artifact_location: str = "",
+        registered_model_name: str = "ctloop-model",
+        inference_service_name: str = "ctloop-model",
+        namespace: str = "",
+        deployment_mode: str = "Serverless",
+        canary_percent: int = 10,
+        serving_runtime: str = "",
+        service_account: str = "",
+        deploy_target: str = "cluster",
+        render_dir: str = "",
+    ) -> TrainingOutputs:
+        """Train an XGBoost model, gate it against the champion and roll it out on KServe.
+
+        Args:
+            data_uri: Parquet or CSV training table (path or pyarrow URI: s3://, gs://, ...).
+            target: Label column.
+            task: "binary" or "regression".
+            drop_columns: Columns never used as features (ids, timestamps).
+            min_rows: Fewest rows accepted.
+            validation_fraction: Share of rows for early stopping.
+            test_fraction: Share of rows for evaluation and the gate.
+            split_seed: Seed of the random split.
+            time_column: Split by this column (oldest train, newest test) instead of randomly.
+            hyperparameters: JSON object of XGBoost parameters over ctloop's defaults.
+            device: "auto" (CUDA when a GPU is visible), "cuda" or "cpu".
+            gate_policy: Quality-gate policy as JSON; empty uses the default for the task.
+            mlflow_tracking_uri: MLflow tracking server.
+            mlflow_experiment: MLflow experiment of the training runs.
+            mlflow_artifact_location: Artifact root for a new experiment (empty: default).
+            registered_model_name: Registered model in MLflow.
+            inference_service_name: KServe InferenceService to create or update.
+            namespace: Namespace of the InferenceService (empty: the pipeline's).
+            deployment_mode: KServe mode: "Serverless" (Knative) or "Standard".
+            canary_percent: Traffic share of a new model while the champion keeps the rest.
+            serving_runtime: KServe ServingRuntime name (empty: KServe's choice for xgboost).
+            service_account: Service account of the predictor (storage credentials).
+            deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
+            render_dir: Folder of rendered manifests when deploy_target is "render".
+        """
+        loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
+        validated = c["validate_dataset"](
+            dataset=loaded.outputs["dataset"],
+            target=target,
+            task=task,
+            min_rows=min_rows,
+            drop_columns=drop_columns,
+        ).set_display_name("validate")
+        split = c["split_dataset"](
+            dataset=validated.outputs["validated"],
+            target=target,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            seed=split_seed,
+            time_column=time_column,
+        ).set_display_name("split")
+        trained = placement.apply(
+            c["train_model"](
+                train=split.outputs["train"],
+                validation=split.outputs["validation"],
+                reference_profile=validated.outputs["reference_profile"],
+                hyperparameters=hyperparameters,
+                device=device,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                mlflow_experiment=mlflow_experiment,
+                mlflow_artifact_location=mlflow_artifact_location,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_display_name("train")
+        )
+        evaluated = c["evaluate_model"](
+            test=split.outputs["test"],
+            model=trained.outputs["model"],
+            reference_profile=validated.outputs["reference_profile"],
+            run_id=trained.outputs["run_id"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registered_model_name=registered_model_name,
+        ).set_display_name("evaluate")
+        gate = c["quality_gate"](
+            evaluation=evaluated.outputs["evaluation"], policy=gate_policy
+        ).set_display_name("quality gate")
+
+        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+            registered = c["register_model"](
+                run_id=trained.outputs["run_id"],
+                model_uri=trained.outputs["model_uri"],
+                evaluation=evaluated.outputs["evaluation"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_display_name("register")
+            deployed = c["deploy_model"](
+                model=trained.outputs["model"],
+                model_version=registered.outputs["version"],
+                registered_model_name=registered_model_name,
+                alias=registered.outputs["alias"],
+                inference_service_name=inference_service_name,
+                namespace=namespace,
+                deployment_mode=deployment_mode,
+                canary_percent=canary_percent,
+                serving_runtime=serving_runtime,
+                service_account=service_account,
+                target=deploy_target,
+                render_dir=render_dir,
+            ).set_display_name("deploy")
+        with dsl.Else(name="gate-failed"):
+            rejected = c["record_rejection"](
+                run_id=trained.outputs["run_id"],
+                failures=gate.outputs["failures"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+            ).set_display_name("record rejection")
+
+        return TrainingOutputs(
+            gate_passed=gate.outputs["passed"],
+            gate_failures=gate.outputs["failures"],
+            metrics=evaluated.outputs["candidate_metrics"],
+            deployment=dsl.OneOf(deployed.outputs["deployment"], rejected.outputs["deployment"]),
+        )
+
+    return training

@@ -1,0 +1,168 @@
+"""What CI and cluster users rely on in the compiled YAML, checked on the YAML itself."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.pipelines.catalog import COMPONENTS
+from ctloop.pipelines.cli import main
+from ctloop.pipelines.compiler import compile_all
+from ctloop.pipelines.placement import GpuPlacement, Toleration
+from kfp import compiler, components, dsl
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("build")
+    compile_all(out)
+    return out
+
+
+def _training(compiled: Path) -> dict:
+    """The pipeline spec, with the platform spec (second YAML document) under `platforms`."""
+    spec, *platform = yaml.safe_load_all((compiled / "pipelines" / "training.yaml").read_text())
+    return {**spec, **(platform[0] if platform else {})}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.yaml"))
+    }
+
+
+def test_compile_writes_the_pipeline_and_one_yaml_per_component(compiled):
+    assert (compiled / "pipelines" / "training.yaml").is_file()
+    names = {p.stem for p in (compiled / "components").glob("*.yaml")}
+    assert names == set(COMPONENTS)
+
+
+def test_compiling_twice_gives_byte_identical_files(compiled, tmp_path):
+    compile_all(tmp_path)
+    assert _digest(tmp_path) == _digest(compiled)
+
+
+def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled):
+    spec = _training(compiled)
+    train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    assert train["resources"]["cpuRequest"] > 0 and train["resources"]["memoryRequest"] > 0
+    platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
+    assert platform["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform[
+        "tolerations"
+    ]
+    others = set(spec["deploymentSpec"]["executors"]) - {"exec-train-model"}
+    assert all("accelerator" not in str(spec["deploymentSpec"]["executors"][e]) for e in others)
+
+
+def _tasks_under_condition(spec: dict) -> dict[str, str]:
+    """Map each task inside a condition branch to the branch's trigger condition."""
+    root_dag = spec["root"]["dag"]["tasks"]
+    guarded = {}
+    for branch_task in root_dag.values():
+        branch = spec["components"][branch_task["componentRef"]["name"]]
+        for condition_task in branch.get("dag", {}).get("tasks", {}).values():
+            condition = condition_task.get("triggerPolicy", {}).get("condition", "")
+            inner = spec["components"][condition_task["componentRef"]["name"]]
+            for name in inner.get("dag", {}).get("tasks", {}):
+                guarded[name] = condition
+    return guarded
+
+
+def test_register_and_deploy_run_only_when_the_gate_passed(compiled):
+    spec = _training(compiled)
+    guarded = _tasks_under_condition(spec)
+    passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
+    assert guarded["register-model"] == passed
+    assert guarded["deploy-model"] == passed
+    assert guarded["record-rejection"].startswith("!(") and passed in guarded["record-rejection"]
+    assert "register-model" not in spec["root"]["dag"]["tasks"]
+
+
+def test_every_task_runs_the_pinned_project_image(compiled):
+    executors = _training(compiled)["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {DEFAULT_IMAGE}
+    assert not DEFAULT_IMAGE.endswith(":latest")
+    for path in (compiled / "components").glob("*.yaml"):
+        assert f"image: {DEFAULT_IMAGE}" in path.read_text()
+        assert "pip install" not in path.read_text()
+
+
+def test_compile_options_set_image_and_gpu_placement(tmp_path):
+    code = main(
+        [
+            "compile",
+            "--output-dir",
+            str(tmp_path),
+            "--image",
+            "registry.local/ctloop@sha256:" + "a" * 64,
+            "--accelerator-type",
+            "nvidia.com/mig-1g.10gb",
+            "--accelerator-count",
+            "2",
+            "--node-selector",
+            "pool=a100",
+            "--toleration",
+            "dedicated=ml:NoExecute",
+        ]
+    )
+    assert code == 0
+    spec = _training(tmp_path)
+    train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
+    assert train["image"] == "registry.local/ctloop@sha256:" + "a" * 64
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
+    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
+    assert platform["nodeSelector"]["labels"] == {"pool": "a100"}
+    assert platform["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}
+    ]
+
+
+def test_compile_rejects_an_unpinned_image(tmp_path, capsys):
+    assert main(["compile", "--output-dir", str(tmp_path), "--image", "ctloop:latest"]) == 2
+    assert "ctloop:latest" in capsys.readouterr().err
+    assert not (tmp_path / "pipelines" / "training.yaml").exists()
+
+
+def test_toleration_text_is_parsed_or_rejected_with_the_rule():
+    assert Toleration.parse("nvidia.com/gpu") == Toleration("nvidia.com/gpu")
+    with pytest.raises(ValueError, match="Effect one of"):
+        Toleration.parse("gpu:Sometimes")
+
+
+def test_cpu_only_placement_asks_for_no_accelerator(tmp_path):
+    compile_all(
+        tmp_path, placement=GpuPlacement(accelerator_count=0, node_selector={}, tolerations=())
+    )
+    train = _training(tmp_path)["deploymentSpec"]["executors"]["exec-train-model"]["container"]
+    assert "accelerator" not in train["resources"]
+
+
+def test_every_component_yaml_loads_and_composes_into_a_new_pipeline(compiled, tmp_path):
+    loaded = {
+        p.stem: components.load_component_from_file(str(p))
+        for p in (compiled / "components").glob("*.yaml")
+    }
+    load, validate, split = (
+        loaded["load_dataset"],
+        loaded["validate_dataset"],
+        loaded["split_dataset"],
+    )
+
+    @dsl.pipeline(name="reuse")
+    def reuse(uri: str):
+        data = load(uri=uri)
+        checked = validate(dataset=data.outputs["dataset"], target="y")
+        split(dataset=checked.outputs["validated"], target="y")
+
+    for name, component in loaded.items():
+        assert component.component_spec.description, f"{name} has no description"
+        compiler.Compiler().compile(component, str(tmp_path / f"{name}.yaml"))
+    compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
+    assert "exec-split-dataset" in (tmp_path / "reuse.yaml").read_text()
