@@ -5,7 +5,7 @@ CTLOOP := $(VENV)/bin/ctloop
 UV     := $(VENV)/bin/uv
 BUILD  ?= build
 
-.PHONY: setup demo test compile lint bench clean
+.PHONY: setup demo test compile lint bench docs clean
 
 setup: $(VENV)/.installed
 
@@ -34,3 +34,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(BUILD) .ctloop
+
+docs: setup
+	$(PY) -c "from ctloop.pipelines.reference_docs import update_readme; update_readme('README.md')"

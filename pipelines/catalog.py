@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 
+from kfp.dsl.base_component import BaseComponent
+
 from ctloop.components.data.component import load_dataset, split_dataset, validate_dataset
 from ctloop.components.deploy.component import deploy_model
 from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.registry.component import record_rejection, register_model
 from ctloop.components.train.component import train_model
-from kfp.dsl.base_component import BaseComponent
 
 COMPONENTS: dict[str, BaseComponent] = {
     component.name.replace("-", "_"): component

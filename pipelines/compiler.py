@@ -6,11 +6,12 @@ what is committed and upload only real changes.
 
 from pathlib import Path
 
+from kfp import compiler
+
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.placement import GpuPlacement
 from ctloop.pipelines.training import build_training_pipeline
-from kfp import compiler
 
 
 def compile_all(

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctloop.pipelines.training import build_training_pipeline
 from kfp import local
+
+from ctloop.pipelines.training import build_training_pipeline
 
 
 @dataclass(frozen=True)

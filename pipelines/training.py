@@ -7,11 +7,12 @@ rejected one is tagged in MLflow with the reasons.
 
 from typing import NamedTuple
 
+from kfp import dsl
+from kfp.dsl.base_component import BaseComponent
+
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.placement import GpuPlacement
-from kfp import dsl
-from kfp.dsl.base_component import BaseComponent
 
 PIPELINE_NAME = "ctloop-training"
 

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kfp import compiler, components, dsl
+
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.placement import GpuPlacement, Toleration
-from kfp import compiler, components, dsl
 
 
 @pytest.fixture(scope="module")

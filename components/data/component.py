@@ -3,9 +3,10 @@
 Thin wrappers: each body imports the library module beside it and writes the outputs.
 """
 
-from ctloop.components.image import DEFAULT_IMAGE
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+
+from ctloop.components.image import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

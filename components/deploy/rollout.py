@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.crd_schema import default_crd_dir, validate_inference_service
 from ctloop.components.deploy.inference_service import (

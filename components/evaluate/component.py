@@ -2,7 +2,6 @@
 
 from typing import NamedTuple
 
-from ctloop.components.image import DEFAULT_IMAGE
 from kfp import dsl
 from kfp.dsl import (
     Artifact,
@@ -14,6 +13,8 @@ from kfp.dsl import (
     Model,
     Output,
 )
+
+from ctloop.components.image import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

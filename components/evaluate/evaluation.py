@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xgboost as xgb
+
 from ctloop.components.data.profile import with_prediction_distribution
 from ctloop.components.evaluate.metrics import (
     classification_metrics,

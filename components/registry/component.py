@@ -2,9 +2,10 @@
 
 from typing import NamedTuple
 
-from ctloop.components.image import DEFAULT_IMAGE
 from kfp import dsl
 from kfp.dsl import Artifact, Input
+
+from ctloop.components.image import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

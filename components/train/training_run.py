@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import mlflow
 import pyarrow.parquet as pq
+
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
 from ctloop.components.train.trainer import feature_schema, to_frame, train_booster

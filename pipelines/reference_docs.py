@@ -1,0 +1,86 @@
+"""The README's reference sections, generated from the docstrings KFP compiles.
+
+The pipeline parameters and the component catalog are written from the same docstrings
+that become descriptions in the Kubeflow UI, so the README cannot drift from what a user
+sees there; a test fails when the committed README is out of date (`make docs` fixes it).
+"""
+
+import re
+from pathlib import Path
+
+import docstring_parser
+from kfp.dsl.base_component import BaseComponent
+
+from ctloop.pipelines.catalog import COMPONENTS
+from ctloop.pipelines.training import build_training_pipeline
+
+BEGIN = "<!-- BEGIN GENERATED REFERENCE (make docs) -->"
+END = "<!-- END GENERATED REFERENCE -->"
+
+
+def _type_name(kfp_type: str) -> str:
+    return kfp_type.split("@")[0].removeprefix("system.")
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split()).replace("|", "\\|")
+
+
+def _default(value) -> str:
+    return "" if value is None else f"`{value!r}`" if not isinstance(value, str) else f'`"{value}"`'
+
+
+def _component_section(name: str, component: BaseComponent) -> list[str]:
+    spec = component.component_spec
+    documented = docstring_parser.parse(component.python_func.__doc__ or "")
+    described = {p.arg_name: p.description for p in documented.params}
+    summary = _one_line(documented.short_description)
+    lines = [f"### `{name}`", "", summary, ""]
+    if documented.long_description:
+        lines += [_one_line(documented.long_description), ""]
+    lines += ["| | name | type | default | description |", "| --- | --- | --- | --- | --- |"]
+    for key, spec_input in (spec.inputs or {}).items():
+        default = _default(spec_input.default) if spec_input.optional else "required"
+        lines.append(
+            f"| in | `{key}` | {_type_name(spec_input.type)} | {default} | "
+            f"{_one_line(described.get(key))} |"
+        )
+    for key, spec_output in (spec.outputs or {}).items():
+        lines.append(
+            f"| out | `{key}` | {_type_name(spec_output.type)} | | "
+            f"{_one_line(described.get(key) or spec_output.description)} |"
+        )
+    return lines + [""]
+
+
+def reference_markdown() -> str:
+    """Pipeline parameters and component catalog, as Markdown."""
+    pipeline = build_training_pipeline()
+    lines = [
+        BEGIN,
+        "### Training pipeline parameters",
+        "",
+        "| parameter | type | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, spec_input in pipeline.component_spec.inputs.items():
+        lines.append(
+            f"| `{key}` | {_type_name(spec_input.type)} | {_default(spec_input.default)} | "
+            f"{_one_line(spec_input.description)} |"
+        )
+    lines += ["", "## Component catalog", ""]
+    for name, component in COMPONENTS.items():
+        lines += _component_section(name, component)
+    return "\n".join(lines + [END])
+
+
+def update_readme(path: str | Path) -> bool:
+    """Rewrite the generated section of `path`; return whether anything changed."""
+    path = Path(path)
+    text = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{path}: no generated section between {BEGIN!r} and {END!r}")
+    updated = pattern.sub(lambda _: reference_markdown(), text)
+    path.write_text(updated)
+    return updated != text
