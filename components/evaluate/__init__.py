@@ -1,0 +1,1 @@
+"""Evaluation step: candidate metrics, curves, scoring latency and the champion comparison."""

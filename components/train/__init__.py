@@ -1,0 +1,1 @@
+"""Training step: checked XGBoost hyperparameters and the memory-lean, Parquet-streaming trainer."""

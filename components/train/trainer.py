@@ -1,0 +1,295 @@
+"""Memory-lean XGBoost training straight from the split Parquet files.
+
+The split step writes Parquet; reading a whole file into pandas and handing it to
+`xgboost.DMatrix` keeps three copies of the data alive at once (Arrow, pandas with Python
+string objects, and XGBoost's own CSR matrix). Here the files are streamed record batch by
+record batch through an `xgboost.DataIter` into `xgboost.QuantileDMatrix`, which keeps only
+the quantised histogram index, so peak memory is one batch plus that index (a byte per cell
+with the default 256 bins). `tests/benchmarks/bench_training.py` measures the difference.
+
+`to_frame` is the one place where rows become model input: training, evaluation and batch
+scoring all go through it, so categorical codes always follow the reference profile's
+category list (a category unseen at training time becomes missing, never a new code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xgboost as xgb
+
+TRAINING_LOOP_KEYS = ("num_boost_round", "early_stopping_rounds")
+"""Hyperparameters that drive `xgboost.train`'s loop rather than the booster itself."""
+
+
+class TrainingDataError(ValueError):
+    """A profile, Parquet file or column that cannot be turned into model input."""
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The model's input columns, in training order, and each categorical's category list."""
+
+    features: list[str]
+    categories: dict[str, list[str]]
+
+    def dtype(self, feature: str) -> pd.CategoricalDtype | None:
+        """The pandas dtype of a categorical feature; None for a numeric one."""
+        if feature not in self.categories:
+            return None
+        return pd.CategoricalDtype(categories=self.categories[feature])
+
+
+@dataclass
+class TrainResult:
+    """A trained booster and what its training saw."""
+
+    booster: xgb.Booster
+    best_iteration: int
+    evals_result: dict[str, list[float]]
+    train_rows: int
+    validation_rows: int
+    early_stopped: bool = False
+    """True when early stopping ended training before `num_boost_round`."""
+
+
+def feature_schema(profile: Mapping[str, Any]) -> FeatureSchema:
+    """Build the input schema from the reference profile (`feature_order` + `features`)."""
+    order = profile.get("feature_order")
+    features = profile.get("features")
+    if not isinstance(order, list) or not order or not isinstance(features, Mapping):
+        raise TrainingDataError(
+            "reference profile needs a non-empty 'feature_order' list and a 'features' mapping"
+        )
+    categories: dict[str, list[str]] = {}
+    for name in order:
+        entry = features.get(name)
+        if not isinstance(entry, Mapping):
+            raise TrainingDataError(
+                f"feature {name!r} is in the profile's 'feature_order' but not in its 'features'"
+            )
+        kind = entry.get("kind")
+        if kind == "categorical":
+            categories[name] = sorted(str(c) for c in entry.get("categories", {}))
+        elif kind != "numeric":
+            raise TrainingDataError(
+                f"feature {name!r} has kind {kind!r}; expected 'numeric' or 'categorical'"
+            )
+    return FeatureSchema(features=list(order), categories=categories)
+
+
+def to_frame(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema) -> pd.DataFrame:
+    """Turn Arrow rows into the model's input frame.
+
+    Numeric features become float32 (nulls -> NaN); categorical features become
+    `pd.Categorical` over the profile's categories (nulls and unseen values -> NaN).
+    Columns not in the schema are dropped; the frame's column order is the training order.
+    """
+    names = set(batch.schema.names)
+    missing = [f for f in schema.features if f not in names]
+    if missing:
+        raise TrainingDataError(
+            f"input is missing feature column(s) {missing}; it has {sorted(names)}"
+        )
+    columns: dict[str, Any] = {}
+    for name in schema.features:
+        column = batch.column(name)
+        dtype = schema.dtype(name)
+        if dtype is None:
+            columns[name] = _numeric(name, column)
+        else:
+            columns[name] = _categorical(name, column, dtype)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _numeric(name: str, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    try:
+        as_float = pc.cast(column, pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise TrainingDataError(
+            f"numeric feature {name!r} has type {column.type} that cannot become float32: {error}"
+        ) from error
+    return as_float.to_numpy(zero_copy_only=False)
+
+
+def _categorical(
+    name: str, column: pa.Array | pa.ChunkedArray, dtype: pd.CategoricalDtype
+) -> pd.Categorical:
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        try:
+            column = pc.cast(column, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise TrainingDataError(
+                f"categorical feature {name!r} has type {column.type} that cannot become strings"
+            ) from error
+    value_set = pa.array(list(dtype.categories), type=column.type)
+    codes = pc.fill_null(pc.index_in(column, value_set=value_set), -1)
+    return pd.Categorical.from_codes(codes.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def iter_frames(
+    path: str | Path,
+    schema: FeatureSchema,
+    columns: Sequence[str] = (),
+    batch_rows: int = 65536,
+) -> Iterator[tuple[pd.DataFrame, pa.RecordBatch]]:
+    """Stream a Parquet file as (model input frame, record batch of the extra `columns`)."""
+    parquet = _open_parquet(path)
+    available = set(parquet.schema_arrow.names)
+    wanted = list(dict.fromkeys([*schema.features, *columns]))
+    absent = [c for c in wanted if c not in available]
+    if absent:
+        raise TrainingDataError(
+            f"{path}: missing column(s) {absent}; the file has {sorted(available)}"
+        )
+    extra = list(columns)
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+        yield to_frame(batch, schema), batch.select(extra)
+
+
+def _open_parquet(path: str | Path) -> pq.ParquetFile:
+    # pre_buffer (the default) reads whole row groups ahead: ~240 MB more peak at 2M rows.
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise TrainingDataError(f"{path}: cannot be read as Parquet: {error}") from error
+
+
+def _labels(path: str | Path, target: str, batch: pa.RecordBatch) -> np.ndarray:
+    column = batch.column(target)
+    try:
+        labels = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise TrainingDataError(
+            f"{path}: label column {target!r} of type {column.type} is not numeric"
+        ) from error
+    if np.isnan(labels).any():
+        raise TrainingDataError(f"{path}: label column {target!r} has missing values")
+    return labels
+
+
+class _ParquetBatches(xgb.DataIter):
+    """Feeds one Parquet file to XGBoost a record batch at a time (XGBoost reads it twice)."""
+
+    def __init__(self, path: str | Path, target: str, schema: FeatureSchema, batch_rows: int):
+        self._path = path
+        self._target = target
+        self._schema = schema
+        self._batch_rows = batch_rows
+        self._frames: Iterator[tuple[pd.DataFrame, pa.RecordBatch]] | None = None
+        super().__init__()
+
+    def next(self, input_data: Any) -> bool:
+        # Arrow's allocator keeps freed batch buffers for reuse; handing them back before the
+        # next batch keeps them from stacking on top of XGBoost's own peak (~60 MB at 2M rows).
+        pa.default_memory_pool().release_unused()
+        if self._frames is None:
+            self._frames = iter_frames(self._path, self._schema, [self._target], self._batch_rows)
+        batch = next(self._frames, None)
+        if batch is None:
+            return False
+        frame, extra = batch
+        input_data(data=frame, label=_labels(self._path, self._target, extra))
+        return True
+
+    def reset(self) -> None:
+        self._frames = None
+
+
+def train_booster(
+    train_path: str | Path,
+    validation_path: str | Path,
+    *,
+    target: str,
+    schema: FeatureSchema,
+    params: Mapping[str, Any],
+    device: str = "cpu",
+    batch_rows: int = 65536,
+    callbacks: Sequence[xgb.callback.TrainingCallback] = (),
+) -> TrainResult:
+    """Train with early stopping on the validation file, streaming both Parquet files.
+
+    Args:
+        train_path: Parquet file with the features and `target`.
+        validation_path: Parquet file watched for early stopping (named "validation").
+        target: Label column.
+        schema: Input columns from `feature_schema`.
+        params: Checked hyperparameters (`parse_hyperparameters`), including
+            `num_boost_round` and `early_stopping_rounds`.
+        device: XGBoost device, "cpu" or "cuda" (`resolve_device`).
+        batch_rows: Rows per streamed record batch.
+        callbacks: Extra `xgboost.callback.TrainingCallback`s, e.g. a metrics logger.
+
+    Returns:
+        The booster (set to predict on CPU), its best iteration and the validation curves.
+    """
+    if batch_rows < 1:
+        raise TrainingDataError(f"batch_rows = {batch_rows} must be >= 1")
+    booster_params = {k: v for k, v in params.items() if k not in TRAINING_LOOP_KEYS}
+    booster_params["device"] = device
+    max_bin = int(booster_params.get("max_bin", 256))
+
+    train_rows = _open_parquet(train_path).metadata.num_rows
+    validation_rows = _open_parquet(validation_path).metadata.num_rows
+    for path, rows in ((train_path, train_rows), (validation_path, validation_rows)):
+        if rows == 0:
+            raise TrainingDataError(f"{path}: has no rows to train or validate on")
+
+    dtrain = xgb.QuantileDMatrix(
+        _ParquetBatches(train_path, target, schema, batch_rows),
+        max_bin=max_bin,
+        enable_categorical=True,
+    )
+    dvalidation = xgb.QuantileDMatrix(
+        _ParquetBatches(validation_path, target, schema, batch_rows),
+        max_bin=max_bin,
+        enable_categorical=True,
+        ref=dtrain,
+    )
+    evals_result: dict[str, dict[str, list[float]]] = {}
+    num_boost_round = int(params.get("num_boost_round", 500))
+    booster = xgb.train(
+        booster_params,
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dvalidation, "validation")],
+        early_stopping_rounds=params.get("early_stopping_rounds"),
+        evals_result=evals_result,
+        verbose_eval=False,
+        callbacks=list(callbacks),
+    )
+    # Scoring frames live in host memory; a CUDA booster would warn and copy on every call.
+    booster.set_param({"device": "cpu"})
+    best = booster.attr("best_iteration")
+    best_iteration = int(best) if best is not None else booster.num_boosted_rounds() - 1
+    return TrainResult(
+        booster=booster,
+        best_iteration=best_iteration,
+        evals_result={
+            metric: [float(v) for v in values]
+            for metric, values in evals_result.get("validation", {}).items()
+        },
+        train_rows=train_rows,
+        validation_rows=validation_rows,
+        early_stopped=booster.num_boosted_rounds() < num_boost_round,
+    )
+
+
+def predict_scores(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    """Score a `to_frame` frame: probabilities for binary:logistic, values for regression.
+
+    When training stopped early the trees after the best iteration are ignored, also for a
+    booster loaded from a saved model (XGBoost keeps `best_iteration` as a model attribute).
+    """
+    best = booster.attr("best_iteration")
+    iteration_range = (0, int(best) + 1) if best is not None else (0, 0)
+    scores = booster.inplace_predict(frame, iteration_range=iteration_range)
+    return np.asarray(scores, dtype=np.float64)

@@ -1,0 +1,249 @@
+"""Peak memory and time of ctloop's streamed training against the naive pandas path.
+
+Run: `.venv/bin/python tests/benchmarks/bench_training.py [--rows 2000000] [--rounds 50]`.
+
+Writes synthetic train/validation/test Parquet files (26 float32 features with ~2% missing,
+4 categorical string features with 10 levels, a binary label drawn from a known logistic
+model) to a temporary folder, then trains in separate child processes so each peak RSS is
+its own:
+
+- ctloop:   `train_booster`, streaming Parquet record batches into QuantileDMatrix;
+- naive:    `pd.read_parquet` -> `xgb.DMatrix(enable_categorical=True)` -> `xgb.train`;
+- baseline: only imports xgboost, pandas and pyarrow (the floor both paths pay).
+
+Both paths use the same hyperparameters and early stopping on the validation file; AUC is
+measured on the held-out test file. Goal: ctloop's peak RSS <= 1/3 of naive's at an AUC
+within 0.002. Nothing here is asserted: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NUMERIC = [f"x{i:02d}" for i in range(26)]
+CATEGORICAL = [f"c{i}" for i in range(4)]
+LEVELS = {name: [f"{name}_level{j}" for j in range(10)] for name in CATEGORICAL}
+TARGET = "label"
+CHUNK_ROWS = 250_000
+
+
+def write_split(path: Path, rows: int, seed: int) -> None:
+    """Write `rows` synthetic rows in row groups of CHUNK_ROWS (memory stays one chunk)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model = np.random.default_rng(12345)  # the same planted model for every split
+    weights = model.normal(scale=0.6, size=len(NUMERIC)) * (np.arange(len(NUMERIC)) < 12)
+    effects = {name: model.normal(scale=0.8, size=10) for name in CATEGORICAL}
+    rng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, rows, CHUNK_ROWS):
+        n = min(CHUNK_ROWS, rows - start)
+        x = rng.normal(size=(n, len(NUMERIC))).astype(np.float32)
+        logit = np.nan_to_num(x) @ weights - 0.5
+        columns = {}
+        for name in CATEGORICAL:
+            codes = rng.integers(0, 10, size=n)
+            logit += effects[name][codes]
+            values = np.asarray(LEVELS[name], dtype=object)[codes]
+            values[rng.random(n) < 0.01] = None
+            columns[name] = pa.array(values, type=pa.string())
+        x[rng.random(x.shape) < 0.02] = np.nan
+        for i, name in enumerate(NUMERIC):
+            columns[name] = pa.array(x[:, i])
+        label = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+        columns[TARGET] = pa.array(label)
+        table = pa.table(columns)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+
+
+def _params(rounds: int, depth: int) -> dict:
+    from ctloop.components.train.hyperparameters import parse_hyperparameters
+
+    return parse_hyperparameters(
+        json.dumps({"num_boost_round": rounds, "max_depth": depth}), "binary"
+    )
+
+
+def child_ctloop(folder: Path, rounds: int, depth: int) -> dict:
+    import numpy as np
+
+    from ctloop.components.evaluate.metrics import roc_auc
+    from ctloop.components.train.trainer import (
+        FeatureSchema,
+        iter_frames,
+        predict_scores,
+        train_booster,
+    )
+
+    schema = FeatureSchema(features=NUMERIC + CATEGORICAL, categories=dict(LEVELS))
+    started = time.perf_counter()
+    result = train_booster(
+        folder / "train.parquet",
+        folder / "validation.parquet",
+        target=TARGET,
+        schema=schema,
+        params=_params(rounds, depth),
+    )
+    wall = time.perf_counter() - started
+    labels, scores = [], []
+    for frame, extra in iter_frames(folder / "test.parquet", schema, [TARGET]):
+        scores.append(predict_scores(result.booster, frame))
+        labels.append(extra.column(TARGET).to_numpy())
+    auc = roc_auc(np.concatenate(labels), np.concatenate(scores))
+    return {"wall_s": wall, "auc": auc, "best_iteration": result.best_iteration}
+
+
+def child_naive(folder: Path, rounds: int, depth: int) -> dict:
+    import pandas as pd
+    import xgboost as xgb
+
+    from ctloop.components.evaluate.metrics import roc_auc
+
+    def matrix(name: str) -> xgb.DMatrix:
+        frame = pd.read_parquet(folder / name)
+        for column in CATEGORICAL:
+            frame[column] = frame[column].astype(pd.CategoricalDtype(LEVELS[column]))
+        return xgb.DMatrix(
+            frame[NUMERIC + CATEGORICAL], label=frame[TARGET], enable_categorical=True
+        )
+
+    params = _params(rounds, depth)
+    loop = {k: params.pop(k) for k in ("num_boost_round", "early_stopping_rounds")}
+    started = time.perf_counter()
+    dtrain = matrix("train.parquet")
+    dvalidation = matrix("validation.parquet")
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=loop["num_boost_round"],
+        evals=[(dvalidation, "validation")],
+        early_stopping_rounds=loop["early_stopping_rounds"],
+        verbose_eval=False,
+    )
+    wall = time.perf_counter() - started
+    dtest = matrix("test.parquet")
+    scores = booster.predict(dtest, iteration_range=(0, booster.best_iteration + 1))
+    auc = roc_auc(dtest.get_label(), scores)
+    return {"wall_s": wall, "auc": auc, "best_iteration": booster.best_iteration}
+
+
+def child_baseline(folder: Path, rounds: int, depth: int) -> dict:
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+    import xgboost  # noqa: F401
+
+    return {"wall_s": 0.0, "auc": None, "best_iteration": None}
+
+
+def _vm_hwm_mb() -> float | None:
+    """The kernel's peak RSS of this process image, a cross-check of ru_maxrss."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+CHILDREN = {"ctloop": child_ctloop, "naive": child_naive, "baseline": child_baseline}
+
+
+def run_child(path: str, folder: Path, rounds: int, depth: int) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        path,
+        "--dir",
+        str(folder),
+        "--rounds",
+        str(rounds),
+        "--depth",
+        str(depth),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"child {path} failed:\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.write:
+        held_out = max(args.rows // 10, 1000)
+        write_split(args.write / "train.parquet", args.rows, seed=1)
+        write_split(args.write / "validation.parquet", held_out, seed=2)
+        write_split(args.write / "test.parquet", held_out, seed=3)
+        return
+    if args.child:
+        figures = CHILDREN[args.child](args.dir, args.rounds, args.depth)
+        figures["path"] = args.child
+        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures["vm_hwm_mb"] = _vm_hwm_mb()
+        print(json.dumps(figures))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="ctloop-bench-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        held_out = max(args.rows // 10, 1000)
+        # Written by a child: Linux carries a parent's peak RSS into ru_maxrss of the children
+        # it starts, so this process must stay small for the children's figures to be theirs.
+        writer = [sys.executable, __file__, "--write", str(folder), "--rows", str(args.rows)]
+        subprocess.run(writer, check=True)
+        size_mb = (folder / "train.parquet").stat().st_size / 2**20
+        print(
+            f"data: {args.rows} train rows ({size_mb:.0f} MB Parquet), {held_out} validation "
+            f"and test rows, {len(NUMERIC)} numeric + {len(CATEGORICAL)} categorical features; "
+            f"written in {time.perf_counter() - started:.1f} s; rounds={args.rounds} "
+            f"depth={args.depth}"
+        )
+        results = {
+            path: run_child(path, folder, args.rounds, args.depth)
+            for path in ("baseline", "ctloop", "naive")
+        }
+
+    header = f"{'path':<10}{'wall s':>9}{'peak RSS MB':>14}{'VmHWM MB':>10}{'test AUC':>10}"
+    print(header + f"{'best iter':>11}")
+    for path, row in results.items():
+        auc = "—" if row["auc"] is None else f"{row['auc']:.4f}"
+        best = "—" if row["best_iteration"] is None else str(row["best_iteration"])
+        hwm = "—" if row["vm_hwm_mb"] is None else f"{row['vm_hwm_mb']:.0f}"
+        print(
+            f"{path:<10}{row['wall_s']:>9.1f}{row['peak_rss_mb']:>14.0f}{hwm:>10}{auc:>10}"
+            f"{best:>11}"
+        )
+    ours, naive, floor = (results[p] for p in ("ctloop", "naive", "baseline"))
+    ratio = ours["peak_rss_mb"] / naive["peak_rss_mb"]
+    above_floor = (ours["peak_rss_mb"] - floor["peak_rss_mb"]) / (
+        naive["peak_rss_mb"] - floor["peak_rss_mb"]
+    )
+    print(f"peak RSS ctloop/naive: {ratio:.2f} (above the import baseline: {above_floor:.2f})")
+    print(f"test AUC ctloop - naive: {ours['auc'] - naive['auc']:+.4f}")
+    print("goal: ratio <= 0.33 with |AUC difference| <= 0.002")
+
+
+if __name__ == "__main__":
+    main()
