@@ -117,7 +117,8 @@ def _run(args) -> int:
     else:
         from ctloop.pipelines.local_run import run_training
 
-        summary = run_training(args.data, args.target, args.workdir, arguments)
+        log_stream = sys.stderr if args.json else None  # keep stdout for the JSON line
+        summary = run_training(args.data, args.target, args.workdir, arguments, log_stream)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -6,11 +6,13 @@ it instead of applying it. Tasks run as subprocesses of this Python environment.
 """
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from kfp import local
 
+from ctloop.pipelines.local_logs import local_run_output
 from ctloop.pipelines.training import build_training_pipeline
 
 
@@ -46,10 +48,13 @@ class Workdir:
         }
 
 
-def run_training(data_uri: str, target: str, workdir: str | Path, arguments: dict) -> dict:
+def run_training(
+    data_uri: str, target: str, workdir: str | Path, arguments: dict, log_stream=None
+) -> dict:
     """Run the training pipeline locally; return the summary the CLI prints.
 
-    Raises RuntimeError (from kfp.local) when a step fails; a gate that says no is not a
+    kfp.local's task output goes to `log_stream` (default stdout). Raises LocalRunError,
+    naming the step and its error, when a step fails; a gate that says no is not a
     failure: the run completes and the summary says why.
     """
     work = Workdir(Path(workdir).resolve())
@@ -59,9 +64,12 @@ def run_training(data_uri: str, target: str, workdir: str | Path, arguments: dic
         pipeline_root=str(work.pipeline_root),
         raise_on_error=True,
     )
-    task = build_training_pipeline()(
-        **{"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments}
-    )
+    with local_run_output(log_stream), warnings.catch_warnings():
+        # kfp.local says, for every task, that GPU and resource settings do not apply here.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+        task = build_training_pipeline()(
+            **{"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments}
+        )
     outputs = task.outputs
     deployment = json.loads(outputs["deployment"])
     return {

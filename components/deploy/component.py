@@ -76,5 +76,6 @@ def deploy_model(
         handle.write(render_yaml(outcome.pop("manifest")))
     manifest.metadata.update({"display_name": "InferenceService", "action": outcome["action"]})
     outcome.setdefault("inference_service_manifest", manifest.path)
+    outcome["manifest_artifact"] = manifest.path
     outcome.update({"registered_model": registered_model_name, "alias": alias})
     return (json.dumps(outcome, sort_keys=True),)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import mlflow
 import xgboost as xgb
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -75,15 +75,16 @@ def training_run(
         yield run
 
 
-def log_iteration_metrics(run_id: str, history: Mapping[str, Mapping[str, list[float]]]) -> None:
-    """Log xgboost's per-iteration evaluation history (`evals_result`) with steps, in batches."""
+def log_iteration_metrics(
+    run_id: str, history: Mapping[str, list[float]], prefix: str = "validation"
+) -> None:
+    """Log a per-iteration metric history (`{"auc": [...]}`) as `<prefix>_<metric>` by step."""
     from mlflow.entities import Metric
 
     timestamp = int(datetime.now(UTC).timestamp() * 1000)
     metrics = [
-        Metric(key=f"{data_name}_{metric}", value=float(value), timestamp=timestamp, step=step)
-        for data_name, by_metric in history.items()
-        for metric, values in by_metric.items()
+        Metric(key=f"{prefix}_{metric}", value=float(value), timestamp=timestamp, step=step)
+        for metric, values in history.items()
         for step, value in enumerate(values)
     ]
     mlflow_client = MlflowClient(mlflow.get_tracking_uri())
@@ -108,11 +109,17 @@ def log_model_with_profile(booster: xgb.Booster, profile: dict, input_example) -
     return info.model_uri
 
 
+def _missing(error: MlflowException) -> bool:
+    return error.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
 def _version_by_alias(mlflow_client: MlflowClient, name: str, alias: str):
     try:
         return mlflow_client.get_model_version_by_alias(name, alias)
-    except (MlflowException, RestException) as error:
-        if "RESOURCE_DOES_NOT_EXIST" in str(error) or "not found" in str(error).lower():
+    except MlflowException as error:
+        # A missing model is RESOURCE_DOES_NOT_EXIST; a missing alias on an existing model
+        # comes back from MLflow 3 as INVALID_PARAMETER_VALUE "... alias X not found".
+        if _missing(error) or f"alias {alias} not found" in error.message:
             return None
         raise
 
@@ -152,9 +159,13 @@ def register_version(
     try:
         mlflow_client.get_run(run_id)
     except MlflowException as error:
+        if not _missing(error):
+            raise
         raise RegistryError(f"MLflow run {run_id!r} does not exist: {error}") from error
     existing = [
-        v for v in mlflow_client.search_model_versions(f"name = '{name}'") if v.run_id == run_id
+        v
+        for v in mlflow_client.search_model_versions(f"name = {json.dumps(name)}")
+        if v.run_id == run_id
     ]
     if existing:
         version = existing[0]

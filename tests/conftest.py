@@ -1,0 +1,35 @@
+"""Shared fixtures: the real Telco churn table, and one local training loop per session.
+
+The loop runs the real `training` pipeline through kfp.local twice on the same work
+directory (first model, then a challenger), exactly as `make demo` does, so the slower
+end-to-end assertions share one pair of runs.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from ctloop.pipelines.demo import export_telco_churn
+
+CHALLENGER_HYPERPARAMETERS = '{"max_depth": 3, "eta": 0.05, "num_boost_round": 800}'
+
+
+@pytest.fixture(scope="session")
+def telco_churn_parquet(tmp_path_factory) -> Path:
+    return export_telco_churn(tmp_path_factory.mktemp("data") / "telco_churn.parquet")
+
+
+@pytest.fixture(scope="session")
+def training_loop(tmp_path_factory, telco_churn_parquet):
+    """(workdir, first summary, second summary) of two local training runs."""
+    from ctloop.pipelines.local_run import run_training
+
+    workdir = tmp_path_factory.mktemp("ctloop")
+    first = run_training(str(telco_churn_parquet), "churn", workdir, {})
+    second = run_training(
+        str(telco_churn_parquet),
+        "churn",
+        workdir,
+        {"hyperparameters": CHALLENGER_HYPERPARAMETERS},
+    )
+    return workdir, first, second

@@ -1,0 +1,316 @@
+"""mlflow_registry against a real `mlflow server` on loopback: the cluster path of MLflow.
+
+On a cluster the steps talk HTTP to a tracking server that proxies artifacts
+(`mlflow-artifacts:/`); nothing is written by the client to a local path. This file starts
+that server once (SQLite backend, artifacts under a temporary folder) and drives it only
+through ctloop's MLflow module, the way the training and register steps do.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+import yaml
+from mlflow import MlflowClient
+
+from ctloop.components.registry import mlflow_registry
+from ctloop.components.registry.mlflow_registry import RegistryError
+
+EXPERIMENT = "ctloop-server-test"
+DATASET_HASH = "sha256:" + "ab" * 32
+STARTUP_TIMEOUT_S = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server's whole process group (uvicorn worker, job runners too)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """(tracking URI, artifacts destination) of an `mlflow server` serving artifacts by proxy."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    artifacts = root / "artifacts"
+    port = _free_port()
+    stderr_path = root / "server.stderr"
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(artifacts),
+        "--workers",
+        "1",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runners: nothing here needs them
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    previous_tracking_uri = mlflow.get_tracking_uri()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                state = (
+                    f"exited with {process.returncode}"
+                    if process.poll() is not None
+                    else f"no /health answer within {STARTUP_TIMEOUT_S:.0f} s"
+                )
+                pytest.fail(
+                    f"mlflow server on {uri} {state}; stderr:\n"
+                    + stderr_path.read_text(errors="replace")[-4000:]
+                )
+            time.sleep(0.25)
+        yield uri, artifacts
+    finally:
+        _stop(process)
+        mlflow.set_tracking_uri(previous_tracking_uri)
+        mlflow.set_registry_uri(previous_tracking_uri)
+
+
+def _synthetic_frame(seed: int, rows: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["Month-to-month", "One year", "Two year"], size=rows)
+    tenure = rng.integers(0, 72, size=rows).astype(float)
+    charges = rng.normal(70.0, 20.0, size=rows)
+    logit = 1.5 * (contract == "Month-to-month") - 0.04 * tenure + 0.01 * (charges - 70)
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame(
+        {
+            "tenure": tenure,
+            "contract": pd.Series(contract).astype(
+                pd.CategoricalDtype(categories=["Month-to-month", "One year", "Two year"])
+            ),
+            "monthly_charges": charges,
+        }
+    )
+    return frame, label
+
+
+def _profile(frame: pd.DataFrame, seed: int) -> dict:
+    shares = frame["contract"].value_counts(normalize=True).sort_index()
+    return {
+        "format": "ctloop.reference_profile/v1",
+        "target": "churn",
+        "task": "binary",
+        "row_count": len(frame),
+        "label_mapping": None,
+        "feature_order": list(frame.columns),
+        "features": {
+            "contract": {
+                "kind": "categorical",
+                "count": len(frame),
+                "missing_rate": 0.0,
+                "categories": {str(k): float(v) for k, v in shares.items()},
+            }
+        },
+        "seed": seed,
+    }
+
+
+def _train_and_log(tracking_uri: str, seed: int, max_depth: int) -> dict:
+    frame, label = _synthetic_frame(seed)
+    train = xgb.DMatrix(frame.iloc[:240], label=label[:240], enable_categorical=True)
+    valid = xgb.DMatrix(frame.iloc[240:], label=label[240:], enable_categorical=True)
+    history: dict = {}
+    booster = xgb.train(
+        {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": max_depth},
+        train,
+        num_boost_round=8,
+        evals=[(valid, "validation")],
+        evals_result=history,
+        verbose_eval=False,
+    )
+    profile = _profile(frame, seed)
+    example = frame.iloc[:5].reset_index(drop=True)
+    with mlflow_registry.training_run(
+        tracking_uri,
+        EXPERIMENT,
+        run_name=f"train-{seed}",
+        tags={"ctloop.dataset.content_hash": DATASET_HASH, "kfp.run_id": f"kfp-{seed}"},
+    ) as run:
+        mlflow_registry.log_iteration_metrics(run.info.run_id, history["validation"])
+        model_uri = mlflow_registry.log_model_with_profile(booster, profile, example)
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": model_uri,
+        "booster": booster,
+        "profile": profile,
+        "example": example,
+        "history": history,
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server):
+    """Two training runs (different seeds and depths) logged through the server."""
+    uri, _ = mlflow_server
+    return [_train_and_log(uri, seed=1, max_depth=2), _train_and_log(uri, seed=2, max_depth=4)]
+
+
+def test_training_run_logs_iteration_metrics_with_steps_through_the_server(mlflow_server, trained):
+    uri, _ = mlflow_server
+    first = trained[0]
+    history = MlflowClient(uri).get_metric_history(first["run_id"], "validation_logloss")
+    assert [m.step for m in history] == list(range(8))
+    assert np.allclose([m.value for m in history], first["history"]["validation"]["logloss"])
+    run = MlflowClient(uri).get_run(first["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ctloop.dataset.content_hash"] == DATASET_HASH
+
+
+def test_artifacts_are_proxied_by_the_server_into_its_destination(mlflow_server, trained):
+    uri, artifacts = mlflow_server
+    first = trained[0]
+    run = MlflowClient(uri).get_run(first["run_id"])
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    on_disk = {p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*") if p.is_file()}
+    profiles = [
+        p for p in on_disk if p.endswith(f"{first['run_id']}/artifacts/reference_profile.json")
+    ]
+    assert len(profiles) == 1, sorted(on_disk)
+    assert json.loads((artifacts / profiles[0]).read_text()) == first["profile"]
+    model_id = first["model_uri"].removeprefix("models:/")
+    mlmodels = [p for p in on_disk if p.endswith(f"{model_id}/artifacts/MLmodel")]
+    assert len(mlmodels) == 1, sorted(on_disk)
+    model_dir = (artifacts / mlmodels[0]).parent
+    booster_file = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["xgboost"]["data"]
+    assert (model_dir / booster_file).stat().st_size > 0
+
+
+def test_first_version_is_champion_later_is_challenger_and_reregistering_is_idempotent(
+    mlflow_server, trained
+):
+    uri, _ = mlflow_server
+    name = "churn-aliases"
+    first, second = trained
+    assert mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {}) == (
+        "1",
+        "champion",
+    )
+    assert mlflow_registry.register_version(
+        uri, name, second["run_id"], second["model_uri"], {}
+    ) == ("2", "challenger")
+    assert mlflow_registry.register_version(
+        uri, name, second["run_id"], second["model_uri"], {}
+    ) == ("2", "challenger")
+    assert mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {}) == (
+        "1",
+        "champion",
+    )
+    versions = MlflowClient(uri).search_model_versions(f"name = '{name}'")
+    assert sorted(v.version for v in versions) == ["1", "2"]
+    assert mlflow_registry.aliases_of(uri, name, "1") == ["champion"]
+    assert mlflow_registry.aliases_of(uri, name, "2") == ["challenger"]
+
+
+def test_model_by_alias_returns_the_version_its_profile_and_a_booster_that_scores_alike(
+    mlflow_server, trained
+):
+    uri, _ = mlflow_server
+    name = "churn-by-alias"
+    first, second = trained
+    mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {})
+    mlflow_registry.register_version(uri, name, second["run_id"], second["model_uri"], {})
+
+    champion = mlflow_registry.model_by_alias(uri, name, "champion")
+    assert (champion.name, champion.version, champion.run_id) == (name, "1", first["run_id"])
+    assert champion.model_uri == f"models:/{name}/1"
+    assert champion.profile == first["profile"]
+    challenger = mlflow_registry.model_by_alias(uri, name, "challenger")
+    assert (challenger.version, challenger.run_id) == ("2", second["run_id"])
+    assert challenger.profile == second["profile"]
+
+    example = first["example"]
+    loaded = mlflow_registry.load_booster(champion.model_uri)
+    expected = first["booster"].inplace_predict(example)
+    assert np.allclose(loaded.inplace_predict(example), expected)
+    other = second["booster"].inplace_predict(example)
+    assert not np.allclose(loaded.inplace_predict(example), other)
+
+
+def test_model_by_alias_is_none_without_a_champion(mlflow_server):
+    uri, _ = mlflow_server
+    MlflowClient(uri).create_registered_model("churn-no-versions")
+    assert mlflow_registry.model_by_alias(uri, "churn-no-versions", "champion") is None
+    assert mlflow_registry.model_by_alias(uri, "churn-never-registered", "champion") is None
+
+
+def test_register_blessed_candidate_tags_the_version_with_gate_metrics_dataset_and_kfp_run(
+    mlflow_server, trained
+):
+    uri, _ = mlflow_server
+    name = "churn-blessed"
+    first = trained[0]
+    evaluation = {"candidate": {"roc_auc": 0.81, "log_loss": 0.45}, "champion_version": None}
+    version, alias = mlflow_registry.register_blessed_candidate(
+        uri,
+        name,
+        run_id=first["run_id"],
+        model_uri=first["model_uri"],
+        evaluation=evaluation,
+        kfp_run={"id": "run-123", "name": "training-2024-05-01"},
+    )
+    assert (version, alias) == ("1", "champion")
+    tags = MlflowClient(uri).get_model_version(name, version).tags
+    assert tags["ctloop.gate"] == "passed"
+    assert json.loads(tags["ctloop.test_metrics"]) == {"roc_auc": 0.81, "log_loss": 0.45}
+    assert tags["ctloop.champion_compared"] == "none"
+    assert tags["ctloop.dataset.content_hash"] == DATASET_HASH
+    assert tags["kfp.run_id"] == "run-123"
+    assert tags["kfp.run_name"] == "training-2024-05-01"
+    assert MlflowClient(uri).get_run(first["run_id"]).data.tags["ctloop.gate"] == "passed"
+
+
+def test_register_version_of_a_missing_run_raises_naming_the_run(mlflow_server):
+    uri, _ = mlflow_server
+    missing = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(RegistryError, match=missing):
+        mlflow_registry.register_version(
+            uri, "churn-missing-run", missing, f"runs:/{missing}/model", {}
+        )
+    assert MlflowClient(uri).search_model_versions("name = 'churn-missing-run'") == []
