@@ -100,11 +100,12 @@ def _compile(args) -> int:
 
 
 def _run(args) -> int:
-    from ctloop.pipelines.parameters import parse_params
+    from ctloop.pipelines.parameters import check_training_arguments, parse_params
     from ctloop.pipelines.training import build_training_pipeline
 
     pipeline = build_training_pipeline()
     arguments = parse_params(pipeline, args.param)
+    check_training_arguments(arguments)
     if args.host:
         import kfp
 

@@ -53,3 +53,19 @@ def parse_params(pipeline: BaseComponent, pairs: list[str]) -> dict:
             )
         arguments[name] = _coerce(name, inputs[name].type, text)
     return arguments
+
+
+def check_training_arguments(arguments: dict) -> None:
+    """Parse the JSON-valued training parameters now, before any step runs.
+
+    The steps parse them again where they are used; checking here means a typo in a
+    policy fails in a second with the key and rule named, not after a training run.
+    """
+    from ctloop.components.gate.policy import parse_gate_policy
+    from ctloop.components.train.hyperparameters import parse_hyperparameters
+
+    task = arguments.get("task", "binary")
+    if "hyperparameters" in arguments:
+        parse_hyperparameters(arguments["hyperparameters"], task)
+    if arguments.get("gate_policy", "").strip():
+        parse_gate_policy(arguments["gate_policy"])

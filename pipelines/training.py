@@ -95,6 +95,7 @@ def build_training_pipeline(
             task=task,
             min_rows=min_rows,
             drop_columns=drop_columns,
+            time_column=time_column,
         ).set_display_name("validate")
         split = c["split_dataset"](
             dataset=validated.outputs["validated"],

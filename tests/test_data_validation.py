@@ -132,8 +132,21 @@ def test_too_few_rows_names_both_numbers():
 
 
 def test_drop_columns_must_exist():
-    with pytest.raises(DataValidationError, match=r"drop_columns names column\(s\) \['id'\]"):
+    with pytest.raises(
+        DataValidationError, match=r"drop_columns/time_column name column\(s\) \['id'\]"
+    ):
         validate_training_table(labelled(["no", "yes"]), "y", drop_columns=["id"])
+
+
+def test_time_column_is_kept_for_the_split_but_never_a_feature():
+    days = np.arange(ROWS).astype("datetime64[D]")
+    result = validate_training_table(
+        labelled(["no", "yes"], day=days, tenure=np.arange(ROWS)), "y", time_column="tenure"
+    )
+    assert "tenure" in result.table.column_names and "tenure" not in result.features
+    assert result.dropped["tenure"].startswith("time column")
+    with pytest.raises(DataValidationError, match=r"name column\(s\) \['when'\]"):
+        validate_training_table(labelled(["no", "yes"]), "y", time_column="when")
 
 
 def test_drop_columns_cannot_drop_the_target():

@@ -106,7 +106,8 @@ def test_cli_run_prints_one_json_summary_line(tmp_path, telco_churn_parquet):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    [line] = result.stdout.strip().splitlines()  # task logs go to stderr under --json
+    summary = json.loads(line)
     assert summary["gate_passed"] is False
     assert summary["gate_failures"][0]["metric"] == "roc_auc"
     assert summary["registered_model"] is None and summary["model_version"] is None

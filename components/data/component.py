@@ -44,6 +44,7 @@ def validate_dataset(
     task: str = "binary",
     min_rows: int = 100,
     drop_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
+    time_column: str = "",
 ):
     """Check the table is fit to train on and profile it as the reference for drift.
 
@@ -62,6 +63,7 @@ def validate_dataset(
         task: "binary" (0/1, bool or two string labels) or "regression".
         min_rows: Fewest rows accepted.
         drop_columns: Columns never used as features (ids, timestamps).
+        time_column: Column a time split orders by: kept in the table, never a feature.
     """
     import json
 
@@ -70,7 +72,12 @@ def validate_dataset(
     from ctloop.components.data.validation import validate_training_table
 
     result = validate_training_table(
-        read_table(dataset.path), target, task=task, min_rows=min_rows, drop_columns=drop_columns
+        read_table(dataset.path),
+        target,
+        task=task,
+        min_rows=min_rows,
+        drop_columns=drop_columns,
+        time_column=time_column or None,
     )
     profile = build_profile(
         result.table,

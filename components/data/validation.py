@@ -57,6 +57,7 @@ def validate_training_table(
     task: str = "binary",
     min_rows: int = 100,
     drop_columns: Sequence[str] = (),
+    time_column: str | None = None,
 ) -> ValidationResult:
     """Check `table` for training on `target` and keep only the usable feature columns.
 
@@ -67,11 +68,13 @@ def validate_training_table(
             (numeric target).
         min_rows: Fewest rows accepted.
         drop_columns: Columns never used as features (ids, timestamps); each must exist.
+        time_column: A column the split orders by: kept in the table, never a feature.
 
     Raises:
         DataValidationError: with the column, the offending value and the rule.
     """
-    _check_columns(table, target, task, drop_columns)
+    passthrough = [time_column] if time_column else []
+    _check_columns(table, target, task, [*drop_columns, *passthrough])
     if table.num_rows < min_rows:
         raise DataValidationError(
             f"table has {table.num_rows} rows; at least min_rows={min_rows} are required"
@@ -82,6 +85,7 @@ def validate_training_table(
         label, label_mapping = _regression_label(table.column(target), target), None
 
     dropped = {name: "listed in drop_columns" for name in drop_columns}
+    dropped.update({name: "time column: orders the split, not a feature" for name in passthrough})
     kept: dict[str, pa.ChunkedArray] = {}
     summaries: dict[str, _ColumnSummary] = {}
     for name in table.column_names:
@@ -100,9 +104,9 @@ def validate_training_table(
 
     cleaned = pa.table(
         {
-            name: label if name == target else kept[name]
+            name: label if name == target else kept.get(name, table.column(name))
             for name in table.column_names
-            if name == target or name in kept
+            if name == target or name in kept or name in passthrough
         }
     )
     features = list(kept)
@@ -128,7 +132,7 @@ def _check_columns(table: pa.Table, target: str, task: str, drop_columns: Sequen
     unknown = [name for name in drop_columns if name not in names]
     if unknown:
         raise DataValidationError(
-            f"drop_columns names column(s) {unknown} not in table; columns are {names}"
+            f"drop_columns/time_column name column(s) {unknown} not in table; columns are {names}"
         )
     if target in drop_columns:
         raise DataValidationError(f"drop_columns names the target column {target!r}")

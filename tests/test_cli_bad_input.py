@@ -1,0 +1,104 @@
+"""Bad input through `ctloop run training`: one clear message, exit non-zero, nothing registered."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(tmp_path: Path, data: str, *extra: str, target: str = "churn"):
+    command = [
+        sys.executable,
+        "-m",
+        "ctloop",
+        "run",
+        "training",
+        "--data",
+        data,
+        "--target",
+        target,
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def _error_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def _nothing_registered(tmp_path: Path) -> bool:
+    store = tmp_path / "work" / "mlflow.db"
+    if not store.exists():
+        return True
+    uri = f"sqlite:///{store}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models() == []
+
+
+def _three_classes(path: Path) -> str:
+    frame = pd.DataFrame({"x": range(300), "churn": ["a", "b", "c"] * 100})
+    frame.to_parquet(path)
+    return str(path)
+
+
+def _empty(path: Path) -> str:
+    path.write_bytes(b"")
+    return str(path)
+
+
+def _png(path: Path) -> str:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make_data", "target", "step", "expected"),
+    [
+        (lambda tmp, churn: str(tmp / "absent.parquet"), "churn", "load-dataset", "absent.parquet"),
+        (lambda tmp, churn: str(churn), "no_such_column", "validate-dataset", "'no_such_column'"),
+        (
+            lambda tmp, churn: _three_classes(tmp / "three.parquet"),
+            "churn",
+            "validate-dataset",
+            "'a', 'b', 'c'",
+        ),
+        (lambda tmp, churn: _empty(tmp / "empty.csv"), "churn", "load-dataset", "empty"),
+        (lambda tmp, churn: _png(tmp / "picture.png"), "churn", "load-dataset", "picture.png"),
+    ],
+    ids=["missing-uri", "missing-target", "three-classes", "empty-file", "not-a-table"],
+)
+def test_bad_data_fails_its_step_with_one_clear_message(
+    tmp_path, telco_churn_parquet, make_data, target, step, expected
+):
+    result = _run(tmp_path, make_data(tmp_path, telco_churn_parquet), target=target)
+    assert result.returncode == 1
+    message = _error_line(result)
+    assert message.startswith(f"ctloop run: step {step} failed: ")
+    assert expected in message
+    assert result.stdout.strip() == ""  # no summary printed as if the run had succeeded
+    assert _nothing_registered(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ('hyperparameters={"max_depth": 4,}', "hyperparameters"),
+        ('hyperparameters={"max_dept": 4}', "max_dept"),
+        ('gate_policy={"thresholds": {"roc_auc": {"min": 0.9, "max": 0.5}}}', "roc_auc"),
+        ('gate_policy={"threshold": {}}', "threshold"),
+    ],
+)
+def test_malformed_json_parameters_are_rejected_before_any_step_runs(
+    tmp_path, telco_churn_parquet, param, expected
+):
+    result = _run(tmp_path, str(telco_churn_parquet), "--param", param)
+    assert result.returncode == 2
+    assert expected in _error_line(result)
+    assert not (tmp_path / "work").exists()
