@@ -31,6 +31,7 @@ lint: setup
 
 bench: setup
 	$(PY) tests/benchmarks/bench_training.py
+	$(PY) tests/benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) $(BUILD) .ctloop

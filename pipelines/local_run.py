@@ -67,6 +67,8 @@ def run_training(
     with local_run_output(log_stream), warnings.catch_warnings():
         # kfp.local says, for every task, that GPU and resource settings do not apply here.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+        # ...and that the project image is not plain Python: locally, this environment is it.
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses")
         task = build_training_pipeline()(
             **{"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments}
         )

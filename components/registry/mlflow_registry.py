@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
+import pandas as pd
 import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -103,7 +104,12 @@ def log_model_with_profile(booster: xgb.Booster, profile: dict, input_example) -
     scores = booster.inplace_predict(input_example)
     signature = infer_signature(input_example, scores)
     info = mlflow.xgboost.log_model(
-        booster, name=MODEL_ARTIFACT, signature=signature, input_example=input_example
+        booster,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=input_example,
+        # Stated, not inferred: inference reloads the model in a subprocess (seconds a run).
+        pip_requirements=[f"xgboost=={xgb.__version__}", f"pandas=={pd.__version__}"],
     )
     mlflow.log_dict(profile, PROFILE_ARTIFACT)
     return info.model_uri
