@@ -107,9 +107,9 @@ def _run(args) -> int:
     arguments = parse_params(pipeline, args.param)
     check_training_arguments(arguments)
     if args.host:
-        import kfp
+        from ctloop.pipelines.kfp_api import kfp_client
 
-        run = kfp.Client(host=args.host).create_run_from_pipeline_func(
+        run = kfp_client(args.host).create_run_from_pipeline_func(
             pipeline,
             arguments={"data_uri": args.data, "target": args.target, **arguments},
             experiment_name=args.experiment,

@@ -173,3 +173,15 @@ def test_submit_rejects_a_non_integer_value_for_an_integer_param_before_any_requ
     assert "'lots'" in err
     assert "Integer" in err
     assert httpserver.log == []
+
+
+def test_submit_sends_the_service_account_token_when_one_is_mounted(
+    httpserver, capsys, tmp_path, monkeypatch
+):
+    token = tmp_path / "token"
+    token.write_text("sa-token-123")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    _serve_kfp(httpserver, existing_experiment=None, run_id="run-tok")
+    assert _submit(httpserver) == 0
+    (run_request,) = _requests(httpserver, "POST", RUNS)
+    assert run_request.headers["Authorization"] == "Bearer sa-token-123"
