@@ -310,3 +310,64 @@ def test_deploy_uses_only_the_verbs_the_role_grants(standin, api):
     used = {rbac_verb(method, path) for method, path, _type, _body in standin.requests}
 
     assert used == role_verbs == {"get", "create", "patch"}
+
+
+def _kubeconfig(path: Path, host: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "standin", "cluster": {"server": host}}],
+                "users": [{"name": "pipeline", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "standin", "context": {"cluster": "standin", "user": "pipeline"}}
+                ],
+                "current-context": "standin",
+            }
+        )
+    )
+    return path
+
+
+def test_deploy_component_creates_then_canaries_then_changes_nothing(
+    standin, tmp_path, monkeypatch
+):
+    """The deploy step's own body, as a pipeline runs it, against the API through kubeconfig."""
+    from kfp import dsl
+
+    from ctloop.components.deploy.component import deploy_model
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", standin.host)))
+    standin.reconcile = controller(serverless_status, reconciles_after=1)
+
+    def deploy(artifact_uri: str, version: str) -> dict:
+        manifest = dsl.Artifact(uri=str(tmp_path / f"manifest-{version}.yaml"))
+        summary = deploy_model.python_func(
+            model=dsl.Model(uri=artifact_uri),
+            model_version=version,
+            registered_model_name="churn",
+            alias="champion" if version == "1" else "challenger",
+            manifest=manifest,
+            inference_service_name=NAME,
+            namespace=NAMESPACE,
+            target="cluster",
+            timeout_s=10,
+        )
+        (deployment,) = summary
+        return json.loads(deployment)
+
+    first = deploy("minio://mlpipeline/v2/artifacts/run-1/train-model/model", "1")
+    assert first["action"] == "created" and first["canary_traffic_percent"] is None
+    stored = standin.objects[(NAMESPACE, NAME)]
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == (
+        "s3://mlpipeline/v2/artifacts/run-1/train-model/model"
+    )
+    second = deploy("minio://mlpipeline/v2/artifacts/run-2/train-model/model", "2")
+    assert second["action"] == "patched" and second["canary_traffic_percent"] == 10
+    applied = yaml.safe_load(Path(second["manifest_artifact"]).read_text())
+    assert applied["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    before = len(standin.writes())
+    again = deploy("minio://mlpipeline/v2/artifacts/run-2/train-model/model", "2")
+    assert again["action"] == "unchanged" and len(standin.writes()) == before

@@ -48,7 +48,10 @@ def kube_api(in_cluster: bool | None = None) -> client.CustomObjectsApi:
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
         return client.CustomObjectsApi(client.ApiClient(configuration))
-    return client.CustomObjectsApi(config.new_client_from_config())
+    # KUBECONFIG read now, not when the kubernetes package was imported.
+    return client.CustomObjectsApi(
+        config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    )
 
 
 def get_inference_service(api: client.CustomObjectsApi, name: str, namespace: str) -> dict | None:
