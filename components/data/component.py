@@ -97,6 +97,8 @@ def validate_dataset(
         json.dump(profile, handle, indent=1, sort_keys=True)
     with open(report.path, "w") as handle:
         handle.write(result.report_markdown)
+    report.metadata["display_name"] = "Data validation"
+    reference_profile.metadata["display_name"] = "Reference profile"
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
