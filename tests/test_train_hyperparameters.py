@@ -47,7 +47,7 @@ def test_integer_given_for_float_parameter_becomes_float():
     [
         ('{"max_depth": 8,', "not valid JSON: Expecting property name"),
         ('{"max_depth" 8}', "line 1 column 14 (char 13)"),
-        ("[1, 2]", "must be a JSON object of key -> value, got list"),
+        ("[1, 2]", "hyperparameters must be a JSON object, got [1, 2]"),
         ('{"max_dpeth": 3}', "unknown hyperparameter 'max_dpeth'; allowed keys: "),
         ('{"device": "cuda"}', "unknown hyperparameter 'device'"),
         ('{"max_depth": 2.5}', "'max_depth' = 2.5 must be an integer, got float"),

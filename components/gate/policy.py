@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ctloop.components.json_parameter import parse_json_object
+
 # Float noise (0.8 - 0.795 > 0.005) must not fail a candidate that sits exactly on a limit.
 _SLACK = 1e-12
 
@@ -114,14 +116,7 @@ def parse_gate_policy(text: str) -> GatePolicy:
     Raises:
         GatePolicyError: naming the section, metric, key and value that break the shape.
     """
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise GatePolicyError(
-            f"gate policy is not valid JSON: {error.msg} at line {error.lineno} "
-            f"column {error.colno} (char {error.pos})"
-        ) from error
-    root = _object(document, "gate policy")
+    root = parse_json_object(text, "gate policy", GatePolicyError)
     _known_keys(root, _SECTIONS, "gate policy")
     thresholds = {
         metric: _bounds(metric, rule)

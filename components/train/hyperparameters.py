@@ -8,7 +8,6 @@ before any data is read.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import xgboost
+
+from ctloop.components.json_parameter import parse_json_object
 
 TASKS = ("binary", "regression")
 DEVICES = ("auto", "cuda", "cpu")
@@ -137,17 +138,7 @@ def parse_hyperparameters(text: str, task: str) -> dict[str, Any]:
     params["eval_metric"] = list(params["eval_metric"])
     if not text.strip():
         return params
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise HyperparameterError(
-            f"hyperparameters are not valid JSON: {error.msg} at line {error.lineno} "
-            f"column {error.colno} (char {error.pos})"
-        ) from error
-    if not isinstance(overrides, dict):
-        raise HyperparameterError(
-            f"hyperparameters must be a JSON object of key -> value, got {type(overrides).__name__}"
-        )
+    overrides = parse_json_object(text, "hyperparameters", HyperparameterError)
     for key, value in overrides.items():
         params[key] = _checked(key, value, task)
     return params
