@@ -55,7 +55,9 @@ def test_second_model_is_compared_with_the_champion_and_rendered_as_a_canary(tra
     assert predictor["canaryTrafficPercent"] == 10
     assert second["deployment"]["action"] == "patched"
     assert predictor["model"]["modelFormat"]["name"] == "xgboost"
-    assert Path(predictor["model"]["storageUri"].removeprefix("file://"), "model.json").is_file()
+    model_dir = Path(predictor["model"]["storageUri"].removeprefix("file://"))
+    assert (model_dir / "model.json").is_file()
+    assert json.loads((model_dir / "reference_profile.json").read_text())["target"] == "churn"
     if default_crd_dir() is not None:
         validate_inference_service(manifest)
 

@@ -7,6 +7,7 @@ reference profile, the dataset hash, and tags that lead back to the KFP run.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ctloop.components.train.hyperparameters import parse_hyperparameters, resol
 from ctloop.components.train.trainer import feature_schema, to_frame, train_booster
 
 MODEL_FILE = "model.json"  # the name KServe's xgboost runtimes and ctloop's predictor load
+PROFILE_FILE = "reference_profile.json"
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ def train_and_log(
 ) -> TrainingOutcome:
     """Train on `train_path`, stop early on `validation_path`, log the run, save the model.
 
-    The booster is written to `model_dir/model.json` (the KFP Model artifact that
-    deployment points KServe at) and logged to MLflow with the profile beside it.
+    The booster is written to `model_dir/model.json` with `reference_profile.json` beside
+    it (the KFP Model artifact that deployment points KServe at) and logged to MLflow with
+    the profile.
     Hyperparameters are parsed before any run is created, so a malformed JSON leaves
     nothing behind in MLflow.
     """
@@ -89,4 +92,8 @@ def train_and_log(
         model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
     os.makedirs(model_dir, exist_ok=True)
     result.booster.save_model(os.path.join(model_dir, MODEL_FILE))
+    # Beside the model, the profile makes the folder self-describing for a predictor:
+    # feature order and category lists, with no call to MLflow at serving time.
+    with open(os.path.join(model_dir, PROFILE_FILE), "w") as handle:
+        json.dump(profile, handle, indent=1, sort_keys=True)
     return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, resolved_device)
