@@ -1,6 +1,7 @@
 """The `ctloop` command line: compile, run (locally or on a KFP endpoint), and the demo."""
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_compile(commands)
     _add_run(commands)
+    upload = commands.add_parser(
+        "upload",
+        help="publish every compiled pipeline to a KFP endpoint (create, or add a version)",
+    )
+    upload.add_argument("--host", required=True, help="KFP endpoint")
+    upload.add_argument("--version", help="version name (default: v<package>-<git commit>)")
+    upload.add_argument("--build-dir", default="build", help="where `ctloop compile` wrote")
     demo = commands.add_parser("demo", help="the whole training loop locally, twice")
     demo.add_argument("--workdir", default=".ctloop")
     demo.add_argument("--build-dir", default="build")
@@ -109,11 +117,12 @@ def _run(args) -> int:
     if args.host:
         from ctloop.pipelines.kfp_api import kfp_client
 
-        run = kfp_client(args.host).create_run_from_pipeline_func(
-            pipeline,
-            arguments={"data_uri": args.data, "target": args.target, **arguments},
-            experiment_name=args.experiment,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links
+            run = kfp_client(args.host).create_run_from_pipeline_func(
+                pipeline,
+                arguments={"data_uri": args.data, "target": args.target, **arguments},
+                experiment_name=args.experiment,
+            )
         summary = {"run_id": run.run_id, "host": args.host}
     else:
         from ctloop.pipelines.local_run import run_training
@@ -124,6 +133,18 @@ def _run(args) -> int:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def _upload(args) -> int:
+    from ctloop.pipelines.kfp_api import default_version_name, publish_compiled
+
+    with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout JSON
+        outcomes = publish_compiled(
+            args.host, args.build_dir, args.version or default_version_name()
+        )
+    for outcome in outcomes:
+        print(json.dumps(outcome, sort_keys=True))
     return 0
 
 
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return _compile(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "upload":
+            return _upload(args)
         from ctloop.pipelines.demo import run_demo
 
         return run_demo(args.workdir, args.build_dir)

@@ -5,10 +5,13 @@ service-account token, or a multi-user Kubeflow rejects it; `kfp.Client(host=...
 sends none. Outside, no token is sent unless `KF_PIPELINES_SA_TOKEN_PATH` names one.
 """
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import kfp
+import yaml
 from kfp.client import ServiceAccountTokenVolumeCredentials
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubeflow/pipelines/token")
@@ -21,3 +24,78 @@ def kfp_client(host: str) -> kfp.Client:
     )
     credentials = ServiceAccountTokenVolumeCredentials(path=token_path) if token_path else None
     return kfp.Client(host=host, credentials=credentials)
+
+
+def default_version_name() -> str:
+    """`v<package version>-<git commit>`: names exactly the source a version was built from."""
+    from ctloop import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"v{__version__}"
+    return f"v{__version__}-{commit}"
+
+
+def _version_id(client: kfp.Client, pipeline_id: str, version_name: str) -> str | None:
+    listing = client.list_pipeline_versions(
+        pipeline_id, page_size=1, filter=_name_filter(version_name)
+    )
+    versions = listing.pipeline_versions or []
+    return versions[0].pipeline_version_id if versions else None
+
+
+def _name_filter(name: str) -> str:
+    return json.dumps(
+        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
+    )
+
+
+def publish_pipeline(client: kfp.Client, package: Path, version_name: str) -> dict:
+    """Create the pipeline from `package`, or add it as version `version_name`; idempotent.
+
+    The pipeline's name is the one compiled into the package (`pipelineInfo.name`), so
+    the same YAML always lands on the same pipeline. A version that already exists under
+    that name is left alone: publishing the same commit twice changes nothing.
+    """
+    name = yaml.safe_load(package.read_text().split("\n---", 1)[0])["pipelineInfo"]["name"]
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        created = client.upload_pipeline(str(package), pipeline_name=name)
+        return {"pipeline": name, "pipeline_id": created.pipeline_id, "action": "created"}
+    existing = _version_id(client, pipeline_id, version_name)
+    if existing is not None:
+        return {
+            "pipeline": name,
+            "pipeline_id": pipeline_id,
+            "version": version_name,
+            "pipeline_version_id": existing,
+            "action": "unchanged",
+        }
+    version = client.upload_pipeline_version(
+        str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id
+    )
+    return {
+        "pipeline": name,
+        "pipeline_id": pipeline_id,
+        "version": version_name,
+        "pipeline_version_id": version.pipeline_version_id,
+        "action": "version-added",
+    }
+
+
+def publish_compiled(host: str, build_dir: str | Path, version_name: str) -> list[dict]:
+    """Publish every compiled pipeline under `build_dir/pipelines/`."""
+    packages = sorted(Path(build_dir, "pipelines").glob("*.yaml"))
+    if not packages:
+        raise ValueError(
+            f"no compiled pipelines in {Path(build_dir, 'pipelines')}: run `ctloop compile` first"
+        )
+    client = kfp_client(host)
+    return [publish_pipeline(client, package, version_name) for package in packages]

@@ -33,3 +33,13 @@ def training_loop(tmp_path_factory, telco_churn_parquet):
         {"hyperparameters": CHALLENGER_HYPERPARAMETERS},
     )
     return workdir, first, second
+
+
+@pytest.fixture
+def isolated_kfp_context(tmp_path, monkeypatch):
+    """Keep kfp.Client away from ~/.config/kfp/context.json (a user's namespace, cookies)."""
+    import kfp.client.client
+
+    monkeypatch.setattr(
+        kfp.client.client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json")
+    )

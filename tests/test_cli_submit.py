@@ -9,7 +9,6 @@ cluster would have received: the compiled pipeline and typed runtime parameters.
 import json
 from urllib.parse import parse_qs, urlsplit
 
-import kfp.client.client
 import pytest
 
 from ctloop.pipelines.cli import main
@@ -18,15 +17,10 @@ EXPERIMENTS = "/apis/v2beta1/experiments"
 RUNS = "/apis/v2beta1/runs"
 CREATED_AT = "2024-05-01T02:00:00Z"
 
-pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
-
-
-@pytest.fixture(autouse=True)
-def no_user_kfp_context(tmp_path, monkeypatch):
-    """Keep kfp.Client away from ~/.config/kfp/context.json (a user's namespace, cookies)."""
-    monkeypatch.setattr(
-        kfp.client.client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json")
-    )
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:This client only works:FutureWarning"),
+    pytest.mark.usefixtures("isolated_kfp_context"),
+]
 
 
 def _experiment(experiment_id: str, name: str) -> dict:
