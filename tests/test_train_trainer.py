@@ -1,3 +1,5 @@
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -6,6 +8,7 @@ import pytest
 import xgboost as xgb
 
 from ctloop.components.evaluate.metrics import roc_auc
+from ctloop.components.train import trainer
 from ctloop.components.train.hyperparameters import parse_hyperparameters
 from ctloop.components.train.trainer import (
     FeatureSchema,
@@ -251,3 +254,91 @@ def test_frame_from_pandas_written_parquet_matches_schema(tmp_path):
     [(model_input, _)] = list(iter_frames(tmp_path / "p.parquet", SCHEMA))
     assert model_input["contract"].tolist() == ["one_year"]
     assert model_input["charges"].tolist() == [3.0]
+
+
+class _CacheFolderWatcher(xgb.callback.TrainingCallback):
+    """Records which files exist under the temp root while training runs."""
+
+    def __init__(self, root):
+        self.root = root
+        self.seen: set[str] = set()
+
+    def after_iteration(self, model, epoch, evals_log):
+        self.seen.update(p.name for p in self.root.rglob("*") if p.is_file())
+        return False
+
+
+@pytest.fixture()
+def temp_root(tmp_path, monkeypatch):
+    root = tmp_path / "tmp-root"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _test_auc(result, test):
+    table = pq.read_table(test)
+    scores = predict_scores(result.booster, to_frame(table, SCHEMA))
+    return roc_auc(table.column("churn").to_numpy(), scores)
+
+
+def test_external_memory_trains_an_equivalent_model_and_removes_its_cache(trained, temp_root):
+    in_memory, test = trained
+    folder = test.parent
+    watcher = _CacheFolderWatcher(temp_root)
+    on_disk = train_booster(
+        folder / "train.parquet",
+        folder / "validation.parquet",
+        target="churn",
+        schema=SCHEMA,
+        params=parse_hyperparameters(FAST, "binary"),
+        batch_rows=700,
+        callbacks=[watcher],
+        external_memory=True,
+    )
+    assert any(name.endswith(".page") for name in watcher.seen)
+    assert list(temp_root.iterdir()) == []
+    assert abs(_test_auc(on_disk, test) - _test_auc(in_memory, test)) < 0.01
+    assert on_disk.train_rows == 4000
+    assert set(on_disk.evals_result) == {"auc", "logloss"}
+
+
+def test_auto_external_memory_starts_at_the_row_threshold(tmp_path, temp_root, monkeypatch):
+    train = _write_split(tmp_path / "train.parquet", 600, seed=9)
+    validation = _write_split(tmp_path / "validation.parquet", 200, seed=10)
+    params = parse_hyperparameters('{"num_boost_round": 3}', "binary")
+    seen = {}
+    for threshold in (601, 600):
+        monkeypatch.setattr(trainer, "EXTERNAL_MEMORY_MIN_ROWS", threshold)
+        watcher = _CacheFolderWatcher(temp_root)
+        train_booster(
+            train, validation, target="churn", schema=SCHEMA, params=params, callbacks=[watcher]
+        )
+        seen[threshold] = watcher.seen
+    assert seen[601] == set()
+    assert any(name.endswith(".page") for name in seen[600])
+    assert list(temp_root.iterdir()) == []
+
+
+def test_external_memory_on_gpu_is_rejected_with_the_reason(tmp_path):
+    train = _write_split(tmp_path / "train.parquet", 50, seed=11)
+    params = parse_hyperparameters('{"num_boost_round": 2}', "binary")
+    with pytest.raises(TrainingDataError, match="external_memory=True needs device 'cpu'"):
+        train_booster(
+            train,
+            train,
+            target="churn",
+            schema=SCHEMA,
+            params=params,
+            device="cuda",
+            external_memory=True,
+        )
+
+
+def test_external_memory_rejects_values_other_than_bool_or_auto(tmp_path):
+    train = _write_split(tmp_path / "train.parquet", 50, seed=12)
+    params = parse_hyperparameters('{"num_boost_round": 2}', "binary")
+    with pytest.raises(TrainingDataError, match="external_memory = 'yes' must be True, False"):
+        train_booster(
+            train, train, target="churn", schema=SCHEMA, params=params, external_memory="yes"
+        )
