@@ -1,0 +1,1 @@
+"""The ctloop KServe predictor: model loading, request decoding, metrics and the server."""

@@ -1,0 +1,436 @@
+"""The ctloop predictor behind KServe's real model server, over HTTP on loopback.
+
+One server (started with `python -m ctloop.serving.server`) answers v1, v2 JSON, a
+third-party Open Inference Protocol client (tritonclient), metadata, health and metrics, and
+turns every malformed request into a 400. A second server holds its scoring thread on a gate
+to show that health probes are answered while a 10,000-row batch is being scored.
+"""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from prometheus_client.parser import text_string_to_metric_families
+
+from ctloop.components.data.dataset_io import read_table
+from ctloop.components.data.profile import reference_profile
+from ctloop.components.data.validation import validate_training_table
+from ctloop.components.train.hyperparameters import parse_hyperparameters
+from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame, train_booster
+
+FAST = '{"num_boost_round": 150, "early_stopping_rounds": 10, "max_depth": 4, "eta": 0.2}'
+START_TIMEOUT_S = 60
+GATED_SERVER = """
+import sys, time
+from pathlib import Path
+from ctloop.serving.predictor import CtloopPredictor
+from ctloop.serving.server import LoopbackModelServer
+
+model_dir, port, gate = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+
+class GatedPredictor(CtloopPredictor):
+    # Holds each batch in the scoring thread until the test creates gate/release.
+    def _score(self, matrix):
+        (gate / f"scoring-{len(matrix)}").touch()
+        deadline = time.monotonic() + 60
+        while not (gate / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return super()._score(matrix)
+
+model = GatedPredictor("churn", model_dir, version="gated")
+model.load()
+LoopbackModelServer(http_port=port, enable_grpc=False).start([model])
+"""
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory, telco_churn_parquet):
+    """(model folder with version.txt, profile, feature table, predict_scores of every row)."""
+    folder = tmp_path_factory.mktemp("served")
+    validated = validate_training_table(read_table(str(telco_churn_parquet)), "churn")
+    profile = reference_profile(
+        validated.table,
+        "churn",
+        "binary",
+        validated.features,
+        validated.categorical_features,
+        validated.label_mapping,
+    )
+    splits = tmp_path_factory.mktemp("splits")
+    pq.write_table(validated.table.slice(0, 5600), splits / "train.parquet")
+    pq.write_table(validated.table.slice(5600), splits / "validation.parquet")
+    schema = feature_schema(profile)
+    result = train_booster(
+        splits / "train.parquet",
+        splits / "validation.parquet",
+        target="churn",
+        schema=schema,
+        params=parse_hyperparameters(FAST, "binary"),
+    )
+    result.booster.save_model(folder / "model.json")
+    (folder / "reference_profile.json").write_text(json.dumps(profile))
+    (folder / "version.txt").write_text("3\n")
+    features = validated.table.select(validated.features)
+    booster = xgb.Booster(model_file=str(folder / "model.json"))
+    return folder, profile, features, predict_scores(booster, to_frame(features, schema))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Server:
+    """A model server subprocess with its log in a file; stopped by terminate, then kill."""
+
+    def __init__(self, command: list[str], port: int, log: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with open(log, "wb") as sink:
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited {self.process.returncode}: {self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server not ready after {START_TIMEOUT_S} s: {self.logs()}")
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(churn, tmp_path_factory):
+    port = _free_port()
+    command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", f"file://{churn[0]}"]
+    command += ["--name", "churn", "--port", str(port)]
+    running = _Server(command, port, tmp_path_factory.mktemp("logs") / "server.log")
+    yield running
+    running.stop()
+
+
+def _rows(churn, count: int) -> tuple[list[dict], list[list]]:
+    objects = churn[2].slice(0, count).to_pylist()
+    return objects, [[row[name] for name in churn[1]["feature_order"]] for row in objects]
+
+
+def _v2_inputs(churn, count: int) -> list[dict]:
+    features, kinds = churn[2].slice(0, count), churn[1]["features"]
+    return [
+        {
+            "name": name,
+            "shape": [count],
+            "datatype": "BYTES" if kinds[name]["kind"] == "categorical" else "FP32",
+            "data": features.column(name).to_pylist(),
+        }
+        for name in churn[1]["feature_order"]
+    ]
+
+
+def _v1(server, body) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/models/churn:predict", json=body, timeout=60)
+
+
+def _v2(server, body) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/churn/infer", json=body, timeout=60)
+
+
+def _metric(server, name: str, **labels) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_server_listens_on_loopback_by_default_and_logs_the_model(server):
+    assert "model 'churn' loaded" in server.logs()
+    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in server.logs()
+    assert "0.0.0.0" not in server.logs()
+
+
+def test_v1_lists_and_objects_over_http_match_in_process_scores(server, churn):
+    objects, lists = _rows(churn, 2000)
+    by_objects = _v1(server, {"instances": objects})
+    by_lists = _v1(server, {"instances": lists, "return_labels": True})
+
+    assert by_objects.status_code == 200, by_objects.text
+    assert by_objects.json()["model_version"] == "3"  # from version.txt
+    assert np.allclose(by_objects.json()["predictions"], churn[3][:2000], atol=1e-6)
+    assert np.allclose(by_lists.json()["predictions"], churn[3][:2000], atol=1e-6)
+    assert by_lists.json()["labels"] == [int(p >= 0.5) for p in by_lists.json()["predictions"]]
+
+
+def test_v2_json_over_http_matches_in_process_scores(server, churn):
+    answer = _v2(server, {"id": "q1", "inputs": _v2_inputs(churn, 300)})
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["id"], body["model_name"], body["model_version"]) == ("q1", "churn", "3")
+    outputs = {output["name"]: output for output in body["outputs"]}
+    assert outputs["probabilities"]["datatype"] == "FP32"
+    assert outputs["probabilities"]["shape"] == [300]
+    assert np.allclose(outputs["probabilities"]["data"], churn[3][:300], atol=1e-6)
+    assert outputs["labels"]["data"] == [int(p >= 0.5) for p in outputs["probabilities"]["data"]]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_scores_over_the_open_inference_protocol(server, churn, binary):
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("churn")
+    metadata = client.get_model_metadata("churn")
+    features = churn[2].slice(0, 400)
+    inputs = []
+    for tensor in metadata["inputs"]:
+        values = features.column(tensor["name"]).to_numpy(zero_copy_only=False)
+        if tensor["datatype"] == "BYTES":
+            array = values.astype(np.object_)
+        elif binary:
+            array = values.astype(np.float32)  # nulls -> NaN, which JSON cannot carry
+        else:
+            array = np.nan_to_num(values.astype(np.float32), nan=0.0)
+        inputs.append(triton.InferInput(tensor["name"], [len(array)], tensor["datatype"]))
+        inputs[-1].set_data_from_numpy(array, binary_data=binary)
+    wanted = [triton.InferRequestedOutput("probabilities", binary_data=binary)]
+
+    # KServe parses a v2 body as JSON only when told so; binary bodies go by their header.
+    headers = None if binary else {"Content-Type": "application/json"}
+    result = client.infer("churn", inputs, outputs=wanted, headers=headers)
+
+    scores = result.as_numpy("probabilities")
+    assert result.get_response()["model_version"] == "3"
+    assert result.as_numpy("labels") is None  # only what was asked for
+    if binary:
+        assert np.allclose(scores, churn[3][:400], atol=1e-6)
+    else:
+        frame = to_frame(features, feature_schema(churn[1]))
+        frame = frame.fillna({"total_charges": 0.0})
+        booster = xgb.Booster(model_file=str(churn[0] / "model.json"))
+        assert np.allclose(scores, predict_scores(booster, frame), atol=1e-6)
+
+
+def test_metadata_and_health_endpoints(server, churn):
+    metadata = httpx.get(f"{server.url}/v2/models/churn", timeout=10).json()
+    assert metadata["name"] == "churn"
+    assert [tensor["name"] for tensor in metadata["inputs"]] == churn[1]["feature_order"]
+    assert {"name": "contract", "datatype": "BYTES", "shape": [-1]} in metadata["inputs"]
+    assert [output["name"] for output in metadata["outputs"]] == ["probabilities", "labels"]
+    assert httpx.get(f"{server.url}/v2/health/live", timeout=10).json() == {"live": True}
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=10).json() == {"ready": True}
+    assert httpx.get(f"{server.url}/v1/models/churn", timeout=10).json()["ready"] is True
+
+
+def test_metrics_count_outcomes_rows_and_scores(server, churn):
+    labels = {"model_name": "churn", "model_version": "3"}
+    before = {
+        "ok": _metric(server, "ctloop_predictions_total", outcome="ok", **labels),
+        "invalid": _metric(server, "ctloop_predictions_total", outcome="invalid", **labels),
+        "rows": _metric(server, "ctloop_rows_scored_total", **labels),
+        "scores": _metric(server, "ctloop_prediction_score_count", **labels),
+        "latency": _metric(server, "ctloop_prediction_latency_seconds_count", **labels),
+    }
+    objects, _ = _rows(churn, 120)
+    assert _v1(server, {"instances": objects}).status_code == 200
+    assert _v2(server, {"inputs": _v2_inputs(churn, 30)}).status_code == 200
+    assert _v1(server, {"instances": []}).status_code == 400
+
+    assert _metric(server, "ctloop_predictions_total", outcome="ok", **labels) == before["ok"] + 2
+    invalid = _metric(server, "ctloop_predictions_total", outcome="invalid", **labels)
+    assert invalid == before["invalid"] + 1
+    assert _metric(server, "ctloop_rows_scored_total", **labels) == before["rows"] + 150
+    assert _metric(server, "ctloop_prediction_score_count", **labels) == before["scores"] + 150
+    latency = _metric(server, "ctloop_prediction_latency_seconds_count", **labels)
+    assert latency == before["latency"] + 2
+    everything = _metric(server, "ctloop_prediction_score_bucket", le="+Inf", **labels)
+    assert 0 < _metric(server, "ctloop_prediction_score_bucket", le="0.5", **labels) < everything
+    assert _metric(server, "request_predict_seconds_count", model_name="churn") > 0  # KServe's
+
+
+def _object_row(churn, **changes) -> dict:
+    row = churn[2].slice(0, 1).to_pylist()[0]
+    row.update(changes)
+    return {name: value for name, value in row.items() if value != "DROP"}
+
+
+V1_MALFORMED = {
+    "empty batch": (lambda c: {"instances": []}, "'instances' is an empty batch"),
+    "too many rows": (
+        lambda c: {"instances": [_rows(c, 1)[1][0]] * 10_001},
+        "has 10001 rows, over max_batch_rows=10000",
+    ),
+    "wrong feature count": (
+        lambda c: {"instances": [_rows(c, 1)[1][0][:-1]]},
+        "instance 0 has 18 values; the model takes 19 features",
+    ),
+    "unknown feature": (
+        lambda c: {"instances": [_object_row(c, colour="red")]},
+        "instance 0: unknown feature(s) ['colour']",
+    ),
+    "missing feature": (
+        lambda c: {"instances": [_object_row(c, tenure="DROP")]},
+        "instance 0: missing feature(s) ['tenure']",
+    ),
+    "text in numeric feature": (
+        lambda c: {"instances": [_object_row(c, tenure="ten")]},
+        "numeric feature 'tenure' has non-numeric value 'ten'",
+    ),
+    "number in categorical feature": (
+        lambda c: {"instances": [_object_row(c, contract=2)]},
+        "categorical feature 'contract' has value 2 of type int",
+    ),
+    "no instances": (lambda c: {"rows": []}, "must be a JSON object with 'instances'"),
+    "misspelt option": (
+        lambda c: {"instances": [_object_row(c)], "return_label": True},
+        "unknown key(s) ['return_label']",
+    ),
+    "rows neither lists nor objects": (
+        lambda c: {"instances": [1, 2]},
+        "instance 0 is int; every instance must be a list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(V1_MALFORMED))
+def test_malformed_v1_request_gets_400_naming_the_problem(server, churn, case):
+    build, message = V1_MALFORMED[case]
+    answer = _v1(server, build(churn))
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+def _without(inputs: list[dict], name: str) -> list[dict]:
+    return [tensor for tensor in inputs if tensor["name"] != name]
+
+
+def _changed(inputs: list[dict], name: str, **changes) -> list[dict]:
+    return [{**tensor, **changes} if tensor["name"] == name else tensor for tensor in inputs]
+
+
+V2_MALFORMED = {
+    "matrix for a model with categoricals": (
+        lambda c: {
+            "inputs": [
+                {"name": "input-0", "shape": [1, 19], "datatype": "FP32", "data": [0.0] * 19}
+            ]
+        },
+        "this model has categorical features",
+    ),
+    "missing feature tensor": (
+        lambda c: {"inputs": _without(_v2_inputs(c, 2), "tenure")},
+        "missing input(s) ['tenure']",
+    ),
+    "unknown tensor": (
+        lambda c: {
+            "inputs": [
+                *_v2_inputs(c, 2),
+                {"name": "colour", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]},
+            ]
+        },
+        "unknown input(s) ['colour']",
+    ),
+    "wrong datatype": (
+        lambda c: {
+            "inputs": _changed(_v2_inputs(c, 2), "tenure", datatype="BYTES", data=["1", "2"])
+        },
+        "input 'tenure' has datatype BYTES; expected one of ['FP32', 'FP64', 'INT32', 'INT64']",
+    ),
+    "wrong shape": (
+        lambda c: {"inputs": _changed(_v2_inputs(c, 2), "tenure", shape=[1, 2])},
+        "input 'tenure' has shape [1, 2]; expected [N] or [N, 1]",
+    ),
+    "rows differ between tensors": (
+        lambda c: {"inputs": _changed(_v2_inputs(c, 2), "tenure", shape=[1], data=[3.0])},
+        "input 'tenure' has 1 rows but input 'female' has 2",
+    ),
+    "data do not fill the shape": (
+        lambda c: {"inputs": _changed(_v2_inputs(c, 2), "tenure", data=[3.0, 4.0, 5.0])},
+        "input 'tenure': data do not fit shape [2]",
+    ),
+    "text in an FP32 tensor": (
+        lambda c: {"inputs": _changed(_v2_inputs(c, 2), "tenure", data=["a", "b"])},
+        "input 'tenure': data do not fit shape [2] and datatype FP32",
+    ),
+    "empty batch": (
+        lambda c: {"inputs": [{**t, "shape": [0], "data": []} for t in _v2_inputs(c, 1)]},
+        "input 'female' is an empty batch",
+    ),
+    "unknown output": (
+        lambda c: {"inputs": _v2_inputs(c, 2), "outputs": [{"name": "scores"}]},
+        "requested output(s) ['scores'] do not exist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(V2_MALFORMED))
+def test_malformed_v2_request_gets_400_naming_the_problem(server, churn, case):
+    build, message = V2_MALFORMED[case]
+    answer = _v2(server, build(churn))
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+@pytest.fixture
+def gated_server(churn, tmp_path):
+    script = tmp_path / "gated_server.py"
+    script.write_text(GATED_SERVER)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    port = _free_port()
+    command = [sys.executable, str(script), str(churn[0]), str(port), str(gate)]
+    running = _Server(command, port, tmp_path / "gated.log")
+    yield running, gate
+    (gate / "release").touch()
+    running.stop()
+
+
+def test_health_is_answered_while_a_large_batch_is_scored(gated_server, churn):
+    server, gate = gated_server
+    objects = churn[2].to_pylist()
+    batch = (objects * 2)[:10_000]
+    answers: list[httpx.Response] = []
+    predict = threading.Thread(target=lambda: answers.append(_v1(server, {"instances": batch})))
+    predict.start()
+    deadline = time.monotonic() + 30
+    while not (gate / "scoring-10000").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (gate / "scoring-10000").exists(), server.logs()
+
+    ready = httpx.get(f"{server.url}/v2/health/ready", timeout=10)
+    live = httpx.get(f"{server.url}/", timeout=10)
+
+    assert predict.is_alive()  # the batch is still being scored
+    assert (ready.status_code, live.status_code) == (200, 200)
+    (gate / "release").touch()
+    predict.join(timeout=60)
+    assert answers and answers[0].status_code == 200, server.logs()
+    assert answers[0].json()["model_version"] == "gated"
+    assert np.allclose(answers[0].json()["predictions"][:7043], churn[3], atol=1e-6)

@@ -1,0 +1,266 @@
+"""The ctloop predictor in process: loading model folders, decoding rows, scores, metadata."""
+
+import asyncio
+import json
+import logging
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+
+from ctloop.components.data.dataset_io import read_table
+from ctloop.components.data.profile import reference_profile
+from ctloop.components.data.validation import validate_training_table
+from ctloop.components.train.hyperparameters import parse_hyperparameters
+from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame, train_booster
+from ctloop.serving.metrics import ScoreHistogram
+from ctloop.serving.model_loading import ModelLoadingError, load_model, local_model_dir
+from ctloop.serving.predictor import CtloopPredictor
+
+FAST = '{"num_boost_round": 150, "early_stopping_rounds": 10, "max_depth": 4, "eta": 0.2}'
+NUMERIC_ONLY = ["female", "senior_citizen", "tenure", "monthly_charges", "total_charges"]
+
+
+def _model_folder(folder, table: pa.Table, drop_columns=()) -> tuple:
+    """Validate, profile and train on Telco churn as the pipeline does; save model + profile."""
+    validated = validate_training_table(table, "churn", drop_columns=list(drop_columns))
+    profile = reference_profile(
+        validated.table,
+        "churn",
+        "binary",
+        validated.features,
+        validated.categorical_features,
+        validated.label_mapping,
+    )
+    folder.mkdir(parents=True)
+    pq.write_table(validated.table.slice(0, 5600), folder / "train.parquet")
+    pq.write_table(validated.table.slice(5600), folder / "validation.parquet")
+    result = train_booster(
+        folder / "train.parquet",
+        folder / "validation.parquet",
+        target="churn",
+        schema=feature_schema(profile),
+        params=parse_hyperparameters(FAST, "binary"),
+    )
+    (folder / "train.parquet").unlink()
+    (folder / "validation.parquet").unlink()
+    result.booster.save_model(folder / "model.json")
+    (folder / "reference_profile.json").write_text(json.dumps(profile))
+    return folder, profile, validated.table.select(validated.features)
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory, telco_churn_parquet):
+    """(model folder, profile, feature table, in-process predict_scores of every row)."""
+    folder, profile, features = _model_folder(
+        tmp_path_factory.mktemp("serving") / "churn", read_table(str(telco_churn_parquet))
+    )
+    booster = xgb.Booster(model_file=str(folder / "model.json"))
+    expected = predict_scores(booster, to_frame(features, feature_schema(profile)))
+    return folder, profile, features, expected
+
+
+@pytest.fixture(scope="module")
+def predictor(churn):
+    model = CtloopPredictor("churn", churn[0], version="7")
+    model.load()
+    return model
+
+
+def _predict(model, payload):
+    return asyncio.run(model.predict(payload))
+
+
+def test_v1_list_and_object_rows_score_like_predict_scores(churn, predictor):
+    _, profile, features, expected = churn
+    objects = features.to_pylist()  # nulls (total_charges) stay null
+    lists = [[row[name] for name in profile["feature_order"]] for row in objects]
+
+    by_objects = _predict(predictor, {"instances": objects})
+    by_lists = _predict(predictor, {"instances": lists})
+
+    assert by_objects["model_version"] == "7"
+    assert len(by_objects["predictions"]) == features.num_rows == 7043
+    assert np.allclose(by_objects["predictions"], expected, atol=1e-6)
+    assert np.allclose(by_lists["predictions"], expected, atol=1e-6)
+    assert 0.2 < np.mean(by_lists["predictions"]) < 0.35  # a real churn model, not constants
+
+
+def test_v1_return_labels_marks_scores_of_one_half_and_above(churn, predictor):
+    objects = churn[2].slice(0, 300).to_pylist()
+    answer = _predict(predictor, {"instances": objects, "return_labels": True})
+    scores = np.asarray(answer["predictions"])
+    assert answer["labels"] == [int(p >= 0.5) for p in scores]
+    assert 0 < sum(answer["labels"]) < 300
+
+
+def test_v2_feature_tensors_score_like_predict_scores(churn, predictor):
+    _, profile, features, expected = churn
+    rows = features.slice(0, 500)
+    inputs = [
+        InferInput(
+            name,
+            [rows.num_rows],
+            "BYTES" if profile["features"][name]["kind"] == "categorical" else "FP32",
+            data=rows.column(name).to_pylist(),
+        )
+        for name in profile["feature_order"]
+    ]
+    response = _predict(predictor, InferRequest("churn", inputs, request_id="r1"))
+
+    assert response.model_version == "7"
+    outputs = {output.name: output for output in response.outputs}
+    assert sorted(outputs) == ["labels", "probabilities"]
+    assert outputs["probabilities"].shape == [500]
+    assert np.allclose(outputs["probabilities"].data, expected[:500], atol=1e-6)
+    assert outputs["labels"].data.tolist() == (outputs["probabilities"].data >= 0.5).tolist()
+
+
+def test_v2_returns_only_the_outputs_a_request_names(churn, predictor):
+    features = churn[2].slice(0, 3)
+    inputs = [
+        InferInput(
+            name,
+            [3],
+            "BYTES" if churn[1]["features"][name]["kind"] == "categorical" else "FP64",
+            data=features.column(name).to_pylist(),
+        )
+        for name in features.column_names
+    ]
+    request = InferRequest("churn", inputs, request_outputs=[RequestedOutput("labels")])
+    response = _predict(predictor, request)
+    assert [output.name for output in response.outputs] == ["labels"]
+
+
+def test_unseen_category_scores_like_a_missing_one(churn, predictor):
+    row = churn[2].slice(0, 1).to_pylist()[0]
+    unseen = _predict(predictor, {"instances": [{**row, "contract": "Three year"}]})
+    missing = _predict(predictor, {"instances": [{**row, "contract": None}]})
+    known = _predict(predictor, {"instances": [{**row, "contract": "Two year"}]})
+    assert unseen["predictions"] == missing["predictions"]
+    assert unseen["predictions"] != known["predictions"]
+
+
+def test_metadata_declares_one_tensor_per_feature_and_both_outputs(churn, predictor):
+    inputs = predictor.get_input_types()
+    assert [tensor["name"] for tensor in inputs] == churn[1]["feature_order"]
+    kinds = {tensor["name"]: tensor["datatype"] for tensor in inputs}
+    assert kinds["contract"] == "BYTES" and kinds["tenure"] == "FP32"
+    assert all(tensor["shape"] == [-1] for tensor in inputs)
+    assert predictor.get_output_types() == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1]},
+        {"name": "labels", "datatype": "INT32", "shape": [-1]},
+    ]
+
+
+@pytest.fixture(scope="module")
+def numeric_model(tmp_path_factory, telco_churn_parquet):
+    table = read_table(str(telco_churn_parquet))
+    drop = [name for name in table.column_names if name not in [*NUMERIC_ONLY, "churn"]]
+    folder, profile, features = _model_folder(
+        tmp_path_factory.mktemp("serving") / "numeric", table, drop
+    )
+    return folder, profile, features
+
+
+def test_numeric_model_takes_one_input_0_matrix(numeric_model):
+    folder, profile, features = numeric_model
+    model = CtloopPredictor("numeric", folder)
+    model.load()
+    matrix = np.column_stack(
+        [features.column(name).to_numpy(zero_copy_only=False) for name in NUMERIC_ONLY]
+    ).astype(np.float32)[:200]
+    expected = predict_scores(
+        xgb.Booster(model_file=str(folder / "model.json")),
+        to_frame(features.slice(0, 200), feature_schema(profile)),
+    )
+
+    response = _predict(
+        model,
+        InferRequest("numeric", [InferInput("input-0", [200, 5], "FP32", data=matrix.tolist())]),
+    )
+    assert model.get_input_types() == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 5]}]
+    assert response.model_version == "unknown"
+    assert np.allclose(response.outputs[0].data, expected, atol=1e-6)
+    with pytest.raises(InvalidInput, match=r"input 'input-0' has shape \[200, 4\]; expected"):
+        _predict(
+            model,
+            InferRequest(
+                "numeric", [InferInput("input-0", [200, 4], "FP32", data=matrix[:, :4].tolist())]
+            ),
+        )
+
+
+def test_version_comes_from_version_txt_when_not_given(churn, tmp_path):
+    folder = shutil.copytree(churn[0], tmp_path / "model")
+    (folder / "version.txt").write_text("12\n")
+    assert load_model(folder).version == "12"
+    assert load_model(folder, version="13").version == "13"
+
+
+def test_folder_without_profile_uses_the_boosters_own_schema(churn, tmp_path, caplog):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    shutil.copy(churn[0] / "model.json", folder)
+    with caplog.at_level(logging.WARNING, logger="ctloop.serving.model_loading"):
+        model = load_model(folder)
+    assert "no reference_profile.json" in caplog.text
+    assert model.schema == feature_schema(churn[1])  # names, order and stored categories
+
+
+def test_mlflow_model_dir_finds_the_profile_beside_it_in_the_run_artifacts(churn, tmp_path):
+    import mlflow.xgboost
+
+    booster = xgb.Booster(model_file=str(churn[0] / "model.json"))
+    mlflow.xgboost.save_model(booster, tmp_path / "artifacts" / "model", pip_requirements=[])
+    shutil.copy(churn[0] / "reference_profile.json", tmp_path / "artifacts")
+
+    model = CtloopPredictor("churn", tmp_path / "artifacts" / "model")
+    model.load()
+    rows = churn[2].slice(0, 50).to_pylist()
+    loaded = load_model(tmp_path / "artifacts" / "model")
+    assert loaded.profile_path == tmp_path / "artifacts" / "reference_profile.json"
+    assert loaded.model_path.name == "model.ubj"
+    assert np.allclose(_predict(model, {"instances": rows})["predictions"], churn[3][:50])
+
+
+def test_profile_of_another_model_is_rejected_at_load(churn, numeric_model, tmp_path):
+    folder = shutil.copytree(churn[0], tmp_path / "mixed")
+    shutil.copy(numeric_model[0] / "reference_profile.json", folder)
+    with pytest.raises(ModelLoadingError, match="lists 5 features, the booster takes 19"):
+        load_model(folder)
+
+
+def test_folder_without_a_model_names_what_it_holds(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelLoadingError, match=r"neither model.json nor an MLflow MLmodel.*notes"):
+        load_model(tmp_path)
+
+
+def test_model_uri_may_be_a_path_or_file_uri_but_not_remote(tmp_path):
+    assert local_model_dir(str(tmp_path)) == tmp_path
+    assert local_model_dir(f"file://{tmp_path}") == tmp_path
+    with pytest.raises(ModelLoadingError, match="scheme 's3' is not supported"):
+        local_model_dir("s3://bucket/model")
+
+
+def test_score_histogram_counts_batches_cumulatively_per_le_bound():
+    histogram = ScoreHistogram()
+    histogram.observe_many("m", "1", np.array([0.05, 0.051, 0.5, 0.99, 1.0], dtype=np.float32))
+    histogram.observe_many("m", "1", np.array([0.01]))
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for sample in histogram.collect()[0].samples
+    }
+    assert samples[("ctloop_prediction_score_bucket", "0.05")] == 2  # 0.01 and 0.05 (le)
+    assert samples[("ctloop_prediction_score_bucket", "0.1")] == 3
+    assert samples[("ctloop_prediction_score_bucket", "0.5")] == 4
+    assert samples[("ctloop_prediction_score_bucket", "1.0")] == 6
+    assert samples[("ctloop_prediction_score_bucket", "+Inf")] == 6
+    assert samples[("ctloop_prediction_score_count", None)] == 6
+    assert samples[("ctloop_prediction_score_sum", None)] == pytest.approx(2.601, abs=1e-5)
