@@ -66,6 +66,39 @@ def _add_run(commands) -> None:
     parser.add_argument("--experiment", default="ctloop", help="KFP experiment (with --host)")
 
 
+def _add_schedule(commands) -> None:
+    parser = commands.add_parser(
+        "schedule",
+        help="create or update the recurring monitoring run on a KFP endpoint",
+        description="Create the recurring run of the newest uploaded version of PIPELINE, or "
+        "replace it when the cron, version or parameters changed (a rerun with the same "
+        "arguments changes nothing). Enabled, one run at a time, no catch-up.",
+    )
+    parser.add_argument("--host", required=True, help="KFP endpoint")
+    parser.add_argument(
+        "--cron", help='six fields, seconds first, UTC (e.g. "0 0 2 * * *" = 02:00 daily)'
+    )
+    parser.add_argument("--experiment", default="ctloop", help="KFP experiment of the runs")
+    parser.add_argument("--pipeline", default="ctloop-monitoring", help="uploaded pipeline")
+    parser.add_argument("--name", default="ctloop-monitoring", help="name of the schedule")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter (repeatable), typed by the uploaded version",
+    )
+    change = parser.add_mutually_exclusive_group()
+    for action in ("pause", "resume", "delete"):
+        change.add_argument(
+            f"--{action}",
+            dest="change",
+            action="store_const",
+            const=action,
+            help=f"{action} the existing schedule instead",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ctloop",
@@ -82,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--host", required=True, help="KFP endpoint")
     upload.add_argument("--version", help="version name (default: v<package>-<git commit>)")
     upload.add_argument("--build-dir", default="build", help="where `ctloop compile` wrote")
+    _add_schedule(commands)
     demo = commands.add_parser("demo", help="the whole training loop locally, twice")
     demo.add_argument("--workdir", default=".ctloop")
     demo.add_argument("--build-dir", default="build")
@@ -148,6 +182,40 @@ def _upload(args) -> int:
     return 0
 
 
+def _schedule(args) -> int:
+    from ctloop.pipelines.kfp_api import kfp_client
+    from ctloop.pipelines.schedule import (
+        ScheduleError,
+        change_schedule,
+        check_cron,
+        upsert_schedule,
+    )
+
+    if args.change and (args.cron or args.param):
+        raise ScheduleError(f"--{args.change} takes no --cron or --param")
+    if not args.change and not args.cron:
+        raise ScheduleError('--cron is required to create or update a schedule, e.g. "0 0 2 * * *"')
+    if args.cron:
+        check_cron(args.cron)  # before any request
+    with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout JSON
+        client = kfp_client(args.host)
+        if args.change:
+            outcome = change_schedule(
+                client, name=args.name, experiment=args.experiment, action=args.change
+            )
+        else:
+            outcome = upsert_schedule(
+                client,
+                name=args.name,
+                pipeline_name=args.pipeline,
+                experiment=args.experiment,
+                cron=args.cron,
+                param_pairs=args.param,
+            )
+    print(json.dumps(outcome, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -161,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "upload":
             return _upload(args)
+        if args.command == "schedule":
+            return _schedule(args)
         from ctloop.pipelines.demo import run_demo
 
         return run_demo(args.workdir, args.build_dir)

@@ -45,13 +45,14 @@ def default_version_name() -> str:
 
 def _version_id(client: kfp.Client, pipeline_id: str, version_name: str) -> str | None:
     listing = client.list_pipeline_versions(
-        pipeline_id, page_size=1, filter=_name_filter(version_name)
+        pipeline_id, page_size=1, filter=name_filter(version_name)
     )
     versions = listing.pipeline_versions or []
     return versions[0].pipeline_version_id if versions else None
 
 
-def _name_filter(name: str) -> str:
+def name_filter(name: str) -> str:
+    """A v2beta1 list filter on `display_name` equal to `name`."""
     return json.dumps(
         {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
     )

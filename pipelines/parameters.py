@@ -38,20 +38,43 @@ def _coerce(name: str, kfp_type: str, text: str):
     return text
 
 
+IR_TYPES = {
+    "STRING": "String",
+    "NUMBER_INTEGER": "Integer",
+    "NUMBER_DOUBLE": "Float",
+    "BOOLEAN": "Boolean",
+    "LIST": "List",
+    "STRUCT": "Struct",
+}
+"""Compiled pipeline spec (`parameterType`) → the SDK type names `_coerce` reads."""
+
+
 def parse_params(pipeline: BaseComponent, pairs: list[str]) -> dict:
     """`["min_rows=500", "drop_columns=[\\"id\\"]"]` → typed arguments for `pipeline`."""
     inputs = pipeline.component_spec.inputs or {}
+    return parse_typed_params({name: spec.type for name, spec in inputs.items()}, pairs)
+
+
+def compiled_parameter_types(pipeline_spec: dict) -> dict[str, str]:
+    """Parameter name → SDK type name, read from a compiled pipeline spec (as KFP stores it)."""
+    spec = pipeline_spec.get("pipeline_spec", pipeline_spec)  # with a platform spec beside it
+    parameters = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return {name: IR_TYPES.get(p.get("parameterType"), "String") for name, p in parameters.items()}
+
+
+def parse_typed_params(types: dict[str, str], pairs: list[str]) -> dict:
+    """Typed arguments from `key=value` pairs, given each parameter's SDK type name."""
     arguments = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep:
             raise ParameterError(f"--param {pair!r}: expected key=value")
-        if name not in inputs:
+        if name not in types:
             raise ParameterError(
                 f"--param {name}: the pipeline has no such parameter; known: "
-                + ", ".join(sorted(inputs))
+                + ", ".join(sorted(types))
             )
-        arguments[name] = _coerce(name, inputs[name].type, text)
+        arguments[name] = _coerce(name, types[name], text)
     return arguments
 
 
