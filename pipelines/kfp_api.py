@@ -5,8 +5,6 @@ service-account token, or a multi-user Kubeflow rejects it; `kfp.Client(host=...
 sends none. Outside, no token is sent unless `KF_PIPELINES_SA_TOKEN_PATH` names one.
 """
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -14,14 +12,12 @@ import kfp
 import yaml
 from kfp.client import ServiceAccountTokenVolumeCredentials
 
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubeflow/pipelines/token")
+from ctloop.components.retrain.kfp_runs import name_filter, service_account_token_path
 
 
 def kfp_client(host: str) -> kfp.Client:
     """A client for the KFP API at `host`, authenticated by a service-account token if any."""
-    token_path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") or (
-        str(IN_CLUSTER_TOKEN) if IN_CLUSTER_TOKEN.exists() else None
-    )
+    token_path = service_account_token_path()
     credentials = ServiceAccountTokenVolumeCredentials(path=token_path) if token_path else None
     return kfp.Client(host=host, credentials=credentials)
 
@@ -49,13 +45,6 @@ def _version_id(client: kfp.Client, pipeline_id: str, version_name: str) -> str 
     )
     versions = listing.pipeline_versions or []
     return versions[0].pipeline_version_id if versions else None
-
-
-def name_filter(name: str) -> str:
-    """A v2beta1 list filter on `display_name` equal to `name`."""
-    return json.dumps(
-        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]}
-    )
 
 
 def publish_pipeline(client: kfp.Client, package: Path, version_name: str) -> dict:

@@ -28,9 +28,11 @@ class KfpStandIn:
         self.versions: dict[str, list[dict]] = {}
         self.experiments: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
+        self.runs: dict[str, dict] = {}  # in creation order
         self.tokens: list[str | None] = []
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
+        self.now = "2026-11-25T08:00:00Z"  # creation time of runs made through the API
 
     def attach(self, httpserver) -> None:
         httpserver.expect_request(re.compile(f"{API}/.*")).respond_with_handler(self.handle)
@@ -93,6 +95,8 @@ class KfpStandIn:
             ("GET", r"/pipelines/([^/]+)/versions/([^/]+)", self._get_version),
             ("GET", "/experiments", self._list_experiments),
             ("POST", "/experiments", self._create_experiment),
+            ("GET", "/runs", self._list_runs),
+            ("POST", "/runs", self._create_run),
             ("GET", "/recurringruns", self._list_recurring_runs),
             ("POST", "/recurringruns", self._create_recurring_run),
             ("GET", r"/recurringruns/([^/:]+)", self._get_recurring_run),
@@ -134,6 +138,47 @@ class KfpStandIn:
             "storage_state": "AVAILABLE",
         }
         return 200, self.experiments[experiment_id]
+
+    def add_run(self, pipeline_id: str, experiment_id: str, state: str, created_at: str) -> str:
+        """Record a run that already happened (or is still going)."""
+        run_id = f"r-{next(self._ids)}"
+        version_id = self.versions[pipeline_id][-1]["pipeline_version_id"]
+        self.runs[run_id] = {
+            "run_id": run_id,
+            "display_name": "earlier",
+            "experiment_id": experiment_id,
+            "pipeline_version_reference": {
+                "pipeline_id": pipeline_id,
+                "pipeline_version_id": version_id,
+            },
+            "state": state,
+            "created_at": created_at,
+        }
+        return run_id
+
+    def _list_runs(self, query, body):
+        found = [
+            run
+            for run in self.runs.values()
+            if query.get("experiment_id") in (None, run["experiment_id"])
+        ]
+        if query.get("sort_by") == "created_at desc":
+            found.sort(key=lambda run: run["created_at"], reverse=True)
+        size = int(query.get("page_size", 10))
+        return 200, {"runs": found[:size], "total_size": len(found)} if found else {}
+
+    def _create_run(self, query, body):
+        reference = body.get("pipeline_version_reference") or {}
+        versions = [
+            v["pipeline_version_id"] for v in self.versions.get(reference.get("pipeline_id"), [])
+        ]
+        if reference.get("pipeline_version_id") not in versions:
+            return _failure(400, f"run: unknown pipeline version reference {reference}")
+        if body.get("experiment_id") not in self.experiments:
+            return _failure(400, f"run: unknown experiment {body.get('experiment_id')}")
+        run_id = f"r-{next(self._ids)}"
+        self.runs[run_id] = {**body, "run_id": run_id, "state": "PENDING", "created_at": self.now}
+        return 200, self.runs[run_id]
 
     def _list_recurring_runs(self, query, body):
         found = [

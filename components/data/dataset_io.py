@@ -73,6 +73,25 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
         raise
 
 
+def write_parquet_uri(table: pa.Table, uri: str) -> str:
+    """Write `table` as one Parquet file at a local path or pyarrow filesystem URI.
+
+    Local paths go through `write_parquet` (atomic rename). Object stores (s3://, gs://)
+    publish an object only when its upload completes, so a failed write leaves nothing.
+    Returns `uri`.
+    """
+    if not uri.lower().endswith(PARQUET_SUFFIXES):
+        raise DatasetError(f"output {uri!r} must name a Parquet file ({PARQUET_SUFFIXES})")
+    filesystem, path = _filesystem(uri)
+    if isinstance(filesystem, pa_fs.LocalFileSystem):
+        write_parquet(table, path)
+        return uri
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        pq.write_table(table, stream)
+    return uri
+
+
 def content_hash(table: pa.Table) -> str:
     """A sha256 hex digest of the table's logical content: column names, types and values.
 
