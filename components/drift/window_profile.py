@@ -2,14 +2,21 @@
 
 Drift compares shares over the reference's own bins and categories, so a window is fully
 described by counts: per reference bin (numeric), per reference category plus one pooled
-"unseen" count (categorical), and the missing values. Reducing record batch by record batch
-keeps memory at one batch plus the counts however long the window is, and because counts add,
+"unseen" count (categorical), and the missing values. Reducing piece by piece keeps memory at
+one piece plus the counts however long the window is, and because counts add,
 `WindowProfile.merge` of parts (files, partitions, parallel tasks) equals the profile of the
-whole. Binning is `profile.bin_index`, the very function that built the reference's bins.
+whole. Bins are counted by `profile.bin_counts`, which counts exactly as `profile.bin_index`,
+the very function that defines the reference's bins.
+
+A Parquet window (`iter_batches`) is read one column at a time, in batches of a bounded number
+of rows, so memory is one column's pages and one batch of it whatever the window's length,
+width and row-group size; a CSV window, which cannot be read by column, is read in blocks of
+rows.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,14 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as pa_dataset
+import pyarrow.fs as pa_fs
+import pyarrow.parquet as pq
 
 from ctloop.components.data.dataset_io import CSV_SUFFIXES, DatasetError
-from ctloop.components.data.profile import bin_index
+from ctloop.components.data.profile import bin_counts
 
 UNSEEN_EXAMPLES = 10
 """How many never-seen category names a window keeps (the alphabetically first), for reports."""
 
 DEFAULT_BATCH_ROWS = 65_536
+
+READ_BUFFER_BYTES = 1 << 20
+"""Parquet is read through a buffer of this size, never a whole column chunk at once."""
+
+CSV_BLOCK_BYTES = 1 << 18
+"""CSV is parsed in blocks of this size; the streaming reader's memory grows with it."""
 
 
 class WindowProfileError(ValueError):
@@ -149,32 +164,32 @@ def window_profile(
     *,
     score_column: str | None = None,
 ) -> WindowProfile:
-    """Count the window's values per reference bin and category, one batch at a time.
+    """Count the window's values per reference bin and category, piece by piece.
 
     Args:
-        batches: The window's record batches (a pa.Table's `to_batches()`, or `iter_batches`).
-            Columns other than the profiled features (and `score_column`) are ignored.
+        batches: The window's record batches (a pa.Table's `to_batches()`, or `iter_batches`,
+            whose Parquet windows are read one column at a time). Columns other than the
+            profiled features (and `score_column`) are ignored.
         reference_profile: The champion's `ctloop.reference_profile/v1` profile.
         score_column: Column holding the model's scores, counted over the profile's
             "prediction" bins.
 
     Raises:
-        WindowProfileError: a batch lacks a profiled feature or the score column, a numeric
+        WindowProfileError: the window lacks a profiled feature or the score column, a numeric
             column holds values that are not numbers, or scores are asked for and the profile
             has no prediction distribution.
     """
     features = reference_profile["features"]
     counters = {name: _counter(name, spec) for name, spec in features.items()}
+    columns: _Columns = [(name, counter, "profiled feature") for name, counter in counters.items()]
     scores = None
     if score_column is not None:
         scores = _NumericCounter(score_column, _prediction_edges(reference_profile))
-    rows = 0
-    for batch in batches:
-        rows += batch.num_rows
-        for name, counter in counters.items():
-            counter.add(_column(batch, name, "profiled feature"))
-        if scores is not None and score_column is not None:
-            scores.add(_column(batch, score_column, "score column"))
+        columns.append((score_column, scores, "score column"))
+    if isinstance(batches, ParquetBatches):
+        rows = _count_by_column(batches, columns)
+    else:
+        rows = _count_by_batch(batches, columns)
     return WindowProfile(
         rows=rows,
         features={name: counter.result() for name, counter in counters.items()},
@@ -189,9 +204,55 @@ def prediction_counts(reference_profile: Mapping[str, Any], scores: np.ndarray) 
     return counter.result()
 
 
+class ParquetBatches:
+    """A Parquet file or folder read lazily with bounded memory (see `iter_batches`).
+
+    Iterating gives record batches of every requested column, as `Dataset.to_batches` would
+    (each file's batches cast to the dataset's schema); `column` reads one column alone, so
+    counting columns one after the other holds one column's pages and one batch at a time.
+    No read buffers the file or a whole column chunk: pages stream through a
+    `READ_BUFFER_BYTES` buffer. Each iteration reads the files again from the start.
+    """
+
+    def __init__(
+        self, dataset: pa_dataset.FileSystemDataset, columns: list[str], batch_rows: int
+    ) -> None:
+        self.schema = pa.schema([dataset.schema.field(name) for name in columns])
+        self.batch_rows = batch_rows
+        self._dataset = dataset
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of all the files (from their footers)."""
+        return sum(self._open(path).metadata.num_rows for path in self._dataset.files)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for path in self._dataset.files:
+            parquet = self._open(path)
+            for batch in parquet.iter_batches(self.batch_rows, columns=self.schema.names):
+                yield batch if batch.schema == self.schema else batch.cast(self.schema)
+
+    def column(self, name: str, *, as_dictionary: bool = False) -> Iterator[pa.Array]:
+        """One column, batch by batch; text as dictionary arrays when `as_dictionary` (the
+        values stay dictionary-encoded, as Parquet usually stores text)."""
+        for path in self._dataset.files:
+            parquet = self._open(path, read_dictionary=[name] if as_dictionary else None)
+            for batch in parquet.iter_batches(self.batch_rows, columns=[name], use_threads=False):
+                yield batch.column(0)
+
+    def _open(self, path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+        return pq.ParquetFile(
+            path,
+            filesystem=self._dataset.filesystem,
+            read_dictionary=read_dictionary,
+            pre_buffer=False,
+            buffer_size=READ_BUFFER_BYTES,
+        )
+
+
 def iter_batches(
     uri: str, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
-) -> Iterator[pa.RecordBatch]:
+) -> Iterable[pa.RecordBatch]:
     """Record batches of a Parquet file or folder, or a CSV file, without reading it whole.
 
     Args:
@@ -200,57 +261,119 @@ def iter_batches(
         columns: Columns to read (all when None).
         batch_rows: Most rows per batch.
 
+    Returns:
+        Parquet: a `ParquetBatches` (iterable again, and by column); CSV: the batches once,
+        read in blocks of `CSV_BLOCK_BYTES`.
+
     Raises:
         DatasetError: the URI cannot be opened or lacks a requested column.
     """
     location = uri if "://" in uri else os.path.abspath(uri)
-    file_format: pa_dataset.FileFormat
     if uri.lower().endswith(CSV_SUFFIXES):
-        options = pa_csv.ConvertOptions(strings_can_be_null=True)
-        file_format = pa_dataset.CsvFileFormat(convert_options=options)
-    else:
-        file_format = pa_dataset.ParquetFileFormat()
+        return _csv_batches(uri, location, columns, batch_rows)
     try:
-        dataset = pa_dataset.dataset(location, format=file_format)
+        dataset = pa_dataset.dataset(location, format="parquet")
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
-    absent = [name for name in columns or [] if name not in dataset.schema.names]
+    _require_columns(uri, dataset.schema.names, columns)
+    names = dataset.schema.names if columns is None else columns
+    return ParquetBatches(dataset, names, batch_rows)
+
+
+def _csv_batches(
+    uri: str, location: str, columns: list[str] | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    try:
+        filesystem, path = pa_fs.FileSystem.from_uri(location)
+        reader = _open_csv(filesystem, path, None)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
+    _require_columns(uri, reader.schema.names, columns)
+    if columns is not None:  # read again, converting only those columns
+        reader.close()
+        reader = _open_csv(filesystem, path, columns)
+    return _slices(reader, batch_rows)
+
+
+def _open_csv(
+    filesystem: pa_fs.FileSystem, path: str, columns: list[str] | None
+) -> pa_csv.CSVStreamingReader:
+    # open_input_stream decompresses by the file name's suffix (.gz).
+    return pa_csv.open_csv(
+        filesystem.open_input_stream(path),
+        read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        convert_options=pa_csv.ConvertOptions(
+            strings_can_be_null=True, include_columns=columns or []
+        ),
+    )
+
+
+def _slices(reader: pa_csv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in reader:
+        for start in range(0, batch.num_rows, batch_rows):
+            yield batch.slice(start, batch_rows)
+
+
+def _require_columns(uri: str, names: list[str], columns: list[str] | None) -> None:
+    absent = [name for name in columns or [] if name not in names]
     if absent:
-        raise DatasetError(
-            f"dataset {uri!r} has no column(s) {absent}; columns are {dataset.schema.names}"
-        )
-    yield from dataset.to_batches(columns=columns, batch_size=batch_rows)
+        raise DatasetError(f"dataset {uri!r} has no column(s) {absent}; columns are {names}")
+
+
+def _count_by_batch(batches: Iterable[pa.RecordBatch], columns: _Columns) -> int:
+    rows = 0
+    for batch in batches:
+        rows += batch.num_rows
+        for name, counter, what in columns:
+            counter.add(_column(batch, name, what))
+    return rows
+
+
+def _count_by_column(batches: ParquetBatches, columns: _Columns) -> int:
+    for name, _, what in columns:
+        if name not in batches.schema.names:
+            raise _absent_column(name, what, batches.schema.names)
+    for name, counter, _ in columns:
+        categorical = isinstance(counter, _CategoricalCounter)
+        for array in batches.column(name, as_dictionary=categorical):
+            counter.add(array)
+    return batches.num_rows
 
 
 class _NumericCounter:
     def __init__(self, name: str, edges: list[float]) -> None:
         self.name = name
         self.edges = np.asarray(edges, dtype=np.float64)
-        bins = max(len(edges) - 1, 0)
-        # Slot 0 counts missing values, slot i + 1 bin i.
-        self.slots = np.zeros(bins + 1, dtype=np.int64)
+        self.counts = np.zeros(max(len(edges) - 1, 0), dtype=np.int64)
+        self.rows = 0
         self.values = 0
 
     def add(self, column: pa.Array | pa.ChunkedArray) -> None:
         try:
-            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+            floats = pc.cast(column, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise WindowProfileError(
                 f"column {self.name!r} is numeric in the reference profile but holds "
                 f"{column.type} values that are not numbers: {error}"
             ) from error
-        missing = int(np.isnan(values).sum())
-        self.values += len(values) - missing
-        if len(self.slots) == 1:
-            self.slots[0] += missing
-            return
-        self.slots += np.bincount(bin_index(self.edges, values) + 1, minlength=len(self.slots))
+        if floats.null_count:
+            floats = pc.fill_null(floats, math.nan)
+        chunks = floats.chunks if isinstance(floats, pa.ChunkedArray) else [floats]
+        for chunk in chunks:
+            values = chunk.to_numpy()  # float64 without nulls: no copy
+            self.rows += len(values)
+            if len(self.counts):
+                counts = bin_counts(self.edges, values)
+                self.counts += counts
+                self.values += int(counts.sum())
+            else:
+                self.values += int(np.count_nonzero(~np.isnan(values)))
 
     def result(self) -> FeatureCounts:
         return FeatureCounts(
             kind="numeric",
-            counts=self.slots[1:].copy(),
-            missing=int(self.slots[0]),
+            counts=self.counts.copy(),
+            missing=self.rows - self.values,
             values=self.values,
         )
 
@@ -259,27 +382,27 @@ class _CategoricalCounter:
     def __init__(self, name: str, categories: list[str]) -> None:
         self.name = name
         self.categories = pa.array(categories, type=pa.string())
-        # Slot 0 counts missing and unseen values together; unseen = values - seen.
-        self.slots = np.zeros(len(categories) + 1, dtype=np.int64)
+        self.counts = np.zeros(len(categories), dtype=np.int64)
         self.missing = 0
         self.values = 0
         self.unseen_examples: tuple[str, ...] = ()
 
     def add(self, column: pa.Array | pa.ChunkedArray) -> None:
-        labels = pc.cast(column, pa.string())
-        missing = labels.null_count
-        self.missing += missing
-        self.values += len(labels) - missing
-        index = pc.index_in(labels, value_set=self.categories)
-        positions = pc.fill_null(index, -1).to_numpy(zero_copy_only=False) + 1
-        self.slots += np.bincount(positions, minlength=len(self.slots))
-        if index.null_count > missing:
-            unseen = pc.filter(labels, pc.and_(pc.is_null(index), pc.is_valid(labels)))
-            names = tuple(str(name) for name in pc.unique(unseen).to_pylist())
-            self.unseen_examples = _first_names(self.unseen_examples, names)
+        for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+            labels, counts = _label_counts(chunk)
+            missing = int(counts[labels.is_null().to_numpy(zero_copy_only=False)].sum())
+            self.missing += missing
+            self.values += len(chunk) - missing
+            index = pc.fill_null(pc.index_in(labels, value_set=self.categories), -1).to_numpy()
+            seen = index >= 0
+            np.add.at(self.counts, index[seen], counts[seen])
+            unseen = labels.filter(pc.and_(pa.array(~seen), labels.is_valid()))
+            if len(unseen):
+                names = tuple(str(name) for name in unseen.to_pylist())
+                self.unseen_examples = _first_names(self.unseen_examples, names)
 
     def result(self) -> FeatureCounts:
-        seen = self.slots[1:].copy()
+        seen = self.counts.copy()
         return FeatureCounts(
             kind="categorical",
             counts=seen,
@@ -288,6 +411,31 @@ class _CategoricalCounter:
             unseen=self.values - int(seen.sum()),
             unseen_examples=self.unseen_examples,
         )
+
+
+_Columns = list[tuple[str, _NumericCounter | _CategoricalCounter, str]]
+"""(column name, its counter, what the column is for errors)."""
+
+
+def _label_counts(array: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The distinct values of `array` as text (null: missing) and how often each occurs.
+
+    Counting distinct values first leaves only a few labels to match with the reference's
+    categories; dictionary arrays (Parquet text) are counted by their indices.
+    """
+    if pa.types.is_dictionary(array.type):
+        size = len(array.dictionary)
+        indices = array.indices
+        if indices.null_count:
+            indices = pc.fill_null(indices, size)
+        counts = np.bincount(indices.to_numpy(), minlength=size + 1)
+        labels = pa.concat_arrays(
+            [pc.cast(array.dictionary, pa.string()), pa.nulls(1, pa.string())]
+        )
+        occurring = counts > 0
+        return labels.filter(pa.array(occurring)), counts[occurring]
+    counted = pc.value_counts(array)
+    return pc.cast(counted.field("values"), pa.string()), counted.field("counts").to_numpy()
 
 
 def _counter(name: str, spec: Mapping[str, Any]) -> _NumericCounter | _CategoricalCounter:
@@ -309,10 +457,14 @@ def _prediction_edges(reference_profile: Mapping[str, Any]) -> list[float]:
 def _column(batch: pa.RecordBatch, name: str, what: str) -> pa.Array:
     index = batch.schema.get_field_index(name)
     if index < 0:
-        raise WindowProfileError(
-            f"the window has no column {name!r} ({what}); its columns are {batch.schema.names}"
-        )
+        raise _absent_column(name, what, batch.schema.names)
     return batch.column(index)
+
+
+def _absent_column(name: str, what: str, names: list[str]) -> WindowProfileError:
+    return WindowProfileError(
+        f"the window has no column {name!r} ({what}); its columns are {names}"
+    )
 
 
 def _first_names(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
