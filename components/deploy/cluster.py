@@ -1,8 +1,9 @@
 """The one module that talks to the Kubernetes API: apply an InferenceService and await it.
 
 Only three API verbs are used, all on `serving.kserve.io/inferenceservices`: get, create and
-patch (see manifests/rbac/role.yaml, which grants exactly these). Readiness is polled with
-single-object GETs rather than a watch, so no list/watch permission is needed.
+patch (see manifests/rbac/role.yaml, which grants exactly these); promoting and rolling back
+a canary are patches too. Readiness is polled with single-object GETs rather than a watch,
+so no list/watch permission is needed.
 
 Updates are JSON merge patches (`application/merge-patch+json`), not replaces: a patch
 touches only the fields we set, leaves webhook defaults and other controllers' fields
@@ -12,6 +13,7 @@ alone and needs no resourceVersion retry loop; fields we own that the desired st
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -144,6 +146,64 @@ def _already_applied(current: object, patch: object) -> bool:
             and all(map(_already_applied, current, patch))
         )
     return current == patch
+
+
+def patch_inference_service(
+    api: client.CustomObjectsApi,
+    current: dict,
+    patch: dict,
+    *,
+    expected_canary_percent: int | None,
+    new_revision: bool = False,
+    timeout_s: float = 600,
+    poll_s: float = 2.0,
+) -> tuple[dict, str]:
+    """Merge-patch the service `current` was read from and wait until it serves as patched.
+
+    Returns (object, "patched" | "unchanged"); "unchanged" when `patch` is already in effect:
+    nothing is sent and nothing awaited. `new_revision` says the patch changes the model, so
+    (Serverless) a revision newer than the current one must become ready, as for deploy.
+    """
+    if _already_applied(current, patch):
+        return current, "unchanged"
+    name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
+    superseded = _predictor_status(current).get("latestCreatedRevision") if new_revision else None
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, patch, field_manager=FIELD_MANAGER
+    )
+    ready = wait_until_ready(
+        api,
+        name,
+        namespace,
+        expected_canary_percent=expected_canary_percent,
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        superseded_revision=superseded,
+    )
+    return ready, "patched"
+
+
+def patched_object(current: object, patch: object) -> object:
+    """What a JSON merge patch (RFC 7386) makes of `current`, as the API server computes it."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(current) if isinstance(current, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = patched_object(result.get(key), value)
+    return result
+
+
+def replacing(current: object, new: object) -> object:
+    """The merge-patch value that turns `current` into `new` exactly: `new` plus nulls for
+    the keys `current` has and `new` lacks, at every depth of nested objects."""
+    if not isinstance(new, dict) or not isinstance(current, dict):
+        return copy.deepcopy(new)
+    value = {key: None for key in current if key not in new}
+    value.update({key: replacing(current.get(key), item) for key, item in new.items()})
+    return value
 
 
 def wait_until_ready(

@@ -24,6 +24,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROFILE_ARTIFACT = "reference_profile.json"
 MODEL_ARTIFACT = "model"
+STORAGE_URI_TAG = "ctloop.storage_uri"
+"""Version tag: the storageUri KServe served the version from (what a rollback restores)."""
+REPLACED_AT_TAG, REPLACED_BY_TAG = "ctloop.replaced_at", "ctloop.replaced_by"
+ROLLED_BACK_TAG, ROLLED_BACK_AT_TAG = "ctloop.rolled_back", "ctloop.rolled_back_at"
 
 
 class RegistryError(ValueError):
@@ -196,6 +200,97 @@ def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, object]) -> None:
 def aliases_of(tracking_uri: str, name: str, version: str) -> list[str]:
     """Aliases held by a version (search_model_versions does not return them, get does)."""
     return list(client(tracking_uri).get_model_version(name, version).aliases)
+
+
+def version_with_alias(tracking_uri: str, name: str, alias: str = CHAMPION) -> str | None:
+    """The version number holding `alias`, None when no version holds it."""
+    version = _version_by_alias(client(tracking_uri), name, alias)
+    return None if version is None else str(version.version)
+
+
+def version_tags(tracking_uri: str, name: str, version: str) -> dict[str, str]:
+    """The tags of a registered version.
+
+    Raises:
+        RegistryError: the model or the version does not exist.
+    """
+    return dict(_model_version(client(tracking_uri), name, version).tags)
+
+
+def _model_version(mlflow_client: MlflowClient, name: str, version: str):
+    try:
+        return mlflow_client.get_model_version(name, version)
+    except MlflowException as error:
+        if not _missing(error):
+            raise
+        raise RegistryError(f"registered model {name!r} has no version {version!r}") from error
+
+
+def promote_to_champion(
+    tracking_uri: str, name: str, version: str, *, storage_uri: str = ""
+) -> list[str]:
+    """Make `version` the champion after its canary passed; returns what changed (empty: nothing).
+
+    The version that held `champion` is tagged with when it was replaced and by which version;
+    `challenger` is removed when `version` holds it; `storage_uri` (what KServe serves it
+    from) is recorded on the version for a later rollback to it. A second call changes nothing.
+    """
+    mlflow_client = client(tracking_uri)
+    promoted = _model_version(mlflow_client, name, version)
+    changes = []
+    previous = _version_by_alias(mlflow_client, name, CHAMPION)
+    if previous is None or str(previous.version) != str(version):
+        if previous is not None:
+            replaced = {
+                REPLACED_AT_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
+                REPLACED_BY_TAG: str(version),
+            }
+            for key, value in replaced.items():
+                mlflow_client.set_model_version_tag(name, str(previous.version), key, value)
+            changes.append(f"version {previous.version} tagged as replaced by version {version}")
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+        changes.append(f"alias {CHAMPION} moved to version {version}")
+    changes += _drop_challenger(mlflow_client, name, version)
+    if storage_uri and promoted.tags.get(STORAGE_URI_TAG) != storage_uri:
+        mlflow_client.set_model_version_tag(name, version, STORAGE_URI_TAG, storage_uri)
+        changes.append(f"version {version} tagged {STORAGE_URI_TAG}={storage_uri}")
+    return changes
+
+
+def record_rollback(tracking_uri: str, name: str, version: str, reasons: list[str]) -> list[str]:
+    """Tag a canary that was rolled back with why and when, and drop its `challenger` alias;
+    returns what changed (empty on a second call).
+
+    Raises:
+        RegistryError: `version` is the champion (a promoted model is replaced by deploying
+            another version, not rolled back).
+    """
+    mlflow_client = client(tracking_uri)
+    candidate = _model_version(mlflow_client, name, version)
+    champion = _version_by_alias(mlflow_client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        raise RegistryError(
+            f"version {version} of {name!r} is the {CHAMPION}: it was promoted, so there is "
+            "no canary to roll back; deploy the version that should serve instead"
+        )
+    changes = []
+    if ROLLED_BACK_TAG not in candidate.tags:
+        tags = {
+            ROLLED_BACK_TAG: "; ".join(reasons) or "rolled back",
+            ROLLED_BACK_AT_TAG: datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        for key, value in tags.items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
+        changes.append(f"version {version} tagged {ROLLED_BACK_TAG}")
+    return changes + _drop_challenger(mlflow_client, name, version)
+
+
+def _drop_challenger(mlflow_client: MlflowClient, name: str, version: str) -> list[str]:
+    challenger = _version_by_alias(mlflow_client, name, CHALLENGER)
+    if challenger is None or str(challenger.version) != str(version):
+        return []
+    mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+    return [f"alias {CHALLENGER} removed from version {version}"]
 
 
 def log_evaluation(tracking_uri: str, run_id: str, evaluation: dict, profile: dict) -> None:

@@ -1,0 +1,80 @@
+"""KFP component of the canary family: analyse the canary, then promote or roll it back."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Markdown, Output
+
+from ctloop.components.image import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def analyze_canary(
+    model_version: str,
+    prometheus_url: str,
+    registered_model_name: str,
+    mlflow_tracking_uri: str,
+    decision: Output[Markdown],
+    inference_service_name: str = "ctloop-model",
+    namespace: str = "",
+    deployment_mode: str = "Serverless",
+    policy: str = "",
+    metrics_model_name: str = "",
+    timeout_s: int = 600,
+) -> NamedTuple("CanaryOutputs", action=str, verdict=str):
+    """Watch the canary's live metrics against the champion's, then promote or roll it back.
+
+    Every `step_s` for `bake_time_s` (from the policy) the canary's error rate, p99 latency
+    and score distribution are compared with the champion's, from the predictor's Prometheus
+    metrics. A failing check rolls the canary back at once; passing every check to the end
+    promotes it (all traffic, MLflow alias `champion`). Too few canary requests is
+    inconclusive, which rolls back unless the policy says otherwise. A version that already
+    serves all traffic as the champion (first deployment) is promoted without analysis.
+
+    Args:
+        model_version: The registered version serving as the canary.
+        prometheus_url: Prometheus that scrapes the predictor, e.g. http://prometheus:9090.
+        registered_model_name: Registered model in MLflow.
+        mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        decision: The decision, every check with its value and threshold, and what was done.
+        inference_service_name: Name of the InferenceService.
+        namespace: Namespace; empty means the namespace this step runs in.
+        deployment_mode: "Serverless" or "Standard"; must be the service's mode.
+        policy: Canary policy as JSON; empty uses ctloop's default, e.g.
+            {"bake_time_s": 600, "step_s": 30, "min_requests": 200,
+             "error_rate": {"max_increase": 0.01},
+             "latency_p99_ms": {"max": 250, "max_increase_relative": 0.5},
+             "score_shift": {"psi_max": 0.2}}.
+        metrics_model_name: `model_name` label of the predictor's metrics; empty means
+            the InferenceService name.
+        timeout_s: Seconds to wait for the service to be Ready after each change.
+
+    Returns:
+        action: "promote" or "rollback".
+        verdict: "promote", "rollback", "inconclusive", or "champion" when there was no
+            canary to analyse.
+    """
+    from ctloop.components.canary.analysis import parse_canary_policy
+    from ctloop.components.canary.prometheus import PrometheusClient
+    from ctloop.components.canary.promotion import conclude_canary, outcome_markdown
+    from ctloop.components.deploy.cluster import kube_api
+    from ctloop.components.deploy.rollout import resolve_namespace
+
+    analysed, outcome = conclude_canary(
+        kube_api(),
+        PrometheusClient(prometheus_url),
+        parse_canary_policy(policy),
+        mlflow_tracking_uri,
+        name=inference_service_name,
+        namespace=resolve_namespace(namespace),
+        registered_model=registered_model_name,
+        version=model_version,
+        deployment_mode=deployment_mode,
+        metrics_model_name=metrics_model_name,
+        timeout_s=timeout_s,
+    )
+    with open(decision.path, "w") as handle:
+        handle.write(outcome_markdown(analysed, outcome))
+    label = analysed.verdict if analysed is not None else "champion"
+    decision.metadata["display_name"] = f"Canary: {label} → {outcome['action']}"
+    return (outcome["action"], label)
