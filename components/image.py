@@ -1,10 +1,19 @@
-"""The one image every ctloop component runs in.
+"""The images ctloop runs in: one for every component, one for the model server.
 
-The tag is the package version, never `:latest`: a compiled pipeline names exactly the
-code it was compiled from. `ctloop compile --image` overrides it (e.g. a registry mirror).
+Tags are the package version, never `:latest`: a compiled pipeline names exactly the
+code it was compiled from. `ctloop compile --image` overrides the component image (e.g. a
+registry mirror); a kustomize overlay's `images:` does the same for the serving image.
 """
 
 from ctloop import __version__
 
 IMAGE_REPOSITORY = "ghcr.io/ctloop/ctloop"
 DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+
+SERVING_IMAGE_REPOSITORY = "ghcr.io/ctloop/ctloop-serving"
+SERVING_IMAGE = f"{SERVING_IMAGE_REPOSITORY}:{__version__}"
+"""The KServe predictor (`serving/Dockerfile`): xgboost, kserve and ctloop.serving only."""
+
+SERVING_RUNTIME = "ctloop-xgboost"
+"""The KServe ServingRuntime (`manifests/serving/servingruntime.yaml`) that runs
+`SERVING_IMAGE`; the training pipeline deploys with it unless told otherwise."""

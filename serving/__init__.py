@@ -1,1 +1,2 @@
-"""The ctloop KServe predictor: model loading, request decoding, metrics and the server."""
+"""The ctloop KServe predictor: model loading, request decoding, metrics, the server, and a
+runner that starts it on loopback (`local_server`). `Dockerfile` builds its image."""

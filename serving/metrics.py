@@ -31,7 +31,7 @@ PREDICTIONS = Counter(
 )
 LATENCY = Histogram(
     "ctloop_prediction_latency_seconds",
-    "Time to decode, check and score one successful request, in the worker thread.",
+    "Time to decode, check and score one successful request.",
     _MODEL_LABELS,
 )
 ROWS_SCORED = Counter("ctloop_rows_scored", "Rows scored by successful requests.", _MODEL_LABELS)

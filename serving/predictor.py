@@ -17,15 +17,17 @@ categorical values are strings, an unseen category counts as missing):
   `model_version` is the served version. `GET /v2/models/<name>` lists these tensors.
 
 A batch has at most `max_batch_rows` rows (default 10,000); anything malformed is an HTTP 400
-whose message names the problem. Scoring runs in a worker thread so the event loop keeps
-answering health probes while a large batch is scored; XGBoost releases the GIL in
-`inplace_predict`.
+whose message names the problem. Batches run in a worker thread so the event loop keeps
+answering health probes while a large batch is scored (XGBoost releases the GIL in
+`inplace_predict`), except a small one (up to `inline_rows`) that arrives while no batch is in
+a worker thread: it is scored on the event loop, which saves the hop to a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -51,6 +53,11 @@ DEFAULT_PARALLEL_ROWS = 1_000
 one row a second OpenMP thread saves nothing and doubles the CPU (131 -> 255 us); at 100 rows
 it saves 0.2 ms; at 10,000 rows it halves the time (47 -> 24 ms)."""
 
+DEFAULT_INLINE_ROWS = 100
+"""Batches up to this size are scored on the event loop while no batch is in a worker thread.
+Measured with a 200-tree, depth-6 model (2 CPUs): 100 rows block the loop for ~1 ms, which no
+probe notices, and skipping the thread hop saves ~0.1 ms of a 1-row request's ~0.8 ms."""
+
 PROBABILITIES = "probabilities"
 LABELS = "labels"
 LABEL_THRESHOLD = 0.5
@@ -70,6 +77,7 @@ class CtloopPredictor(kserve.Model):
         *,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
         parallel_rows: int = DEFAULT_PARALLEL_ROWS,
+        inline_rows: int = DEFAULT_INLINE_ROWS,
         nthread: int | None = None,
     ) -> None:
         """
@@ -79,6 +87,8 @@ class CtloopPredictor(kserve.Model):
             version: Version to report; default `version.txt` in the folder, else "unknown".
             max_batch_rows: Most rows per request; larger batches get HTTP 400.
             parallel_rows: Batches larger than this use `nthread` threads, others one.
+            inline_rows: Batches up to this size are scored on the event loop when no batch
+                is in a worker thread; 0 sends every batch to a worker thread.
             nthread: XGBoost threads for large batches; default: the CPUs this process may use.
         """
         super().__init__(name)
@@ -86,12 +96,14 @@ class CtloopPredictor(kserve.Model):
         self.version = version or "unknown"
         self.max_batch_rows = max_batch_rows
         self.parallel_rows = parallel_rows
+        self.inline_rows = inline_rows
         self.nthread = nthread or len(os.sched_getaffinity(0))
         self._requested_version = version
         self._model: LoadedModel | None = None
         self._decoder: RequestDecoder | None = None
         self._serial: xgb.Booster | None = None
         self._parallel: xgb.Booster | None = None
+        self._in_threads = 0  # batches now in worker threads (changed on the event loop only)
 
     def load(self) -> bool:
         model = load_model(self.model_dir, self._requested_version)
@@ -138,11 +150,21 @@ class CtloopPredictor(kserve.Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> dict | InferResponse:
-        """Decode, score and answer in a worker thread; count the outcome either way."""
+        """Decode, score and answer; count the outcome either way.
+
+        A batch of at most `inline_rows` rows is handled on the event loop when no other batch
+        is in a worker thread; any other batch goes to a worker thread, so that probes are
+        answered while a large batch is scored and concurrent requests overlap with the event
+        loop's HTTP work."""
+        handle = self._predict_v2 if isinstance(payload, InferRequest) else self._predict_v1
         try:
-            if isinstance(payload, InferRequest):
-                return await asyncio.to_thread(self._predict_v2, payload)
-            return await asyncio.to_thread(self._predict_v1, payload)
+            if self._in_threads == 0 and _rows_claimed(payload) <= self.inline_rows:
+                return handle(payload)
+            self._in_threads += 1
+            try:
+                return await asyncio.to_thread(handle, payload)
+            finally:
+                self._in_threads -= 1
         except InvalidInput:
             self._count("invalid")
             raise
@@ -233,6 +255,15 @@ class CtloopPredictor(kserve.Model):
         if self._decoder is None:
             raise RuntimeError(f"model {self.name!r} is used before load()")
         return self._decoder
+
+
+def _rows_claimed(payload: Any) -> float:
+    """The rows a request says it holds, read before decoding; infinity when it does not say."""
+    if isinstance(payload, InferRequest):
+        shape = payload.inputs[0].shape if payload.inputs else None
+        return shape[0] if shape and isinstance(shape[0], int) else math.inf
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    return len(instances) if isinstance(instances, list) else math.inf
 
 
 def _labels(scores: np.ndarray) -> np.ndarray:

@@ -215,6 +215,13 @@ def test_runtime_account_replicas_and_resources_reach_the_predictor(build):
     assert isvc["metadata"]["labels"] == {"team": "churn", MODEL_VERSION_LABEL: "2"}
 
 
+def test_ctloops_runtime_is_told_the_registered_version_other_runtimes_are_not(build):
+    ours = build(runtime="ctloop-xgboost", model_version="7")["spec"]["predictor"]["model"]
+    assert ours["args"] == ["--version=7"]
+    theirs = build(runtime="kserve-xgbserver", model_version="7")["spec"]["predictor"]["model"]
+    assert "args" not in theirs
+
+
 def test_unknown_resources_key_is_rejected(build):
     with pytest.raises(DeploymentError, match=r"\['limit'\]"):
         build(resources={"limit": {"cpu": "1"}})

@@ -175,6 +175,24 @@ def test_server_listens_on_loopback_by_default_and_logs_the_model(server):
     assert "0.0.0.0" not in server.logs()
 
 
+def test_requests_are_logged_only_with_request_logs(server, churn, tmp_path):
+    _, lists = _rows(churn, 3)
+    port = _free_port()
+    command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", str(churn[0])]
+    command += ["--name", "churn", "--port", str(port), "--request-logs"]
+    verbose = _Server(command, port, tmp_path / "verbose.log")
+    try:
+        for running in (server, verbose):
+            assert _v1(running, {"instances": lists}).status_code == 200
+    finally:
+        verbose.stop()
+
+    access_line = '"POST /v1/models/churn%3Apredict HTTP/1.1" 200'
+    assert access_line in verbose.logs() and "predict_ms" in verbose.logs()
+    assert access_line not in server.logs() and "predict_ms" not in server.logs()
+    assert "model 'churn' loaded" in server.logs()  # other log lines are still written
+
+
 def test_v1_lists_and_objects_over_http_match_in_process_scores(server, churn):
     objects, lists = _rows(churn, 2000)
     by_objects = _v1(server, {"instances": objects})

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -156,6 +157,48 @@ def test_metadata_declares_one_tensor_per_feature_and_both_outputs(churn, predic
         {"name": "probabilities", "datatype": "FP32", "shape": [-1]},
         {"name": "labels", "datatype": "INT32", "shape": [-1]},
     ]
+
+
+class _ThreadRecordingPredictor(CtloopPredictor):
+    """Records (rows, scored on the main thread?) for every batch it scores."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scored: list[tuple[int, bool]] = []
+
+    def _score(self, matrix):
+        self.scored.append((len(matrix), threading.current_thread() is threading.main_thread()))
+        return super()._score(matrix)
+
+
+def test_small_batches_skip_the_worker_thread_only_while_none_is_in_one(churn):
+    model = _ThreadRecordingPredictor("churn", churn[0], inline_rows=10)
+    model.load()
+    _, profile, features, _ = churn
+    objects = features.slice(0, 11).to_pylist()
+    inputs = [
+        InferInput(
+            name,
+            [2],
+            "BYTES" if profile["features"][name]["kind"] == "categorical" else "FP32",
+            data=features.column(name).slice(0, 2).to_pylist(),
+        )
+        for name in profile["feature_order"]
+    ]
+
+    async def requests():
+        await model.predict({"instances": objects[:10]})  # small, nothing in a thread
+        await model.predict(InferRequest("churn", inputs))
+        await model.predict({"instances": objects})  # 11 rows: a worker thread
+        # the 1-row batch arrives while the 11-row one is in a worker thread
+        await asyncio.gather(
+            model.predict({"instances": objects}), model.predict({"instances": objects[:1]})
+        )
+
+    asyncio.run(requests())
+
+    assert model.scored[:3] == [(10, True), (2, True), (11, False)]
+    assert sorted(model.scored[3:]) == [(1, False), (11, False)]
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""Strict validation of InferenceService manifests against KServe's real CRD schema.
+"""Strict validation of KServe manifests against KServe's real CRD schemas.
 
 The API server prunes unknown fields silently, so a typo (or a field only a newer KServe
 knows, like `spec.tracing` from the 0.21 SDK against the 0.20 CRD) would deploy "fine"
-and do nothing. Here every object node of the CRD's v1beta1 `openAPIV3Schema` that lists
-`properties` is closed with `additionalProperties: false`, so such fields are rejected
-before anything reaches a cluster.
+and do nothing. Here every object node of a CRD's `openAPIV3Schema` that lists `properties`
+is closed with `additionalProperties: false`, so such fields are rejected before anything
+reaches a cluster. `validate_custom_resource` checks any kind against its CRD file (e.g. the
+ServingRuntime in `manifests/serving`); `validate_inference_service` is the InferenceService
+case the deploy step uses.
 """
 
 from __future__ import annotations
@@ -12,19 +14,28 @@ from __future__ import annotations
 import copy
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 CRD_FILE = "serving.kserve.io_inferenceservices.yaml"
+"""The InferenceService CRD; the file whose presence marks a folder of KServe CRDs."""
+SERVING_RUNTIME_CRD_FILE = "serving.kserve.io_servingruntimes.yaml"
 CRD_DIR_ENV = "CTLOOP_KSERVE_CRDS"
-API_VERSION = "serving.kserve.io/v1beta1"
-KIND = "InferenceService"
 
 
 class ManifestValidationError(ValueError):
     """A manifest the KServe CRD would not accept as written."""
+
+
+@dataclass(frozen=True)
+class _Definition:
+    """What a CRD file defines: the kind, and the schema of each served apiVersion."""
+
+    kind: str
+    schemas: dict[str, dict]
 
 
 def default_crd_dir() -> Path | None:
@@ -56,37 +67,71 @@ def validate_inference_service(obj: dict, crd_dir: str | Path | None = None) -> 
         ManifestValidationError: naming the JSON path of the first problem and the rule.
         FileNotFoundError: no CRD folder is configured or found.
     """
+    validate_custom_resource(obj, CRD_FILE, crd_dir)
+
+
+def validate_custom_resource(obj: dict, crd_file: str, crd_dir: str | Path | None = None) -> None:
+    """Check `obj` against the CRD in `crd_dir/crd_file`, rejecting unknown fields.
+
+    The apiVersion must be one the CRD serves (group/version) and the kind the CRD's kind;
+    `metadata.name` must be set. The object is then validated against that version's schema.
+
+    Args:
+        obj: The manifest (as serialised for the API, or loaded from YAML).
+        crd_file: File name of the CRD, e.g. `SERVING_RUNTIME_CRD_FILE`.
+        crd_dir: Folder with the CRD YAML; default `default_crd_dir()`.
+
+    Raises:
+        ManifestValidationError: naming the JSON path of the first problem and the rule.
+        FileNotFoundError: no CRD folder is configured or found, or it lacks `crd_file`.
+    """
     if crd_dir is None:
         crd_dir = default_crd_dir()
         if crd_dir is None:
             raise FileNotFoundError(
                 f"no KServe CRD folder: set ${CRD_DIR_ENV} to a folder holding {CRD_FILE}"
             )
-    if obj.get("apiVersion") != API_VERSION:
+    crd_path = Path(crd_dir).resolve() / crd_file
+    if not crd_path.is_file():
+        raise FileNotFoundError(f"{crd_dir} holds no {crd_file}")
+    definition = _definition(str(crd_path))
+    api_version = obj.get("apiVersion")
+    if api_version not in definition.schemas:
         raise ManifestValidationError(
-            f"$.apiVersion: {obj.get('apiVersion')!r} is not {API_VERSION!r}"
+            f"$.apiVersion: {api_version!r} is not one of {sorted(definition.schemas)}"
         )
-    if obj.get("kind") != KIND:
-        raise ManifestValidationError(f"$.kind: {obj.get('kind')!r} is not {KIND!r}")
+    if obj.get("kind") != definition.kind:
+        raise ManifestValidationError(f"$.kind: {obj.get('kind')!r} is not {definition.kind!r}")
     name = (obj.get("metadata") or {}).get("name")
     if not isinstance(name, str) or not name:
         raise ManifestValidationError(f"$.metadata.name: {name!r} is not a non-empty string")
-    validator = _strict_validator(str(Path(crd_dir).resolve() / CRD_FILE))
+    validator = _strict_validator(str(crd_path), api_version)
     error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
     if error is not None:
         raise ManifestValidationError(f"{error.json_path}: {error.message}")
 
 
 @functools.cache
-def _strict_validator(crd_path: str) -> jsonschema.Draft7Validator:
-    """A validator for the CRD's v1beta1 schema, closed against unknown fields (cached:
-    the CRD is about 40k lines of YAML)."""
+def _definition(crd_path: str) -> _Definition:
+    """The kind and served versions of a CRD (cached: the InferenceService CRD is about 40k
+    lines of YAML)."""
     with open(crd_path) as handle:
         crd = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    versions = {version["name"]: version for version in crd["spec"]["versions"]}
-    if "v1beta1" not in versions:
-        raise ManifestValidationError(f"{crd_path} defines no v1beta1 version")
-    schema = _strict(copy.deepcopy(versions["v1beta1"]["schema"]["openAPIV3Schema"]))
+    group = crd["spec"]["group"]
+    schemas = {
+        f"{group}/{version['name']}": version["schema"]["openAPIV3Schema"]
+        for version in crd["spec"]["versions"]
+        if version.get("served", True)
+    }
+    if not schemas:
+        raise ManifestValidationError(f"{crd_path} serves no version")
+    return _Definition(kind=crd["spec"]["names"]["kind"], schemas=schemas)
+
+
+@functools.cache
+def _strict_validator(crd_path: str, api_version: str) -> jsonschema.Draft7Validator:
+    """A validator for one served version of the CRD, closed against unknown fields."""
+    schema = _strict(copy.deepcopy(_definition(crd_path).schemas[api_version]))
     return jsonschema.Draft7Validator(schema)
 
 

@@ -35,6 +35,8 @@ from kserve import (
 )
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
+from ctloop.components.image import SERVING_RUNTIME
+
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -171,6 +173,9 @@ def desired_inference_service(
             model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
             storage_uri=storage_uri,
             runtime=runtime,
+            # KServe appends these to the runtime's args. ctloop's predictor then reports the
+            # registered version in every answer and metric: what tells canary from primary.
+            args=[f"--version={model_version}"] if runtime == SERVING_RUNTIME else None,
             resources=_resource_requirements(resources),
         ),
         service_account_name=service_account,
