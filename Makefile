@@ -30,11 +30,57 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 bench: setup
+	$(UV) pip install -q --python $(PY) -r requirements-bench.lock
 	$(PY) tests/benchmarks/bench_training.py
 	$(PY) tests/benchmarks/bench_pipeline.py
+	$(PY) tests/benchmarks/bench_drift.py
+	$(PY) tests/benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) $(BUILD) .ctloop
 
 docs: setup
 	$(PY) -c "from ctloop.pipelines.reference_docs import update_readme; update_readme('README.md')"
+
+# Images, publishing and the other compile target: the steps of .github/workflows/.
+# Tags are the package version, as components/image.py names them (never :latest);
+# IMAGE_REGISTRY=registry.example/team points them (and `make upload`'s compiled YAML) elsewhere.
+IMAGE_REGISTRY  ?= ghcr.io/ctloop
+PACKAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' __init__.py)
+COMPONENT_IMAGE := $(IMAGE_REGISTRY)/ctloop:$(PACKAGE_VERSION)
+SERVING_IMAGE   := $(IMAGE_REGISTRY)/ctloop-serving:$(PACKAGE_VERSION)
+# Read by the recipes' shells, never expanded by make, so the endpoint is not echoed in logs.
+KFP_HOST        ?=
+export KFP_HOST
+# Six fields, seconds first, UTC: 02:00 daily. MONITORING_PARAMS: KEY=VALUE pairs for the runs.
+MONITORING_CRON   ?= 0 0 2 * * *
+MONITORING_PARAMS ?=
+
+.PHONY: images push-images lint-images compile-vertex upload schedule
+
+images:
+	@command -v docker >/dev/null 2>&1 || { \
+	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE) and $(SERVING_IMAGE)" >&2; \
+	  exit 1; }
+	docker build --file Dockerfile --tag $(COMPONENT_IMAGE) .
+	docker build --file serving/Dockerfile --tag $(SERVING_IMAGE) .
+
+push-images: images
+	docker push $(COMPONENT_IMAGE)
+	docker push $(SERVING_IMAGE)
+
+lint-images: setup
+	$(VENV)/bin/hadolint Dockerfile serving/Dockerfile
+
+compile-vertex: setup
+	$(CTLOOP) compile --target vertex --output-dir $(BUILD) --image $(COMPONENT_IMAGE)
+
+upload: setup
+	@test -n "$$KFP_HOST" || { echo "make upload: set KFP_HOST to the KFP endpoint" >&2; exit 2; }
+	$(CTLOOP) compile --output-dir $(BUILD) --image $(COMPONENT_IMAGE)
+	$(CTLOOP) upload --host "$$KFP_HOST" --build-dir $(BUILD)
+
+schedule: setup
+	@test -n "$$KFP_HOST" || { echo "make schedule: set KFP_HOST to the KFP endpoint" >&2; exit 2; }
+	$(CTLOOP) schedule --host "$$KFP_HOST" --cron "$(MONITORING_CRON)" \
+	  $(foreach pair,$(MONITORING_PARAMS),--param '$(pair)')

@@ -1,7 +1,14 @@
 """Compile every pipeline and component to YAML, deterministically.
 
-Same source and options give byte-identical files, so CI can diff what it compiled with
-what is committed and upload only real changes.
+Same source and options give byte-identical files, so the YAML is an output of the source,
+compiled by CI on every change rather than committed beside it.
+
+Two targets:
+- `kfp` (`compile_all`, `ctloop compile`): Kubeflow Pipelines on Kubernetes, into
+  `<output>/pipelines/{training,monitoring}.yaml` and `<output>/components/<name>.yaml`;
+- `vertex` (`compile_vertex`, `ctloop compile --target vertex`): the training pipeline for
+  Vertex AI Pipelines, its train step a Vertex AI CustomJob, into `<output>/vertex/training.yaml`.
+  The folder is apart from `pipelines/`, which `ctloop upload` publishes to a KFP endpoint.
 """
 
 from pathlib import Path
@@ -10,21 +17,41 @@ from kfp import compiler
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
-from ctloop.pipelines.placement import GpuPlacement
+from ctloop.pipelines.monitoring import build_monitoring_pipeline
+from ctloop.pipelines.placement import GpuPlacement, VertexPlacement
 from ctloop.pipelines.training import build_training_pipeline
 
 
 def compile_all(
     output_dir: str | Path, image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
 ) -> list[Path]:
-    """Write `pipelines/training.yaml` and `components/<name>.yaml`; return the paths."""
+    """Write `pipelines/{training,monitoring}.yaml` and `components/<name>.yaml`; return the
+    paths, the training pipeline first."""
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
-    written = [output_dir / "pipelines" / "training.yaml"]
-    compiler.Compiler().compile(build_training_pipeline(image, placement), str(written[0]))
+    written = []
+    for name, build in (
+        ("training", build_training_pipeline),
+        ("monitoring", build_monitoring_pipeline),
+    ):
+        path = output_dir / "pipelines" / f"{name}.yaml"
+        compiler.Compiler().compile(build(image, placement), str(path))
+        written.append(path)
     for name, component in sorted(catalog(image).items()):
         path = output_dir / "components" / f"{name}.yaml"
         compiler.Compiler().compile(component, str(path))
         written.append(path)
     return written
+
+
+def compile_vertex(
+    output_dir: str | Path, image: str = DEFAULT_IMAGE, placement: VertexPlacement | None = None
+) -> list[Path]:
+    """Write `vertex/training.yaml`: the training pipeline with its train step a Vertex AI
+    CustomJob on `placement`'s machine, every other task as for Kubeflow; return the path."""
+    path = Path(output_dir) / "vertex" / "training.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = build_training_pipeline(image, placement or VertexPlacement())
+    compiler.Compiler().compile(pipeline, str(path))
+    return [path]

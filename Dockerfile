@@ -1,0 +1,60 @@
+# The component image: every ctloop pipeline step runs in it (components/image.py names it
+# ghcr.io/ctloop/ctloop:<package version>; `ctloop compile --image` points pipelines at another).
+# Build from the repository root, which is the `ctloop` package:
+#   make images            (or: docker build -t ghcr.io/ctloop/ctloop:0.1.0 .)
+# KFP and Vertex AI replace the entrypoint with the component's own command; nothing is
+# installed when a step starts.
+
+# The same exact Python release on Debian 12 as serving/Dockerfile, the Python minor that
+# requirements.lock is compiled for. For a byte-for-byte reproducible build pin the digest too:
+#   FROM python:3.11.13-slim-bookworm@sha256:<digest>
+FROM python:3.11.13-slim-bookworm AS wheel
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Build ctloop's wheel with the lock's setuptools (no build isolation: nothing unpinned is
+# fetched), from the files .dockerignore lets into the context.
+COPY requirements-runtime.txt /tmp/requirements-runtime.txt
+RUN grep '^setuptools==' /tmp/requirements-runtime.txt > /tmp/build-requirements.txt \
+    && pip install --no-deps -r /tmp/build-requirements.txt
+WORKDIR /src
+COPY pyproject.toml README.md __init__.py __main__.py ./
+COPY components components
+COPY pipelines pipelines
+COPY serving serving
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
+
+FROM python:3.11.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The runtime closure of pyproject.toml's dependencies at requirements.lock's versions, every
+# distribution listed (so --no-deps); no test tools. Then ctloop itself, as a wheel (not
+# editable), and pip check proves the set is complete.
+COPY requirements-runtime.txt /tmp/requirements-runtime.txt
+RUN pip install --no-deps -r /tmp/requirements-runtime.txt \
+    && rm /tmp/requirements-runtime.txt
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-deps --no-index /tmp/dist/ctloop-*.whl \
+    && pip check \
+    && rm -r /tmp/dist
+
+# A numeric non-root user, so Kubernetes can check runAsNonRoot without a passwd lookup. The
+# KFP launcher stages artifacts under /gcs, /minio and /s3 (kubeflow/pipelines#5673): those
+# folders must exist and be writable by that user. HOME is writable for MLflow's and
+# xgboost's caches.
+RUN groupadd --system --gid 10001 ctloop \
+    && useradd --system --uid 10001 --gid ctloop --create-home --home-dir /home/ctloop \
+       --shell /usr/sbin/nologin ctloop \
+    && mkdir /gcs /minio /s3 \
+    && chown ctloop:ctloop /gcs /minio /s3
+ENV HOME=/home/ctloop
+WORKDIR /home/ctloop
+USER 10001:10001
+
+ENTRYPOINT ["ctloop"]
+CMD ["--help"]

