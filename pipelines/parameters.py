@@ -78,12 +78,13 @@ def parse_typed_params(types: dict[str, str], pairs: list[str]) -> dict:
     return arguments
 
 
-def check_training_arguments(arguments: dict) -> None:
-    """Parse the JSON-valued training parameters now, before any step runs.
+def check_json_arguments(arguments: dict) -> None:
+    """Parse the JSON-valued pipeline parameters now, before any step runs.
 
     The steps parse them again where they are used; checking here means a typo in a
     policy fails in a second with the key and rule named, not after a training run.
     """
+    from ctloop.components.drift.policy import parse_drift_policy
     from ctloop.components.gate.policy import parse_gate_policy
     from ctloop.components.train.hyperparameters import parse_hyperparameters
 
@@ -92,3 +93,5 @@ def check_training_arguments(arguments: dict) -> None:
         parse_hyperparameters(arguments["hyperparameters"], task)
     if arguments.get("gate_policy", "").strip():
         parse_gate_policy(arguments["gate_policy"])
+    if arguments.get("drift_policy", "").strip():
+        parse_drift_policy(arguments["drift_policy"])

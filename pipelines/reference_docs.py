@@ -12,6 +12,7 @@ import docstring_parser
 from kfp.dsl.base_component import BaseComponent
 
 from ctloop.pipelines.catalog import COMPONENTS
+from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.training import build_training_pipeline
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (make docs) -->"
@@ -53,12 +54,9 @@ def _component_section(name: str, component: BaseComponent) -> list[str]:
     return lines + [""]
 
 
-def reference_markdown() -> str:
-    """Pipeline parameters and component catalog, as Markdown."""
-    pipeline = build_training_pipeline()
+def _pipeline_section(title: str, pipeline: BaseComponent) -> list[str]:
     lines = [
-        BEGIN,
-        "### Training pipeline parameters",
+        f"### {title} pipeline parameters",
         "",
         "| parameter | type | default | description |",
         "| --- | --- | --- | --- |",
@@ -68,7 +66,15 @@ def reference_markdown() -> str:
             f"| `{key}` | {_type_name(spec_input.type)} | {_default(spec_input.default)} | "
             f"{_one_line(spec_input.description)} |"
         )
-    lines += ["", "## Component catalog", ""]
+    return lines + [""]
+
+
+def reference_markdown() -> str:
+    """Pipeline parameters and component catalog, as Markdown."""
+    lines = [BEGIN]
+    lines += _pipeline_section("Training", build_training_pipeline())
+    lines += _pipeline_section("Monitoring", build_monitoring_pipeline())
+    lines += ["## Component catalog", ""]
     for name, component in COMPONENTS.items():
         lines += _component_section(name, component)
     return "\n".join(lines + [END])

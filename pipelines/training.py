@@ -10,9 +10,9 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
-from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.pipelines.catalog import catalog
-from ctloop.pipelines.placement import GpuPlacement
+from ctloop.pipelines.placement import GpuPlacement, Placement
 
 PIPELINE_NAME = "ctloop-training"
 
@@ -27,11 +27,12 @@ class TrainingOutputs(NamedTuple):
 
 
 def build_training_pipeline(
-    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
+    image: str = DEFAULT_IMAGE, placement: Placement | None = None
 ) -> BaseComponent:
     """The training pipeline with every task in `image` and the train task on `placement`."""
     c = catalog(image)
     placement = placement or GpuPlacement()
+    train_model = placement.wrap(c["train_model"])
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training(
@@ -55,10 +56,13 @@ def build_training_pipeline(
         namespace: str = "",
         deployment_mode: str = "Serverless",
         canary_percent: int = 10,
-        serving_runtime: str = "",
+        serving_runtime: str = SERVING_RUNTIME,
         service_account: str = "",
         deploy_target: str = "cluster",
         render_dir: str = "",
+        canary_analysis: bool = True,
+        prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
+        canary_policy: str = "",
     ) -> TrainingOutputs:
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
@@ -83,10 +87,16 @@ def build_training_pipeline(
             namespace: Namespace of the InferenceService (empty: the pipeline's).
             deployment_mode: KServe mode: "Serverless" (Knative) or "Standard".
             canary_percent: Traffic share of a new model while the champion keeps the rest.
-            serving_runtime: KServe ServingRuntime name (empty: KServe's choice for xgboost).
+            serving_runtime: KServe ServingRuntime; ctloop-xgboost runs ctloop's predictor
+                (apply manifests/serving in the namespace first); empty lets KServe pick one.
             service_account: Service account of the predictor (storage credentials).
             deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
             render_dir: Folder of rendered manifests when deploy_target is "render".
+            canary_analysis: After deploying, watch the canary against the champion in
+                Prometheus, then promote or roll it back; false leaves the split as deployed
+                (no Prometheus, or a person decides with ctloop promote/rollback).
+            prometheus_url: Prometheus that scrapes the predictors (canary analysis).
+            canary_policy: Canary analysis policy as JSON; empty uses the default.
         """
         loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
         validated = c["validate_dataset"](
@@ -106,7 +116,7 @@ def build_training_pipeline(
             time_column=time_column,
         ).set_display_name("split")
         trained = placement.apply(
-            c["train_model"](
+            train_model(
                 train=split.outputs["train"],
                 validation=split.outputs["validation"],
                 reference_profile=validated.outputs["reference_profile"],
@@ -155,6 +165,17 @@ def build_training_pipeline(
                 target=deploy_target,
                 render_dir=render_dir,
             ).set_display_name("deploy")
+            with dsl.If(canary_analysis == True, name="canary-analysis"):  # noqa: E712
+                c["analyze_canary"](
+                    model_version=registered.outputs["version"],
+                    prometheus_url=prometheus_url,
+                    registered_model_name=registered_model_name,
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                    inference_service_name=inference_service_name,
+                    namespace=namespace,
+                    deployment_mode=deployment_mode,
+                    policy=canary_policy,
+                ).after(deployed).set_display_name("canary analysis")
         with dsl.Else(name="gate-failed"):
             rejected = c["record_rejection"](
                 run_id=trained.outputs["run_id"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.pipelines.demo import export_telco_churn
+from ctloop.pipelines.demo_data import export_telco_churn
 
 CHALLENGER_HYPERPARAMETERS = '{"max_depth": 3, "eta": 0.05, "num_boost_round": 800}'
 

@@ -39,15 +39,9 @@ class KfpStandIn:
 
     def add_pipeline(self, name: str, package_path) -> str:
         """Store a pipeline with one version whose spec is the compiled `package_path`."""
-        documents = list(yaml.safe_load_all(open(package_path)))
-        spec = (
-            documents[0]
-            if len(documents) == 1
-            else {
-                "pipeline_spec": documents[0],
-                "platform_spec": documents[1],
-            }
-        )
+        return self._create_pipeline(name, "v1", _spec(open(package_path).read()))
+
+    def _create_pipeline(self, name: str, version_name: str, spec: dict) -> str:
         pipeline_id = f"p-{next(self._ids)}"
         self.pipelines[pipeline_id] = {
             "pipeline_id": pipeline_id,
@@ -55,7 +49,7 @@ class KfpStandIn:
             "created_at": CREATED_AT,
         }
         self.versions[pipeline_id] = []
-        self.add_version(pipeline_id, "v1", spec)
+        self.add_version(pipeline_id, version_name, spec)
         return pipeline_id
 
     def add_version(self, pipeline_id: str, name: str, spec: dict) -> str:
@@ -79,7 +73,10 @@ class KfpStandIn:
         path = urlsplit(request.url).path.removeprefix(API)
         query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
         self.calls.append((request.method, path))
-        body = json.loads(request.data) if request.data else {}
+        if request.files:  # multipart uploads: the compiled YAML in field `uploadfile`
+            body = {"uploadfile": request.files["uploadfile"].read().decode()}
+        else:
+            body = json.loads(request.data) if request.data else {}
         for method, pattern, handler in self._routes():
             match = re.fullmatch(pattern, path)
             if match and method == request.method:
@@ -91,6 +88,8 @@ class KfpStandIn:
         return (
             ("GET", "/healthz", lambda q, b: (200, {"multi_user": False})),
             ("GET", "/pipelines", self._list_pipelines),
+            ("POST", "/pipelines/upload", self._upload_pipeline),
+            ("POST", "/pipelines/upload_version", self._upload_version),
             ("GET", r"/pipelines/([^/]+)/versions", self._list_versions),
             ("GET", r"/pipelines/([^/]+)/versions/([^/]+)", self._get_version),
             ("GET", "/experiments", self._list_experiments),
@@ -107,6 +106,22 @@ class KfpStandIn:
     def _list_pipelines(self, query, body):
         found = [p for p in self.pipelines.values() if _matches(p, query)]
         return 200, {"pipelines": found, "total_size": len(found)} if found else {}
+
+    def _upload_pipeline(self, query, body):
+        if "uploadfile" not in body:
+            return _failure(400, "upload: multipart field 'uploadfile' missing")
+        name = query.get("name")
+        if any(p["display_name"] == name for p in self.pipelines.values()):
+            return _failure(409, f"pipeline {name!r} already exists")
+        pipeline_id = self._create_pipeline(name, name, _spec(body["uploadfile"]))
+        return 200, self.pipelines[pipeline_id]
+
+    def _upload_version(self, query, body):
+        pipeline_id = query.get("pipelineid")
+        if pipeline_id not in self.pipelines or "uploadfile" not in body:
+            return _failure(400, f"upload_version: unknown pipeline {pipeline_id!r} or no file")
+        version_id = self.add_version(pipeline_id, query["name"], _spec(body["uploadfile"]))
+        return 200, self.versions[pipeline_id][-1] | {"pipeline_version_id": version_id}
 
     def _list_versions(self, query, body, pipeline_id):
         versions = list(self.versions.get(pipeline_id, []))
@@ -219,6 +234,14 @@ class KfpStandIn:
         self.recurring_runs[run_id]["status"] = "ENABLED" if mode == "enable" else "DISABLED"
         self.recurring_runs[run_id]["mode"] = "ENABLE" if mode == "enable" else "DISABLE"
         return 200, {}
+
+
+def _spec(package: str) -> dict:
+    """A compiled package as the API server stores it (with its platform spec, if any)."""
+    documents = list(yaml.safe_load_all(package))
+    if len(documents) == 1:
+        return documents[0]
+    return {"pipeline_spec": documents[0], "platform_spec": documents[1]}
 
 
 def _matches(item: dict, query: dict) -> bool:

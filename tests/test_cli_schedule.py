@@ -14,14 +14,14 @@ pytestmark = [
     pytest.mark.usefixtures("isolated_kfp_context"),
 ]
 
-PIPELINE = "ctloop-training"  # any uploaded pipeline works; its compiled spec types --param
+PIPELINE = "ctloop-monitoring"
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
     compile_all(out)
-    return out / "pipelines" / "training.yaml"
+    return out / "pipelines" / "monitoring.yaml"
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def kfp_api(httpserver, compiled):
 
 
 def _schedule(kfp_api, capsys, *args: str) -> tuple[int, dict | None, str]:
-    code = main(["schedule", "--host", kfp_api.host, "--pipeline", PIPELINE, *args])
+    code = main(["schedule", "--host", kfp_api.host, *args])  # --pipeline: the default
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     return code, json.loads(lines[-1]) if lines else None, captured.err
@@ -51,9 +51,9 @@ def test_schedule_creates_an_enabled_recurring_run_with_one_at_a_time_and_no_cat
         "--experiment",
         "nightly",
         "--param",
-        "min_rows=500",
+        "retraining_max_rows=500",
         "--param",
-        'drop_columns=["customer_id"]',
+        'key_columns=["customer_id"]',
     )
     assert code == 0 and outcome["action"] == "created"
     [run] = kfp_api.recurring_runs.values()
@@ -69,15 +69,15 @@ def test_schedule_creates_an_enabled_recurring_run_with_one_at_a_time_and_no_cat
     }
     # Typed by the uploaded version's compiled parameters: an int and a JSON list.
     assert run["runtime_config"]["parameters"] == {
-        "min_rows": 500,
-        "drop_columns": ["customer_id"],
+        "retraining_max_rows": 500,
+        "key_columns": ["customer_id"],
     }
     [experiment] = kfp_api.experiments.values()
     assert run["experiment_id"] == experiment["experiment_id"]
 
 
 def test_rerunning_the_same_schedule_changes_nothing(kfp_api, capsys):
-    args = ("--cron", "0 0 2 * * *", "--param", "min_rows=500")
+    args = ("--cron", "0 0 2 * * *", "--param", "retraining_max_rows=500")
     _schedule(kfp_api, capsys, *args)
     [first_id] = kfp_api.recurring_runs
     code, outcome, _ = _schedule(kfp_api, capsys, *args)
@@ -132,9 +132,9 @@ def test_a_five_field_cron_is_rejected_before_any_request(kfp_api, capsys):
 
 
 def test_a_param_the_uploaded_pipeline_lacks_is_rejected_and_nothing_is_created(kfp_api, capsys):
-    code, _, err = _schedule(kfp_api, capsys, "--cron", "0 0 2 * * *", "--param", "min_row=5")
+    code, _, err = _schedule(kfp_api, capsys, "--cron", "0 0 2 * * *", "--param", "min_rows=5")
     assert code == 2
-    assert "--param min_row: the pipeline has no such parameter" in err
+    assert "--param min_rows: the pipeline has no such parameter" in err
     assert kfp_api.recurring_runs == {}
 
 

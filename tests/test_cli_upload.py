@@ -1,15 +1,13 @@
-"""`ctloop upload`: publish compiled pipelines to a KFP API v2beta1 stand-in on 127.0.0.1."""
+"""`ctloop upload`: publish compiled pipelines to a stateful KFP API v2beta1 stand-in."""
 
 import json
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
-
-PIPELINES = "/apis/v2beta1/pipelines"
-CREATED_AT = "2026-11-01T02:00:00Z"
+from tests.kfp_standin import KfpStandIn
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:This client only works:FutureWarning"),
@@ -24,82 +22,59 @@ def build_dir(tmp_path_factory):
     return out
 
 
-def _serve(httpserver, *, pipeline_exists: bool, version_exists: bool) -> None:
-    httpserver.expect_request("/apis/v2beta1/healthz").respond_with_json({"multi_user": False})
-    pipeline = {"pipeline_id": "p-1", "display_name": "ctloop-training", "created_at": CREATED_AT}
-    httpserver.expect_request(PIPELINES, method="GET").respond_with_json(
-        {"pipelines": [pipeline], "total_size": 1} if pipeline_exists else {}
-    )
-    httpserver.expect_request(f"{PIPELINES}/upload", method="POST").respond_with_json(
-        {**pipeline, "pipeline_id": "p-new"}
-    )
-    version = {
-        "pipeline_id": "p-1",
-        "pipeline_version_id": "pv-7",
-        "display_name": "v9-abc",
-        "created_at": CREATED_AT,
-    }
-    httpserver.expect_request(f"{PIPELINES}/p-1/versions", method="GET").respond_with_json(
-        {"pipeline_versions": [version], "total_size": 1} if version_exists else {}
-    )
-    httpserver.expect_request(f"{PIPELINES}/upload_version", method="POST").respond_with_json(
-        version
-    )
+@pytest.fixture
+def kfp_api(httpserver):
+    standin = KfpStandIn()
+    standin.attach(httpserver)
+    standin.host = httpserver.url_for("").rstrip("/")
+    return standin
 
 
-def _posts(httpserver) -> list:
-    return [request for request, _ in httpserver.log if request.method == "POST"]
-
-
-def _upload(httpserver, build_dir, capsys) -> tuple[int, list[dict]]:
+def _upload(kfp_api, build_dir, capsys, version: str = "v9-abc") -> tuple[int, list[dict]]:
     code = main(
-        [
-            "upload",
-            "--host",
-            httpserver.url_for("").rstrip("/"),
-            "--version",
-            "v9-abc",
-            "--build-dir",
-            str(build_dir),
-        ]
+        ["upload", "--host", kfp_api.host, "--version", version, "--build-dir", str(build_dir)]
     )
     lines = capsys.readouterr().out.strip().splitlines()
     return code, [json.loads(line) for line in lines]
 
 
-def test_first_upload_creates_the_pipeline_from_the_compiled_yaml(httpserver, build_dir, capsys):
-    _serve(httpserver, pipeline_exists=False, version_exists=False)
-    code, outcomes = _upload(httpserver, build_dir, capsys)
+def _by_name(kfp_api) -> dict[str, str]:
+    return {p["display_name"]: pid for pid, p in kfp_api.pipelines.items()}
+
+
+def test_first_upload_creates_every_pipeline_from_its_compiled_yaml(kfp_api, build_dir, capsys):
+    code, outcomes = _upload(kfp_api, build_dir, capsys)
     assert code == 0
-    assert outcomes == [
-        {"pipeline": "ctloop-training", "pipeline_id": "p-new", "action": "created"}
+    assert [(o["pipeline"], o["action"]) for o in outcomes] == [
+        ("ctloop-monitoring", "created"),
+        ("ctloop-training", "created"),
     ]
-    [upload] = _posts(httpserver)
-    assert urlsplit(upload.url).path == f"{PIPELINES}/upload"
-    assert parse_qs(urlsplit(upload.url).query)["name"] == ["ctloop-training"]
-    sent = upload.files["uploadfile"].read().decode()
-    assert sent == (build_dir / "pipelines" / "training.yaml").read_text()
+    ids = _by_name(kfp_api)
+    for name, file in (("ctloop-training", "training"), ("ctloop-monitoring", "monitoring")):
+        [version] = kfp_api.versions[ids[name]]
+        compiled = list(yaml.safe_load_all((build_dir / "pipelines" / f"{file}.yaml").read_text()))
+        assert version["pipeline_spec"]["pipeline_spec"] == compiled[0]
 
 
-def test_later_upload_adds_a_named_version(httpserver, build_dir, capsys):
-    _serve(httpserver, pipeline_exists=True, version_exists=False)
-    code, [outcome] = _upload(httpserver, build_dir, capsys)
-    assert code == 0 and outcome["action"] == "version-added"
-    assert outcome["pipeline_version_id"] == "pv-7"
-    [upload] = _posts(httpserver)
-    query = parse_qs(urlsplit(upload.url).query)
-    assert urlsplit(upload.url).path == f"{PIPELINES}/upload_version"
-    assert query["pipelineid"] == ["p-1"] and query["name"] == ["v9-abc"]
+def test_later_upload_adds_a_named_version_to_each_pipeline(kfp_api, build_dir, capsys):
+    _upload(kfp_api, build_dir, capsys, version="v1")
+    code, outcomes = _upload(kfp_api, build_dir, capsys, version="v2")
+    assert code == 0 and {o["action"] for o in outcomes} == {"version-added"}
+    for pipeline_id in _by_name(kfp_api).values():
+        names = [v["display_name"] for v in kfp_api.versions[pipeline_id]]
+        assert names[-1] == "v2" and len(names) == 2
+    upload = [path for method, path in kfp_api.calls if method == "POST"][-1]
+    assert upload == "/pipelines/upload_version"
 
 
-def test_uploading_the_same_version_again_changes_nothing(httpserver, build_dir, capsys):
-    _serve(httpserver, pipeline_exists=True, version_exists=True)
-    code, [outcome] = _upload(httpserver, build_dir, capsys)
-    assert code == 0 and outcome["action"] == "unchanged"
-    assert _posts(httpserver) == []
-    [lookup] = [r for r, _ in httpserver.log if r.path == f"{PIPELINES}/p-1/versions"]
-    predicate = json.loads(parse_qs(urlsplit(lookup.url).query)["filter"][0])["predicates"][0]
-    assert predicate == {"operation": "EQUALS", "key": "display_name", "stringValue": "v9-abc"}
+def test_uploading_the_same_version_again_changes_nothing(kfp_api, build_dir, capsys):
+    _upload(kfp_api, build_dir, capsys, version="v1")
+    _upload(kfp_api, build_dir, capsys, version="v2")
+    posts_before = [call for call in kfp_api.calls if call[0] == "POST"]
+    code, outcomes = _upload(kfp_api, build_dir, capsys, version="v2")
+    assert code == 0 and {o["action"] for o in outcomes} == {"unchanged"}
+    assert [call for call in kfp_api.calls if call[0] == "POST"] == posts_before
+    assert all(len(versions) == 2 for versions in kfp_api.versions.values())
 
 
 def test_upload_without_compiled_pipelines_says_to_compile_first(tmp_path, capsys):

@@ -34,8 +34,9 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_compile_writes_the_pipeline_and_one_yaml_per_component(compiled):
-    assert (compiled / "pipelines" / "training.yaml").is_file()
+def test_compile_writes_both_pipelines_and_one_yaml_per_component(compiled):
+    names = {p.name for p in (compiled / "pipelines").glob("*.yaml")}
+    assert names == {"training.yaml", "monitoring.yaml"}
     names = {p.stem for p in (compiled / "components").glob("*.yaml")}
     assert names == set(COMPONENTS)
 
@@ -61,16 +62,19 @@ def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled):
 
 
 def _tasks_under_condition(spec: dict) -> dict[str, str]:
-    """Map each task inside a condition branch to the branch's trigger condition."""
-    root_dag = spec["root"]["dag"]["tasks"]
+    """Map each task to the conditions guarding it, outermost first, joined by " | "."""
     guarded = {}
-    for branch_task in root_dag.values():
-        branch = spec["components"][branch_task["componentRef"]["name"]]
-        for condition_task in branch.get("dag", {}).get("tasks", {}).values():
-            condition = condition_task.get("triggerPolicy", {}).get("condition", "")
-            inner = spec["components"][condition_task["componentRef"]["name"]]
-            for name in inner.get("dag", {}).get("tasks", {}):
-                guarded[name] = condition
+
+    def walk(dag: dict, conditions: list[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            inner = conditions + [condition] if condition else conditions
+            if inner:
+                guarded[name] = " | ".join(inner)
+            component = spec["components"][task["componentRef"]["name"]]
+            walk(component.get("dag", {}), inner)
+
+    walk(spec["root"]["dag"], [])
     return guarded
 
 
@@ -82,6 +86,22 @@ def test_register_and_deploy_run_only_when_the_gate_passed(compiled):
     assert guarded["deploy-model"] == passed
     assert guarded["record-rejection"].startswith("!(") and passed in guarded["record-rejection"]
     assert "register-model" not in spec["root"]["dag"]["tasks"]
+
+
+def test_canary_analysis_runs_after_deploy_only_when_asked_and_the_gate_passed(compiled):
+    spec = _training(compiled)
+    guarded = _tasks_under_condition(spec)
+    passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
+    asked = "inputs.parameter_values['pipelinechannel--canary_analysis'] == true"
+    assert guarded["analyze-canary"] == f"{passed} | {asked}"
+    # The branch holding it waits for the deploy step (KFP puts the dependency on the branch).
+    branch = next(
+        task
+        for component in spec["components"].values()
+        for task in component.get("dag", {}).get("tasks", {}).values()
+        if task.get("triggerPolicy", {}).get("condition") == asked
+    )
+    assert "deploy-model" in branch["dependentTasks"]
 
 
 def test_every_task_runs_the_pinned_project_image(compiled):
@@ -167,3 +187,34 @@ def test_every_component_yaml_loads_and_composes_into_a_new_pipeline(compiled, t
         compiler.Compiler().compile(component, str(tmp_path / f"{name}.yaml"))
     compiler.Compiler().compile(reuse, str(tmp_path / "reuse.yaml"))
     assert "exec-split-dataset" in (tmp_path / "reuse.yaml").read_text()
+
+
+def _monitoring(compiled: Path) -> dict:
+    spec, *platform = yaml.safe_load_all((compiled / "pipelines" / "monitoring.yaml").read_text())
+    return {**spec, **(platform[0] if platform else {})}
+
+
+def test_monitoring_retrains_only_in_the_branch_its_drift_route_picks(compiled):
+    spec = _monitoring(compiled)
+    assert {"resolve-window", "load-dataset", "score-dataset", "monitor-drift"} <= set(
+        spec["root"]["dag"]["tasks"]
+    )
+    guarded = _tasks_under_condition(spec)
+    route = "inputs.parameter_values['pipelinechannel--route-retraining-Output']"
+    assert guarded["ctloop-training"] == f"{route} == 'nested'"
+    assert guarded["prepare-retraining-data"] == f"{route} == 'nested'"
+    assert guarded["start-retraining-run"].endswith(f"&& {route} == 'api'")
+    assert guarded["keep-champion"] == f"!({route} == 'nested') && !({route} == 'api')"
+    route_task = spec["root"]["dag"]["tasks"]["route-retraining"]
+    drift_input = route_task["inputs"]["parameters"]["drift_detected"]["taskOutputParameter"]
+    assert drift_input == {"outputParameterKey": "drift_detected", "producerTask": "monitor-drift"}
+
+
+def test_nested_retraining_trains_on_the_gpu_nodes_with_the_pinned_image(compiled):
+    spec = _monitoring(compiled)
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train-model"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
+    assert platform["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert {e["container"]["image"] for e in executors.values()} == {DEFAULT_IMAGE}

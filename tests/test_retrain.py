@@ -1,12 +1,19 @@
 """Retraining: the combined table, and starting a training run through the KFP API."""
 
 import datetime as dt
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from ctloop.components.data.dataset_io import DatasetError, write_parquet_uri
+from ctloop.components.retrain.decision import (
+    RetrainModeError,
+    not_retrained_summary,
+    retrained_summary,
+    retraining_route,
+)
 from ctloop.components.retrain.kfp_runs import RetrainingTriggerError, start_training_run
 from ctloop.components.retrain.retraining_data import RetrainingDataError, retraining_table
 from ctloop.pipelines.compiler import compile_all
@@ -155,3 +162,36 @@ def test_trigger_for_a_pipeline_never_uploaded_names_it(kfp_api):
             cooldown_hours=0,
             run_name="x",
         )
+
+
+# -- the route and the summaries --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("drifted", "mode", "route"),
+    [(True, "nested", "nested"), (True, "api", "api"), (False, "nested", "none")],
+)
+def test_route_follows_the_drift_decision_and_the_mode(drifted, mode, route):
+    assert retraining_route(drifted, mode) == route
+
+
+def test_an_unknown_mode_fails_even_without_drift():
+    with pytest.raises(RetrainModeError, match="retrain_mode 'later'"):
+        retraining_route(False, "later")
+
+
+def test_summaries_carry_the_action_and_decoded_training_outputs():
+    retrained = json.loads(
+        retrained_summary(True, "[]", '{"roc_auc": 0.84}', '{"model_version": "3"}')
+    )
+    assert retrained == {
+        "action": "retrained",
+        "gate_passed": True,
+        "gate_failures": [],
+        "metrics": {"roc_auc": 0.84},
+        "deployment": {"model_version": "3"},
+    }
+    assert json.loads(not_retrained_summary(0.05)) == {
+        "action": "none",
+        "reason": "no drift detected (drift share 0.050)",
+    }

@@ -35,6 +35,27 @@ def load_dataset(uri: str, dataset: Output[Dataset]):
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def resolve_window(uri_template: str, offset_days: int = 0) -> str:
+    """Fill a window URI template from the run's clock, e.g. s3://lake/dt={date}/ (UTC).
+
+    Args:
+        uri_template: URI with optional {date} (YYYY-MM-DD), {year}, {month}, {day}, {hour}
+            fields; a URI without fields is returned as it is.
+        offset_days: Days back from now (1 = yesterday's partition).
+
+    Returns:
+        The window's URI.
+    """
+    import datetime as dt
+
+    from ctloop.components.data.window import window_uri
+
+    uri = window_uri(uri_template, dt.datetime.now(dt.UTC), offset_days)
+    print(f"window: {uri}")
+    return uri
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def validate_dataset(
     dataset: Input[Dataset],
     target: str,

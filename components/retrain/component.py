@@ -1,7 +1,5 @@
 """KFP components of the retraining family: build the retraining table, start a training run."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input
 
@@ -13,9 +11,10 @@ def prepare_retraining_data(
     reference_uri: str,
     current: Input[Dataset],
     target: str,
-    output_uri: str,
+    output_uri: str = "",
     mode: str = "reference+current",
     max_rows: int = 0,
+    run_id: str = "",
 ) -> str:
     """Write the table a retrained model learns from, and return its URI.
 
@@ -23,10 +22,12 @@ def prepare_retraining_data(
         reference_uri: The champion's training data (Parquet/CSV path or pyarrow URI).
         current: The drifted production window; it must carry the label.
         target: Label column.
-        output_uri: Parquet file to write (local path or s3://, gs://, ...).
+        output_uri: Parquet file to write (local path or s3://, gs://, ...); empty:
+            `<reference folder>/retraining/<run_id>.parquet`.
         mode: "reference+current" (all of both), "current" (the window alone) or "sliding"
             (both, keeping the newest `max_rows` rows).
         max_rows: Rows kept by "sliding".
+        run_id: The KFP run, naming the default output file.
 
     Returns:
         The URI written, for the training pipeline's `data_uri`.
@@ -34,7 +35,7 @@ def prepare_retraining_data(
     import pyarrow.parquet as pq
 
     from ctloop.components.data.dataset_io import read_table, write_parquet_uri
-    from ctloop.components.retrain.retraining_data import retraining_table
+    from ctloop.components.retrain.retraining_data import retraining_data_uri, retraining_table
 
     table = retraining_table(
         read_table(reference_uri),
@@ -43,8 +44,9 @@ def prepare_retraining_data(
         mode=mode,
         max_rows=max_rows,
     )
-    print(f"retraining data: {table.num_rows} rows ({mode}) -> {output_uri}")
-    return write_parquet_uri(table, output_uri)
+    uri = retraining_data_uri(output_uri, reference_uri, run_id)
+    print(f"retraining data: {table.num_rows} rows ({mode}) -> {uri}")
+    return write_parquet_uri(table, uri)
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -56,7 +58,7 @@ def start_retraining_run(
     training_arguments: str = "{}",
     cooldown_hours: float = 24.0,
     run_name: str = "ctloop retraining after drift",
-) -> NamedTuple("RetrainingRun", action=str, reason=str, run_id=str):
+) -> str:
     """Start a run of the uploaded training pipeline through the KFP API, unless cooling down.
 
     No run starts while a run of the training pipeline in `experiment` is still going, or if
@@ -72,10 +74,8 @@ def start_retraining_run(
         run_name: Display name of the run.
 
     Returns:
-        action ("started" or "skipped"), reason, and the new run's id ("" when skipped).
+        JSON: action ("started" or "skipped"), reason, and the new run's id ("" when skipped).
     """
-    from collections import namedtuple
-
     from ctloop.components.json_parameter import parse_json_object
     from ctloop.components.retrain.kfp_runs import TrainingArgumentsError, start_training_run
 
@@ -90,6 +90,55 @@ def start_retraining_run(
         run_name=run_name,
     )
     print(f"retraining {outcome.action}: {outcome.reason} {outcome.run_id}".rstrip())
-    return namedtuple("RetrainingRun", ["action", "reason", "run_id"])(
-        outcome.action, outcome.reason, outcome.run_id
-    )
+    return outcome.to_json()
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def route_retraining(drift_detected: bool, retrain_mode: str = "nested") -> str:
+    """Decide whether and how to retrain: "nested", "api", or "none" when nothing drifted.
+
+    Args:
+        drift_detected: The drift step's decision.
+        retrain_mode: "nested" (train inside this run) or "api" (start a training run).
+
+    Returns:
+        The branch the monitoring pipeline takes.
+    """
+    from ctloop.components.retrain.decision import retraining_route
+
+    return retraining_route(drift_detected, retrain_mode)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def summarize_retraining(
+    gate_passed: bool, gate_failures: str, metrics: str, deployment: str
+) -> str:
+    """Pack a nested training run's outputs into the monitoring run's `retraining` JSON.
+
+    Args:
+        gate_passed: The retrained model's gate decision.
+        gate_failures: JSON list of gate failures.
+        metrics: JSON object of the retrained model's test metrics.
+        deployment: JSON deployment summary of the training run.
+
+    Returns:
+        JSON with action "retrained" and the four inputs.
+    """
+    from ctloop.components.retrain.decision import retrained_summary
+
+    return retrained_summary(gate_passed, gate_failures, metrics, deployment)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def keep_champion(drift_share: float) -> str:
+    """Report that the window did not drift and the champion stays.
+
+    Args:
+        drift_share: The drift step's (weighted) share of drifted features.
+
+    Returns:
+        JSON with action "none" and the reason.
+    """
+    from ctloop.components.retrain.decision import not_retrained_summary
+
+    return not_retrained_summary(drift_share)

@@ -59,6 +59,18 @@ def retraining_table(
     return combined
 
 
+def retraining_data_uri(output_uri: str, reference_uri: str, run_id: str) -> str:
+    """`output_uri`, or by default `<reference folder>/retraining/<run id>.parquet`.
+
+    One file per monitoring run, beside the data it extends, so reruns never overwrite
+    the table an earlier retrained model was trained on.
+    """
+    if output_uri:
+        return output_uri
+    folder = reference_uri.rstrip("/").rsplit("/", 1)[0] if "/" in reference_uri else "."
+    return f"{folder}/retraining/{run_id or 'latest'}.parquet"
+
+
 def _as_reference_schema(current: pa.Table, schema: pa.Schema) -> pa.Table:
     missing = [name for name in schema.names if name not in current.column_names]
     if missing:

@@ -17,7 +17,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ctloop.pipelines.demo import TARGET, export_telco_churn
+from ctloop.pipelines.demo import TARGET
+from ctloop.pipelines.demo_data import export_telco_churn
 from ctloop.pipelines.local_logs import ANSI
 from ctloop.pipelines.local_run import run_training
 

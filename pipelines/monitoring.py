@@ -1,0 +1,208 @@
+"""The monitoring pipeline: window → score with the champion → drift → retrain when drifted.
+
+Read it top to bottom as the data flows. The decision is visible here: `route_retraining`
+turns the drift step's `drift_detected` and the `retrain_mode` parameter into one of three
+branches, each a `dsl.If`/`dsl.Elif`/`dsl.Else` at the pipeline level:
+
+- nested: the retraining table is written and the very training pipeline runs inside this
+  run — the same gate, registration and canary as any training run;
+- api: the table is written and a separate run of the uploaded training pipeline is started
+  through the KFP API, unless one is running or started within `cooldown_hours`;
+- none: nothing drifted; the champion stays.
+
+Every branch ends in a JSON summary (`retraining`), which the pipeline returns.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact
+from kfp.dsl.base_component import BaseComponent
+
+from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.pipelines.catalog import catalog
+from ctloop.pipelines.placement import GpuPlacement
+from ctloop.pipelines.training import SERVING_RUNTIME, build_training_pipeline
+
+PIPELINE_NAME = "ctloop-monitoring"
+
+
+class MonitoringOutputs(NamedTuple):
+    """What a monitoring run found and did: the CLI's summary."""
+
+    drift_detected: bool
+    drift_share: float
+    drift: Artifact
+    retraining: str
+
+
+def build_monitoring_pipeline(
+    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
+) -> BaseComponent:
+    """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`."""
+    c = catalog(image)
+    training = build_training_pipeline(image, placement)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def monitoring(
+        current_uri: str = "",
+        window_offset_days: int = 0,
+        reference_uri: str = "",
+        target: str = "churn",
+        key_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
+        drift_policy: str = "",
+        registered_model_name: str = "ctloop-model",
+        champion_alias: str = "champion",
+        mlflow_tracking_uri: str = "http://mlflow.kubeflow.svc.cluster.local:5000",
+        retrain_mode: str = "nested",
+        retraining_data: str = "reference+current",
+        retraining_max_rows: int = 0,
+        retraining_data_uri: str = "",
+        drop_columns: list = [],  # noqa: B006
+        hyperparameters: str = "{}",
+        gate_policy: str = "",
+        mlflow_experiment: str = "ctloop",
+        mlflow_artifact_location: str = "",
+        inference_service_name: str = "ctloop-model",
+        namespace: str = "",
+        deployment_mode: str = "Serverless",
+        canary_percent: int = 10,
+        serving_runtime: str = SERVING_RUNTIME,
+        deploy_target: str = "cluster",
+        render_dir: str = "",
+        canary_analysis: bool = True,
+        prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
+        canary_policy: str = "",
+        kfp_host: str = "http://ml-pipeline.kubeflow:8888",
+        training_pipeline: str = "ctloop-training",
+        kfp_experiment: str = "ctloop",
+        training_arguments: str = "{}",
+        cooldown_hours: float = 24.0,
+    ) -> MonitoringOutputs:
+        """Check a production window for drift against the champion and retrain when it moved.
+
+        Args:
+            current_uri: The window (Parquet/CSV path or URI); may hold {date}, {year},
+                {month}, {day}, {hour} fields, filled from the run's clock (UTC).
+            window_offset_days: Days back for the template's fields (1 = yesterday).
+            reference_uri: The champion's training data, extended with the window when
+                retraining.
+            target: Label column (never a drift feature; quality is checked when present).
+            key_columns: Window columns copied into the predictions (ids to join on).
+            drift_policy: Drift thresholds as JSON; empty for the defaults.
+            registered_model_name: Registered model in MLflow.
+            champion_alias: Alias of the model production serves.
+            mlflow_tracking_uri: MLflow tracking server.
+            retrain_mode: "nested" (train in this run) or "api" (start a training run).
+            retraining_data: "reference+current", "current" or "sliding".
+            retraining_max_rows: Rows kept by "sliding" (the newest).
+            retraining_data_uri: Where the retraining table goes; empty:
+                <reference folder>/retraining/<run id>.parquet.
+            drop_columns: Columns never used as features when retraining.
+            hyperparameters: XGBoost parameters (JSON) of the retrained model.
+            gate_policy: Quality-gate policy (JSON) of the retrained model.
+            mlflow_experiment: MLflow experiment of the retraining run.
+            mlflow_artifact_location: Artifact root for a new experiment (empty: default).
+            inference_service_name: KServe InferenceService the retrained model rolls out to.
+            namespace: Namespace of the InferenceService (empty: the pipeline's).
+            deployment_mode: KServe mode: "Serverless" (Knative) or "Standard".
+            canary_percent: Traffic share of the retrained model while the champion keeps
+                the rest.
+            serving_runtime: KServe ServingRuntime of the predictor.
+            deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
+            render_dir: Folder of rendered manifests when deploy_target is "render".
+            canary_analysis: Watch the retrained model's canary in Prometheus, then promote
+                or roll it back.
+            prometheus_url: Prometheus that scrapes the predictors (canary analysis).
+            canary_policy: Canary analysis policy as JSON; empty uses the default.
+            kfp_host: KFP API endpoint, for retrain_mode "api".
+            training_pipeline: Uploaded training pipeline, for retrain_mode "api".
+            kfp_experiment: Experiment of the started training run, for retrain_mode "api".
+            training_arguments: Further training parameters (JSON), for retrain_mode "api".
+            cooldown_hours: No API retraining within this many hours of the last one.
+        """
+        window_uri = c["resolve_window"](
+            uri_template=current_uri, offset_days=window_offset_days
+        ).set_display_name("window")
+        window = c["load_dataset"](uri=window_uri.output).set_display_name("load window")
+        scored = c["score_dataset"](
+            dataset=window.outputs["dataset"],
+            model_uri=f"models:/{registered_model_name}@{champion_alias}",
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            key_columns=key_columns,
+        ).set_display_name("score with champion")
+        drift = c["monitor_drift"](
+            window=window.outputs["dataset"],
+            reference_profile=scored.outputs["reference_profile"],
+            predictions=scored.outputs["predictions"],
+            target=target,
+            policy=drift_policy,
+        ).set_display_name("drift")
+        route = c["route_retraining"](
+            drift_detected=drift.outputs["drift_detected"], retrain_mode=retrain_mode
+        ).set_display_name("retrain?")
+
+        def retraining_table():
+            """The retraining table, written inside whichever branch calls this."""
+            return c["prepare_retraining_data"](
+                reference_uri=reference_uri,
+                current=window.outputs["dataset"],
+                target=target,
+                output_uri=retraining_data_uri,
+                mode=retraining_data,
+                max_rows=retraining_max_rows,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("retraining data")
+
+        with dsl.If(route.output == "nested", name="drifted-retrain-here"):
+            nested_data = retraining_table()
+            retrained = training(
+                data_uri=nested_data.output,
+                target=target,
+                drop_columns=drop_columns,
+                hyperparameters=hyperparameters,
+                gate_policy=gate_policy,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                mlflow_experiment=mlflow_experiment,
+                mlflow_artifact_location=mlflow_artifact_location,
+                registered_model_name=registered_model_name,
+                inference_service_name=inference_service_name,
+                namespace=namespace,
+                deployment_mode=deployment_mode,
+                canary_percent=canary_percent,
+                serving_runtime=serving_runtime,
+                deploy_target=deploy_target,
+                render_dir=render_dir,
+                canary_analysis=canary_analysis,
+                prometheus_url=prometheus_url,
+                canary_policy=canary_policy,
+            ).set_display_name("retrain")
+            summarized = c["summarize_retraining"](
+                gate_passed=retrained.outputs["gate_passed"],
+                gate_failures=retrained.outputs["gate_failures"],
+                metrics=retrained.outputs["metrics"],
+                deployment=retrained.outputs["deployment"],
+            ).set_display_name("retraining outcome")
+        with dsl.Elif(route.output == "api", name="drifted-start-training-run"):
+            api_data = retraining_table()
+            started = c["start_retraining_run"](
+                kfp_host=kfp_host,
+                training_pipeline=training_pipeline,
+                experiment=kfp_experiment,
+                data_uri=api_data.output,
+                training_arguments=training_arguments,
+                cooldown_hours=cooldown_hours,
+            ).set_display_name("start training run")
+        with dsl.Else(name="no-drift"):
+            kept = c["keep_champion"](drift_share=drift.outputs["drift_share"]).set_display_name(
+                "keep champion"
+            )
+
+        return MonitoringOutputs(
+            drift_detected=drift.outputs["drift_detected"],
+            drift_share=drift.outputs["drift_share"],
+            drift=drift.outputs["drift"],
+            retraining=dsl.OneOf(summarized.output, started.output, kept.output),
+        )
+
+    return monitoring
