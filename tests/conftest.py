@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Telco churn table, and one local training loop per session.
+"""Shared fixtures: the real Telco churn table, one local training loop per session, the
+compiled pipelines, and a KFP API stand-in.
 
 The loop runs the real `training` pipeline through kfp.local twice on the same work
 directory (first model, then a challenger), exactly as `make demo` does, so the slower
@@ -43,3 +44,27 @@ def isolated_kfp_context(tmp_path, monkeypatch):
     monkeypatch.setattr(
         kfp.client.client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json")
     )
+
+
+@pytest.fixture(scope="session")
+def compiled_pipelines(tmp_path_factory) -> Path:
+    """The build folder of one `compile_all` per session, as `ctloop compile` writes it:
+    `pipelines/{training,monitoring}.yaml` and `components/<name>.yaml`. Read it, never
+    write to it: every test of the session shares it."""
+    from ctloop.pipelines.compiler import compile_all
+
+    out = tmp_path_factory.mktemp("build")
+    compile_all(out)
+    return out
+
+
+@pytest.fixture
+def kfp_api(httpserver):
+    """An empty, stateful KFP API v2beta1 stand-in (`tests.kfp_standin`) served by
+    pytest-httpserver; `kfp_api.host` is its URL for `kfp.Client`."""
+    from tests.kfp_standin import KfpStandIn
+
+    standin = KfpStandIn()
+    standin.attach(httpserver)
+    standin.host = httpserver.url_for("").rstrip("/")
+    return standin

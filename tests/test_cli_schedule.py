@@ -5,9 +5,7 @@ import json
 import pytest
 
 from ctloop.pipelines.cli import main
-from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.schedule import ScheduleError, check_cron
-from tests.kfp_standin import KfpStandIn
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:This client only works:FutureWarning"),
@@ -17,20 +15,12 @@ pytestmark = [
 PIPELINE = "ctloop-monitoring"
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build")
-    compile_all(out)
-    return out / "pipelines" / "monitoring.yaml"
-
-
 @pytest.fixture
-def kfp_api(httpserver, compiled):
-    standin = KfpStandIn()
-    standin.pipeline_id = standin.add_pipeline(PIPELINE, compiled)
-    standin.attach(httpserver)
-    standin.host = httpserver.url_for("").rstrip("/")
-    return standin
+def kfp_api(kfp_api, compiled_pipelines):
+    """The stand-in with the compiled monitoring pipeline uploaded as `PIPELINE`."""
+    monitoring = compiled_pipelines / "pipelines" / "monitoring.yaml"
+    kfp_api.pipeline_id = kfp_api.add_pipeline(PIPELINE, monitoring)
+    return kfp_api
 
 
 def _schedule(kfp_api, capsys, *args: str) -> tuple[int, dict | None, str]:

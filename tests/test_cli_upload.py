@@ -6,28 +6,11 @@ import pytest
 import yaml
 
 from ctloop.pipelines.cli import main
-from ctloop.pipelines.compiler import compile_all
-from tests.kfp_standin import KfpStandIn
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:This client only works:FutureWarning"),
     pytest.mark.usefixtures("isolated_kfp_context"),
 ]
-
-
-@pytest.fixture(scope="module")
-def build_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build")
-    compile_all(out)
-    return out
-
-
-@pytest.fixture
-def kfp_api(httpserver):
-    standin = KfpStandIn()
-    standin.attach(httpserver)
-    standin.host = httpserver.url_for("").rstrip("/")
-    return standin
 
 
 def _upload(kfp_api, build_dir, capsys, version: str = "v9-abc") -> tuple[int, list[dict]]:
@@ -42,8 +25,10 @@ def _by_name(kfp_api) -> dict[str, str]:
     return {p["display_name"]: pid for pid, p in kfp_api.pipelines.items()}
 
 
-def test_first_upload_creates_every_pipeline_from_its_compiled_yaml(kfp_api, build_dir, capsys):
-    code, outcomes = _upload(kfp_api, build_dir, capsys)
+def test_first_upload_creates_every_pipeline_from_its_compiled_yaml(
+    kfp_api, compiled_pipelines, capsys
+):
+    code, outcomes = _upload(kfp_api, compiled_pipelines, capsys)
     assert code == 0
     assert [(o["pipeline"], o["action"]) for o in outcomes] == [
         ("ctloop-monitoring", "created"),
@@ -52,13 +37,15 @@ def test_first_upload_creates_every_pipeline_from_its_compiled_yaml(kfp_api, bui
     ids = _by_name(kfp_api)
     for name, file in (("ctloop-training", "training"), ("ctloop-monitoring", "monitoring")):
         [version] = kfp_api.versions[ids[name]]
-        compiled = list(yaml.safe_load_all((build_dir / "pipelines" / f"{file}.yaml").read_text()))
+        compiled = list(
+            yaml.safe_load_all((compiled_pipelines / "pipelines" / f"{file}.yaml").read_text())
+        )
         assert version["pipeline_spec"]["pipeline_spec"] == compiled[0]
 
 
-def test_later_upload_adds_a_named_version_to_each_pipeline(kfp_api, build_dir, capsys):
-    _upload(kfp_api, build_dir, capsys, version="v1")
-    code, outcomes = _upload(kfp_api, build_dir, capsys, version="v2")
+def test_later_upload_adds_a_named_version_to_each_pipeline(kfp_api, compiled_pipelines, capsys):
+    _upload(kfp_api, compiled_pipelines, capsys, version="v1")
+    code, outcomes = _upload(kfp_api, compiled_pipelines, capsys, version="v2")
     assert code == 0 and {o["action"] for o in outcomes} == {"version-added"}
     for pipeline_id in _by_name(kfp_api).values():
         names = [v["display_name"] for v in kfp_api.versions[pipeline_id]]
@@ -67,11 +54,11 @@ def test_later_upload_adds_a_named_version_to_each_pipeline(kfp_api, build_dir, 
     assert upload == "/pipelines/upload_version"
 
 
-def test_uploading_the_same_version_again_changes_nothing(kfp_api, build_dir, capsys):
-    _upload(kfp_api, build_dir, capsys, version="v1")
-    _upload(kfp_api, build_dir, capsys, version="v2")
+def test_uploading_the_same_version_again_changes_nothing(kfp_api, compiled_pipelines, capsys):
+    _upload(kfp_api, compiled_pipelines, capsys, version="v1")
+    _upload(kfp_api, compiled_pipelines, capsys, version="v2")
     posts_before = [call for call in kfp_api.calls if call[0] == "POST"]
-    code, outcomes = _upload(kfp_api, build_dir, capsys, version="v2")
+    code, outcomes = _upload(kfp_api, compiled_pipelines, capsys, version="v2")
     assert code == 0 and {o["action"] for o in outcomes} == {"unchanged"}
     assert [call for call in kfp_api.calls if call[0] == "POST"] == posts_before
     assert all(len(versions) == 2 for versions in kfp_api.versions.values())

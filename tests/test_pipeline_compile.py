@@ -4,7 +4,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import yaml
 from kfp import compiler, components, dsl
 
 from ctloop.components.image import DEFAULT_IMAGE
@@ -12,19 +11,15 @@ from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.placement import GpuPlacement, Toleration
+from tests.compiled_spec import pipeline_spec, tasks_under_condition
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    compile_all(out)
-    return out
+def _training(build: Path) -> dict:
+    return pipeline_spec(build / "pipelines" / "training.yaml")
 
 
-def _training(compiled: Path) -> dict:
-    """The pipeline spec, with the platform spec (second YAML document) under `platforms`."""
-    spec, *platform = yaml.safe_load_all((compiled / "pipelines" / "training.yaml").read_text())
-    return {**spec, **(platform[0] if platform else {})}
+def _monitoring(build: Path) -> dict:
+    return pipeline_spec(build / "pipelines" / "monitoring.yaml")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -34,20 +29,20 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_compile_writes_both_pipelines_and_one_yaml_per_component(compiled):
-    names = {p.name for p in (compiled / "pipelines").glob("*.yaml")}
+def test_compile_writes_both_pipelines_and_one_yaml_per_component(compiled_pipelines):
+    names = {p.name for p in (compiled_pipelines / "pipelines").glob("*.yaml")}
     assert names == {"training.yaml", "monitoring.yaml"}
-    names = {p.stem for p in (compiled / "components").glob("*.yaml")}
+    names = {p.stem for p in (compiled_pipelines / "components").glob("*.yaml")}
     assert names == set(COMPONENTS)
 
 
-def test_compiling_twice_gives_byte_identical_files(compiled, tmp_path):
+def test_compiling_twice_gives_byte_identical_files(compiled_pipelines, tmp_path):
     compile_all(tmp_path)
-    assert _digest(tmp_path) == _digest(compiled)
+    assert _digest(tmp_path) == _digest(compiled_pipelines)
 
 
-def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled):
-    spec = _training(compiled)
+def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled_pipelines):
+    spec = _training(compiled_pipelines)
     train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert train["resources"]["accelerator"]["resourceCount"] == "1"
@@ -61,26 +56,9 @@ def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled):
     assert all("accelerator" not in str(spec["deploymentSpec"]["executors"][e]) for e in others)
 
 
-def _tasks_under_condition(spec: dict) -> dict[str, str]:
-    """Map each task to the conditions guarding it, outermost first, joined by " | "."""
-    guarded = {}
-
-    def walk(dag: dict, conditions: list[str]) -> None:
-        for name, task in dag.get("tasks", {}).items():
-            condition = task.get("triggerPolicy", {}).get("condition")
-            inner = conditions + [condition] if condition else conditions
-            if inner:
-                guarded[name] = " | ".join(inner)
-            component = spec["components"][task["componentRef"]["name"]]
-            walk(component.get("dag", {}), inner)
-
-    walk(spec["root"]["dag"], [])
-    return guarded
-
-
-def test_register_and_deploy_run_only_when_the_gate_passed(compiled):
-    spec = _training(compiled)
-    guarded = _tasks_under_condition(spec)
+def test_register_and_deploy_run_only_when_the_gate_passed(compiled_pipelines):
+    spec = _training(compiled_pipelines)
+    guarded = tasks_under_condition(spec)
     passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
     assert guarded["register-model"] == passed
     assert guarded["deploy-model"] == passed
@@ -88,9 +66,9 @@ def test_register_and_deploy_run_only_when_the_gate_passed(compiled):
     assert "register-model" not in spec["root"]["dag"]["tasks"]
 
 
-def test_canary_analysis_runs_after_deploy_only_when_asked_and_the_gate_passed(compiled):
-    spec = _training(compiled)
-    guarded = _tasks_under_condition(spec)
+def test_canary_analysis_runs_after_deploy_only_when_asked_and_the_gate_passed(compiled_pipelines):
+    spec = _training(compiled_pipelines)
+    guarded = tasks_under_condition(spec)
     passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
     asked = "inputs.parameter_values['pipelinechannel--canary_analysis'] == true"
     assert guarded["analyze-canary"] == f"{passed} | {asked}"
@@ -104,12 +82,12 @@ def test_canary_analysis_runs_after_deploy_only_when_asked_and_the_gate_passed(c
     assert "deploy-model" in branch["dependentTasks"]
 
 
-def test_every_task_runs_the_pinned_project_image(compiled):
-    executors = _training(compiled)["deploymentSpec"]["executors"]
+def test_every_task_runs_the_pinned_project_image(compiled_pipelines):
+    executors = _training(compiled_pipelines)["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {DEFAULT_IMAGE}
     assert not DEFAULT_IMAGE.endswith(":latest")
-    for path in (compiled / "components").glob("*.yaml"):
+    for path in (compiled_pipelines / "components").glob("*.yaml"):
         assert f"image: {DEFAULT_IMAGE}" in path.read_text()
         assert "pip install" not in path.read_text()
 
@@ -165,10 +143,10 @@ def test_cpu_only_placement_asks_for_no_accelerator(tmp_path):
     assert "accelerator" not in train["resources"]
 
 
-def test_every_component_yaml_loads_and_composes_into_a_new_pipeline(compiled, tmp_path):
+def test_every_component_yaml_loads_and_composes_into_a_new_pipeline(compiled_pipelines, tmp_path):
     loaded = {
         p.stem: components.load_component_from_file(str(p))
-        for p in (compiled / "components").glob("*.yaml")
+        for p in (compiled_pipelines / "components").glob("*.yaml")
     }
     load, validate, split = (
         loaded["load_dataset"],
@@ -189,17 +167,12 @@ def test_every_component_yaml_loads_and_composes_into_a_new_pipeline(compiled, t
     assert "exec-split-dataset" in (tmp_path / "reuse.yaml").read_text()
 
 
-def _monitoring(compiled: Path) -> dict:
-    spec, *platform = yaml.safe_load_all((compiled / "pipelines" / "monitoring.yaml").read_text())
-    return {**spec, **(platform[0] if platform else {})}
-
-
-def test_monitoring_retrains_only_in_the_branch_its_drift_route_picks(compiled):
-    spec = _monitoring(compiled)
+def test_monitoring_retrains_only_in_the_branch_its_drift_route_picks(compiled_pipelines):
+    spec = _monitoring(compiled_pipelines)
     assert {"resolve-window", "load-dataset", "score-dataset", "monitor-drift"} <= set(
         spec["root"]["dag"]["tasks"]
     )
-    guarded = _tasks_under_condition(spec)
+    guarded = tasks_under_condition(spec)
     route = "inputs.parameter_values['pipelinechannel--route-retraining-Output']"
     assert guarded["ctloop-training"] == f"{route} == 'nested'"
     assert guarded["prepare-retraining-data"] == f"{route} == 'nested'"
@@ -210,8 +183,8 @@ def test_monitoring_retrains_only_in_the_branch_its_drift_route_picks(compiled):
     assert drift_input == {"outputParameterKey": "drift_detected", "producerTask": "monitor-drift"}
 
 
-def test_nested_retraining_trains_on_the_gpu_nodes_with_the_pinned_image(compiled):
-    spec = _monitoring(compiled)
+def test_nested_retraining_trains_on_the_gpu_nodes_with_the_pinned_image(compiled_pipelines):
+    spec = _monitoring(compiled_pipelines)
     executors = spec["deploymentSpec"]["executors"]
     train = executors["exec-train-model"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"

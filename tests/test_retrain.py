@@ -16,8 +16,6 @@ from ctloop.components.retrain.decision import (
 )
 from ctloop.components.retrain.kfp_runs import RetrainingTriggerError, start_training_run
 from ctloop.components.retrain.retraining_data import RetrainingDataError, retraining_table
-from ctloop.pipelines.compiler import compile_all
-from tests.kfp_standin import KfpStandIn
 
 REFERENCE = pa.table(
     {"tenure": pa.array([1.0, 2.0, 3.0]), "plan": ["a", "b", "a"], "churn": [0, 1, 0]}
@@ -80,20 +78,16 @@ def test_write_parquet_uri_writes_local_paths_and_file_uris(tmp_path):
 NOW = dt.datetime(2026, 11, 25, 8, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build")
-    compile_all(out)
-    return out / "pipelines" / "training.yaml"
+@pytest.fixture
+def training_yaml(compiled_pipelines):
+    return compiled_pipelines / "pipelines" / "training.yaml"
 
 
 @pytest.fixture
-def kfp_api(httpserver, compiled):
-    standin = KfpStandIn()
-    standin.pipeline_id = standin.add_pipeline("ctloop-training", compiled)
-    standin.attach(httpserver)
-    standin.host = httpserver.url_for("").rstrip("/")
-    return standin
+def kfp_api(kfp_api, training_yaml):
+    """The stand-in with the compiled training pipeline uploaded as `ctloop-training`."""
+    kfp_api.pipeline_id = kfp_api.add_pipeline("ctloop-training", training_yaml)
+    return kfp_api
 
 
 def _trigger(kfp_api, cooldown_hours=6.0):
@@ -137,8 +131,8 @@ def test_no_second_run_while_one_is_running_or_within_the_cooldown(kfp_api):
     assert len(kfp_api.runs) == 2
 
 
-def test_runs_of_other_pipelines_do_not_block_retraining(kfp_api, compiled):
-    other = kfp_api.add_pipeline("someone-else", compiled)
+def test_runs_of_other_pipelines_do_not_block_retraining(kfp_api, training_yaml):
+    other = kfp_api.add_pipeline("someone-else", training_yaml)
     experiment = kfp_api._create_experiment({}, {"display_name": "retraining"})[1]
     kfp_api.add_run(other, experiment["experiment_id"], "RUNNING", "2026-11-25T07:59:00Z")
     assert _trigger(kfp_api).action == "started"

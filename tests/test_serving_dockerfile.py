@@ -7,7 +7,6 @@ against requirements.lock and against the installed metadata (a closed set), and
 is run here with every distribution outside that set made unimportable, as in the image.
 """
 
-import importlib.metadata
 import importlib.util
 import json
 import re
@@ -20,17 +19,18 @@ import numpy as np
 import pytest
 import xgboost as xgb
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from ctloop.serving.local_server import free_port, running_server
 from ctloop.serving.server import build_parser
+from tests.dockerfile_parsing import (
+    IMAGE,
+    dockerfile_instructions,
+    installed_closure,
+    requirement_pins,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = REPO / "serving"
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
-IMAGE = re.compile(
-    r"(?P<repository>[^:@\s]+)(?::(?P<tag>[^@\s]+))?(?:@sha256:(?P<digest>[0-9a-f]{64}))?"
-)
 # Runs the server with only `allowed` distributions importable, then lists the ctloop modules
 # it imported: what the image must install and copy.
 SANDBOX = """
@@ -60,25 +60,9 @@ finally:
 """
 
 
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) per instruction; comments dropped, continuations joined."""
-    instructions, pending = [], ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        keyword, _, arguments = (pending + stripped).partition(" ")
-        instructions.append((keyword.upper(), " ".join(arguments.split())))
-        pending = ""
-    return instructions
-
-
 @pytest.fixture(scope="module")
 def dockerfile() -> list[tuple[str, str]]:
-    return _instructions((SERVING / "Dockerfile").read_text())
+    return dockerfile_instructions((SERVING / "Dockerfile").read_text())
 
 
 def _only(instructions: list[tuple[str, str]], keyword: str) -> str:
@@ -86,13 +70,9 @@ def _only(instructions: list[tuple[str, str]], keyword: str) -> str:
     return arguments
 
 
-def _pins(path: Path) -> dict[str, str]:
-    return {canonicalize_name(name): version for name, version in PIN.findall(path.read_text())}
-
-
 @pytest.fixture(scope="module")
 def image_requirements() -> dict[str, str]:
-    return _pins(SERVING / "requirements.txt")
+    return requirement_pins(SERVING / "requirements.txt")
 
 
 def test_base_image_is_an_exact_python_release_not_a_moving_tag(dockerfile):
@@ -138,7 +118,7 @@ def test_entrypoint_starts_the_server_module_with_flags_it_accepts(dockerfile):
 
 
 def test_image_requirements_are_the_lock_versions(image_requirements):
-    lock = _pins(REPO / "requirements.lock")
+    lock = requirement_pins(REPO / "requirements.lock")
 
     assert {"kserve", "xgboost", "pyarrow"} <= set(image_requirements)
     assert not {"mlflow", "kfp", "kfp-kubernetes", "google-cloud-pipeline-components"} & set(
@@ -159,23 +139,8 @@ def test_image_requirements_are_the_whole_closure_of_requirements_in(image_requi
         for line in (SERVING / "requirements.in").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    closure: dict[str, set[str]] = {}
-    pending = [(root.name, set(root.extras)) for root in roots]
-    while pending:
-        name, extras = pending.pop()
-        key = canonicalize_name(name)
-        if key in closure and extras <= closure[key]:
-            continue
-        closure.setdefault(key, set()).update(extras)
-        for text in importlib.metadata.requires(name) or []:
-            requirement = Requirement(text)
-            wanted = closure[key] | {""}
-            if requirement.marker is None or any(
-                requirement.marker.evaluate({"extra": extra}) for extra in wanted
-            ):
-                pending.append((requirement.name, set(requirement.extras)))
 
-    assert set(closure) == set(image_requirements)
+    assert installed_closure(roots) == set(image_requirements)
 
 
 @pytest.fixture(scope="module")

@@ -9,34 +9,26 @@ and deploy, is the same; nothing Kubernetes-specific is emitted.
 import copy
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 from kfp import dsl
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.cli import main
-from ctloop.pipelines.compiler import compile_all, compile_vertex
+from ctloop.pipelines.compiler import compile_vertex
 from ctloop.pipelines.placement import VertexPlacement
+from tests.compiled_spec import pipeline_spec, tasks_under_condition
 
 TRAIN = "train-model"
 PASSED = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
 
 
-def _spec(path: Path) -> dict:
-    spec, *platform = yaml.safe_load_all(path.read_text())
-    return {**spec, **(platform[0] if platform else {})}
-
-
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> dict[str, dict]:
-    out = tmp_path_factory.mktemp("build")
-    compile_all(out)
-    compile_vertex(out)
+def compiled(compiled_pipelines, tmp_path_factory) -> dict[str, dict]:
+    [vertex] = compile_vertex(tmp_path_factory.mktemp("vertex"))
     return {
-        "kfp": _spec(out / "pipelines" / "training.yaml"),
-        "vertex": _spec(out / "vertex" / "training.yaml"),
+        "kfp": pipeline_spec(compiled_pipelines / "pipelines" / "training.yaml"),
+        "vertex": pipeline_spec(vertex),
     }
 
 
@@ -86,30 +78,14 @@ def test_train_task_keeps_its_name_inputs_and_outputs(compiled):
     assert set(vertex_outputs["parameters"]) == set(kfp_outputs["parameters"]) | {"gcp_resources"}
 
 
-def _tasks_under_condition(spec: dict) -> dict[str, str]:
-    """Map each task to the conditions guarding it, outermost first, joined by " | "."""
-    guarded = {}
-
-    def walk(dag: dict, conditions: list[str]) -> None:
-        for name, task in dag.get("tasks", {}).items():
-            condition = task.get("triggerPolicy", {}).get("condition")
-            inner = conditions + [condition] if condition else conditions
-            if inner:
-                guarded[name] = " | ".join(inner)
-            walk(spec["components"][task["componentRef"]["name"]].get("dag", {}), inner)
-
-    walk(spec["root"]["dag"], [])
-    return guarded
-
-
 def test_gate_still_guards_register_and_deploy(compiled):
-    guarded = _tasks_under_condition(compiled["vertex"])
+    guarded = tasks_under_condition(compiled["vertex"])
 
     assert guarded["register-model"] == PASSED
     assert guarded["deploy-model"] == PASSED
     assert guarded["record-rejection"].startswith("!(") and PASSED in guarded["record-rejection"]
     assert TRAIN not in guarded
-    assert guarded == _tasks_under_condition(compiled["kfp"])
+    assert guarded == tasks_under_condition(compiled["kfp"])
 
 
 def test_every_other_task_is_unchanged(compiled):
@@ -161,7 +137,7 @@ def test_machine_and_accelerator_flags_reach_the_worker_pool(tmp_path):
     )
 
     assert code == 0
-    [pool] = _worker_pools(_spec(tmp_path / "vertex" / "training.yaml"))
+    [pool] = _worker_pools(pipeline_spec(tmp_path / "vertex" / "training.yaml"))
     assert pool["machine_spec"] == {
         "machine_type": "a2-highgpu-2g",
         "accelerator_type": "NVIDIA_TESLA_A100",
@@ -172,7 +148,7 @@ def test_machine_and_accelerator_flags_reach_the_worker_pool(tmp_path):
 def test_accelerator_count_zero_trains_on_cpu_only(tmp_path):
     compile_vertex(tmp_path, placement=VertexPlacement(accelerator_count=0))
 
-    [pool] = _worker_pools(_spec(tmp_path / "vertex" / "training.yaml"))
+    [pool] = _worker_pools(pipeline_spec(tmp_path / "vertex" / "training.yaml"))
     assert pool["machine_spec"] == {"machine_type": "n1-standard-8"}
 
 

@@ -56,7 +56,12 @@ import numpy as np
 
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.drift import statistics
-from ctloop.components.json_parameter import parse_json_object
+from ctloop.components.json_parameter import (
+    json_number,
+    json_object,
+    parse_json_object,
+    reject_unknown_keys,
+)
 
 PROMOTE = "promote"
 ROLLBACK = "rollback"
@@ -212,7 +217,7 @@ def parse_canary_policy(text: str) -> CanaryPolicy:
     if not text.strip():
         text = json.dumps(DEFAULT_CANARY_POLICY)
     root = parse_json_object(text, "canary policy", CanaryPolicyError)
-    _known_keys(root, _ROOT_KEYS, "canary policy")
+    reject_unknown_keys(root, _ROOT_KEYS, "canary policy", CanaryPolicyError)
     scalars = {
         key: _number(root, key, "canary policy", *bounds)
         for key, bounds in _SCALARS.items()
@@ -228,10 +233,8 @@ def parse_canary_policy(text: str) -> CanaryPolicy:
     for name, (rule_class, keys) in _SECTIONS.items():
         if name not in root:
             continue
-        section = root[name]
-        if not isinstance(section, dict):
-            raise CanaryPolicyError(f"'{name}' must be a JSON object, got {json.dumps(section)}")
-        _known_keys(section, tuple(keys), f"'{name}'")
+        section = json_object(root[name], f"'{name}'", CanaryPolicyError)
+        reject_unknown_keys(section, tuple(keys), f"'{name}'", CanaryPolicyError)
         thresholds = [key for key in keys if key != "false_alarm_rate"]
         if not any(key in section for key in thresholds):
             raise CanaryPolicyError(f"'{name}' needs at least one of {', '.join(thresholds)}")
@@ -241,22 +244,8 @@ def parse_canary_policy(text: str) -> CanaryPolicy:
     return CanaryPolicy(**scalars, inconclusive=inconclusive, **sections)
 
 
-def _known_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = [key for key in section if key not in allowed]
-    if unknown:
-        raise CanaryPolicyError(
-            f"{where} has unknown key(s) {unknown}; allowed: {', '.join(allowed)}"
-        )
-
-
 def _number(section: Mapping[str, Any], key: str, where: str, low: float, high: float) -> float:
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise CanaryPolicyError(f"{where}: {key!r} = {json.dumps(value)} must be a finite number")
-    if not low <= value <= high:
-        upper = "" if math.isinf(high) else f" and <= {high:g}"
-        raise CanaryPolicyError(f"{where}: {key!r} = {value} must be >= {low:g}{upper}")
-    return float(value)
+    return json_number(section[key], f"{where}: {key!r}", CanaryPolicyError, low=low, high=high)
 
 
 def selector(model_name: str, model_version: str) -> str:

@@ -68,7 +68,12 @@ from ctloop.components.drift.window_profile import (
     WindowProfileError,
     prediction_counts,
 )
-from ctloop.components.json_parameter import parse_json_object
+from ctloop.components.json_parameter import (
+    json_number,
+    json_object,
+    parse_json_object,
+    reject_unknown_keys,
+)
 
 
 class DriftPolicyError(ValueError):
@@ -109,6 +114,14 @@ class DriftPolicy:
 _THRESHOLD_KEYS = tuple(item.name for item in fields(Thresholds))
 # PSI is unbounded above; every other measure is a share or a distance in [0, 1].
 _THRESHOLD_MAXIMUM = {key: (math.inf if key == "psi" else 1.0) for key in _THRESHOLD_KEYS}
+# The distribution measures of a feature or of the scores, until counts are there to measure.
+_DISTRIBUTION_UNMEASURED: dict[str, Any] = {
+    "psi": None,
+    "js_distance": None,
+    "ks_statistic": None,
+    "ks_error_bound": None,
+    "ks_method": None,
+}
 _ROOT_KEYS = (
     "default",
     "features",
@@ -127,18 +140,22 @@ def parse_drift_policy(text: str) -> DriftPolicy:
         DriftPolicyError: naming the key, the value and the rule it breaks.
     """
     root = parse_json_object(text, "drift policy", DriftPolicyError)
-    _known_keys(root, _ROOT_KEYS, "drift policy")
+    reject_unknown_keys(root, _ROOT_KEYS, "drift policy", DriftPolicyError)
     default = _thresholds(root.get("default", {}), Thresholds(), "default")
     features = {
         name: _thresholds(rule, default, f"features.{name}")
-        for name, rule in _object(root.get("features", {}), "features").items()
+        for name, rule in json_object(
+            root.get("features", {}), "features", DriftPolicyError
+        ).items()
     }
     prediction = _thresholds(root.get("prediction", {}), default, "prediction")
     weights = None
     if "feature_weights" in root:
         weights = {
             name: _number(value, f"feature_weights.{name}", low=0.0, high=math.inf)
-            for name, value in _object(root["feature_weights"], "feature_weights").items()
+            for name, value in json_object(
+                root["feature_weights"], "feature_weights", DriftPolicyError
+            ).items()
         }
         if not weights or sum(weights.values()) <= 0:
             raise DriftPolicyError(
@@ -247,11 +264,7 @@ def _feature_entry(
     entry: dict[str, Any] = {
         "kind": spec["kind"],
         "values": counts.values,
-        "psi": None,
-        "js_distance": None,
-        "ks_statistic": None,
-        "ks_error_bound": None,
-        "ks_method": None,
+        **_DISTRIBUTION_UNMEASURED,
         "chi_square": None,
         "chi_square_p_value": None,
         "cramers_v": None,
@@ -375,11 +388,7 @@ def _prediction_entry(
     entry: dict[str, Any] = {
         "kind": "numeric",
         "values": counts.values,
-        "psi": None,
-        "js_distance": None,
-        "ks_statistic": None,
-        "ks_error_bound": None,
-        "ks_method": None,
+        **_DISTRIBUTION_UNMEASURED,
         "noise_bounds": {},
     }
     reference = np.asarray(spec["bin_frequencies"], dtype=np.float64)
@@ -420,8 +429,8 @@ def _known_features(
 
 
 def _thresholds(rule: Any, base: Thresholds, where: str) -> Thresholds:
-    rule = _object(rule, where)
-    _known_keys(rule, _THRESHOLD_KEYS, where)
+    rule = json_object(rule, where, DriftPolicyError)
+    reject_unknown_keys(rule, _THRESHOLD_KEYS, where, DriftPolicyError)
     values = {
         key: None
         if value is None
@@ -431,34 +440,6 @@ def _thresholds(rule: Any, base: Thresholds, where: str) -> Thresholds:
     return replace(base, **values)
 
 
-def _number(
-    value: Any,
-    where: str,
-    *,
-    low: float,
-    high: float,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise DriftPolicyError(f"{where} = {json.dumps(value)} must be a finite number")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise DriftPolicyError(f"{where} = {json.dumps(value)} must be in {interval}")
-    return float(value)
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise DriftPolicyError(f"{where} must be a JSON object, got {json.dumps(value)}")
-    return value
-
-
-def _known_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = [key for key in section if key not in allowed]
-    if unknown:
-        raise DriftPolicyError(
-            f"{where} has unknown key(s) {unknown}; allowed: {', '.join(allowed)}"
-        )
+def _number(value: Any, where: str, **bounds: float | bool) -> float:
+    """`json_number` with this module's error and its interval wording ("must be in (0, 1]")."""
+    return json_number(value, where, DriftPolicyError, interval_notation=True, **bounds)

@@ -38,7 +38,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ctloop.components.json_parameter import parse_json_object
+from ctloop.components.json_parameter import (
+    json_number,
+    json_object,
+    parse_json_object,
+    reject_unknown_keys,
+)
 
 # Float noise (0.8 - 0.795 > 0.005) must not fail a candidate that sits exactly on a limit.
 _SLACK = 1e-12
@@ -117,21 +122,23 @@ def parse_gate_policy(text: str) -> GatePolicy:
         GatePolicyError: naming the section, metric, key and value that break the shape.
     """
     root = parse_json_object(text, "gate policy", GatePolicyError)
-    _known_keys(root, _SECTIONS, "gate policy")
+    reject_unknown_keys(root, _SECTIONS, "gate policy", GatePolicyError)
     thresholds = {
         metric: _bounds(metric, rule)
-        for metric, rule in _object(root.get("thresholds", {}), "'thresholds'").items()
+        for metric, rule in json_object(
+            root.get("thresholds", {}), "'thresholds'", GatePolicyError
+        ).items()
     }
     comparison = {
         metric: _champion_rule(metric, rule)
-        for metric, rule in _object(
-            root.get("champion_comparison", {}), "'champion_comparison'"
+        for metric, rule in json_object(
+            root.get("champion_comparison", {}), "'champion_comparison'", GatePolicyError
         ).items()
     }
     latency = None
     if "latency" in root:
-        section = _object(root["latency"], "'latency'")
-        _known_keys(section, ("p50_ms_max", "p95_ms_max"), "'latency'")
+        section = json_object(root["latency"], "'latency'", GatePolicyError)
+        reject_unknown_keys(section, ("p50_ms_max", "p95_ms_max"), "'latency'", GatePolicyError)
         latency = LatencyRule(
             p50_ms_max=_number(section, "p50_ms_max", "latency", minimum=0.0),
             p95_ms_max=_number(section, "p95_ms_max", "latency", minimum=0.0),
@@ -139,37 +146,18 @@ def parse_gate_policy(text: str) -> GatePolicy:
     return GatePolicy(thresholds=thresholds, champion_comparison=comparison, latency=latency)
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise GatePolicyError(f"{where} must be a JSON object, got {json.dumps(value)}")
-    return value
-
-
-def _known_keys(section: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = [key for key in section if key not in allowed]
-    if unknown:
-        raise GatePolicyError(
-            f"{where} has unknown key(s) {unknown}; allowed: {', '.join(allowed)}"
-        )
-
-
 def _number(
-    section: Mapping[str, Any], key: str, where: str, *, minimum: float | None = None
+    section: Mapping[str, Any], key: str, where: str, *, minimum: float = -math.inf
 ) -> float | None:
     if key not in section:
         return None
-    value = section[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise GatePolicyError(f"{where}: {key!r} = {json.dumps(value)} must be a finite number")
-    if minimum is not None and value < minimum:
-        raise GatePolicyError(f"{where}: {key!r} = {value} must be >= {minimum:g}")
-    return float(value)
+    return json_number(section[key], f"{where}: {key!r}", GatePolicyError, low=minimum)
 
 
 def _bounds(metric: str, rule: Any) -> Bounds:
     where = f"thresholds.{metric}"
-    rule = _object(rule, where)
-    _known_keys(rule, ("min", "max"), where)
+    rule = json_object(rule, where, GatePolicyError)
+    reject_unknown_keys(rule, ("min", "max"), where, GatePolicyError)
     bounds = Bounds(min=_number(rule, "min", where), max=_number(rule, "max", where))
     if bounds.min is None and bounds.max is None:
         raise GatePolicyError(f"{where} needs 'min' or 'max' (or both)")
@@ -180,8 +168,10 @@ def _bounds(metric: str, rule: Any) -> Bounds:
 
 def _champion_rule(metric: str, rule: Any) -> ChampionRule:
     where = f"champion_comparison.{metric}"
-    rule = _object(rule, where)
-    _known_keys(rule, ("direction", "max_regression", "max_regression_relative"), where)
+    rule = json_object(rule, where, GatePolicyError)
+    reject_unknown_keys(
+        rule, ("direction", "max_regression", "max_regression_relative"), where, GatePolicyError
+    )
     direction = rule.get("direction")
     if direction not in _DIRECTIONS:
         raise GatePolicyError(

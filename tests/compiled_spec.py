@@ -1,0 +1,29 @@
+"""Reading compiled pipeline YAML the way the compile tests check it."""
+
+from pathlib import Path
+
+import yaml
+
+
+def pipeline_spec(path: Path) -> dict:
+    """A compiled pipeline's spec, with the platform spec (second YAML document) under
+    `platforms`."""
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    return {**spec, **(platform[0] if platform else {})}
+
+
+def tasks_under_condition(spec: dict) -> dict[str, str]:
+    """Map each task to the conditions guarding it, outermost first, joined by " | "."""
+    guarded = {}
+
+    def walk(dag: dict, conditions: list[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            condition = task.get("triggerPolicy", {}).get("condition")
+            inner = conditions + [condition] if condition else conditions
+            if inner:
+                guarded[name] = " | ".join(inner)
+            component = spec["components"][task["componentRef"]["name"]]
+            walk(component.get("dag", {}), inner)
+
+    walk(spec["root"]["dag"], [])
+    return guarded
