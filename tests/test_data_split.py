@@ -44,6 +44,20 @@ def test_same_seed_gives_same_split_and_other_seed_another(churn):
     assert first[2] != other[2]
 
 
+def test_appending_a_window_keeps_the_old_rows_in_their_splits(churn):
+    """Retraining on old rows + a new window: the champion's training rows stay training rows,
+    so the candidate's test rows are (nearly all) rows the champion never saw."""
+    seniors = pc.equal(churn.column("senior_citizen"), 1)
+    old = churn.filter(pc.invert(seniors))
+    window = churn.filter(seniors)
+    old_train = set(ids(split_table(old, "churn")[0]))
+    new_test = set(ids(split_table(pa.concat_tables([old, window]), "churn")[2]))
+    leaked = len(new_test & old_train)
+    assert leaked <= 0.02 * len(new_test)  # only rows at the moved cut points
+    # (With a positional shuffle about 70 % of the new test rows would be old training rows.)
+    assert len(new_test) > 0.14 * (old.num_rows + window.num_rows)
+
+
 def test_unstratified_split_sizes_follow_fractions(churn):
     train, validation, test = split_table(
         churn, "churn", validation_fraction=0.1, test_fraction=0.2, stratify=False

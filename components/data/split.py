@@ -3,12 +3,21 @@
 Validation rows drive early stopping and test rows drive the quality gate, so each split must
 look like the whole table: a binary label keeps its class shares in every split (to one row),
 and a split that would be empty or miss a class fails here, before a model is trained on it
-or judged by it. The same seed gives the same split, so a retraining run is comparable.
+or judged by it.
+
+The random split orders rows by a seeded hash of their content, not by a permutation of their
+positions, so a row lands in the same split whatever else is in the table. That matters when
+retraining appends a new window to the old data: the gate compares the candidate with the
+champion on the candidate's test rows, and with a positional shuffle many of those rows would
+be ones the champion trained on, favouring it. Ordered by hash, the old rows keep their places
+(only rows at the cut points move, as the counts change), so the champion is judged on rows it
+never saw. The same seed gives the same split.
 """
 
 import math
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -57,18 +66,21 @@ def split_table(
         order = pc.sort_indices(_column(table, time_column, "time_column")).to_numpy()
         parts = _cut(order, *sizes)
     elif stratify and binary:
-        rng = np.random.default_rng(seed)
+        order = _hash_order(table, seed)
         _, codes = np.unique(label_values, return_inverse=True)
-        per_class = [
-            _cut(rng.permutation(np.flatnonzero(codes == code)), *sizes)
-            for code in range(codes.max() + 1)
-        ]
+        per_class = [_cut(order[codes[order] == code], *sizes) for code in range(codes.max() + 1)]
         parts = tuple(np.sort(np.concatenate(split)) for split in zip(*per_class, strict=True))
     else:
-        shuffled = np.random.default_rng(seed).permutation(table.num_rows)
-        parts = tuple(np.sort(indices) for indices in _cut(shuffled, *sizes))
+        parts = tuple(np.sort(indices) for indices in _cut(_hash_order(table, seed), *sizes))
     _check_parts(parts, label_values if binary else None, table.num_rows, sizes)
     return tuple(table.take(indices) for indices in parts)
+
+
+def _hash_order(table: pa.Table, seed: int) -> np.ndarray:
+    """Row indices ordered by a hash of each row's values keyed by `seed` (ties: by index)."""
+    key = f"ctloop{seed:010d}"[-16:]  # pandas wants a 16-byte key
+    hashes = pd.util.hash_pandas_object(table.to_pandas(), index=False, hash_key=key)
+    return np.argsort(hashes.to_numpy(), kind="stable")
 
 
 def _check_fractions(validation_fraction: float, test_fraction: float) -> None:
