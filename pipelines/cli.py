@@ -149,6 +149,11 @@ def _add_serve(commands) -> None:
         "--mlflow-tracking-uri",
         help="MLflow server for models:/ and runs:/ URIs (default: $MLFLOW_TRACKING_URI)",
     )
+    parser.add_argument(
+        "--request-logs",
+        action="store_true",
+        help="log a line per request (off by default: it costs ~0.2 ms of CPU a request)",
+    )
 
 
 def _add_drift(commands) -> None:
@@ -384,6 +389,7 @@ def _serve(args) -> int:
         args.version,
         max_batch_rows=args.max_batch_rows,
         tracking_uri=args.mlflow_tracking_uri,
+        request_logs=args.request_logs,
     )
     return 0
 

@@ -147,6 +147,9 @@ def test_serve_defaults_are_the_servers(tmp_path):
     assert (args.host, args.port) == (server.DEFAULT_HOST, server.DEFAULT_PORT)
     assert args.max_batch_rows == server.DEFAULT_MAX_BATCH_ROWS
     assert args.name == "ctloop-model"
+    assert args.request_logs is False
+    logged = build_parser().parse_args(["serve", "--model-uri", str(tmp_path), "--request-logs"])
+    assert logged.request_logs is True
 
 
 @uses_training_loop
