@@ -89,7 +89,7 @@ class CtloopPredictor(kserve.Model):
             parallel_rows: Batches larger than this use `nthread` threads, others one.
             inline_rows: Batches up to this size are scored on the event loop when no batch
                 is in a worker thread; 0 sends every batch to a worker thread.
-            nthread: XGBoost threads for large batches; default: the CPUs this process may use.
+            nthread: XGBoost threads for large batches; default: `usable_cpus()`.
         """
         super().__init__(name)
         self.model_dir = Path(model_dir)
@@ -97,7 +97,7 @@ class CtloopPredictor(kserve.Model):
         self.max_batch_rows = max_batch_rows
         self.parallel_rows = parallel_rows
         self.inline_rows = inline_rows
-        self.nthread = nthread or len(os.sched_getaffinity(0))
+        self.nthread = nthread or usable_cpus()
         self._requested_version = version
         self._model: LoadedModel | None = None
         self._decoder: RequestDecoder | None = None
@@ -264,6 +264,26 @@ def _rows_claimed(payload: Any) -> float:
         return shape[0] if shape and isinstance(shape[0], int) else math.inf
     instances = payload.get("instances") if isinstance(payload, dict) else None
     return len(instances) if isinstance(instances, list) else math.inf
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, capped by the container's CPU limit.
+
+    In a pod, affinity lists every CPU of the node, but the CPU limit (cgroup v2 `cpu.max`,
+    "<quota> <period>" or "max <period>") throttles the container to quota / period of them;
+    more scoring threads than that only wait for each other.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, int(int(quota) // int(period))))
 
 
 def _labels(scores: np.ndarray) -> np.ndarray:

@@ -307,3 +307,19 @@ def test_score_histogram_counts_batches_cumulatively_per_le_bound():
     assert samples[("ctloop_prediction_score_bucket", "+Inf")] == 6
     assert samples[("ctloop_prediction_score_count", None)] == 6
     assert samples[("ctloop_prediction_score_sum", None)] == pytest.approx(2.601, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("100000 100000\n", 1), ("250000 100000\n", 2), ("50000 100000\n", 1), ("max 100000\n", None)],
+)
+def test_scoring_threads_follow_the_containers_cpu_limit(tmp_path, cpu_max, expected):
+    import os
+
+    from ctloop.serving.predictor import usable_cpus
+
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(limit) == min(expected or affinity, affinity)
+    assert usable_cpus(tmp_path / "absent") == affinity
