@@ -26,9 +26,10 @@ import xgboost as xgb
 from ctloop.components.canary.analysis import CanaryTarget, observe_canary, parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError
 from ctloop.components.data.dataset_io import read_table
-from ctloop.components.data.profile import reference_profile
 from ctloop.components.data.validation import validate_training_table
 from ctloop.components.train.trainer import feature_schema, to_frame
+from ctloop.serving.local_server import free_port
+from tests.served_model import churn_profile
 
 _spec = importlib.util.spec_from_file_location(
     "serving_http", Path(__file__).with_name("test_serving_http.py")
@@ -71,15 +72,7 @@ MODELS = [
 
 
 def _model_folder(folder: Path, table: pa.Table, version: str, rounds: int, depth: int) -> None:
-    validated = validate_training_table(table, "churn")
-    profile = reference_profile(
-        validated.table,
-        "churn",
-        "binary",
-        validated.features,
-        validated.categorical_features,
-        validated.label_mapping,
-    )
+    validated, profile = churn_profile(table)
     frame = to_frame(validated.table.select(validated.features), feature_schema(profile))
     labels = np.asarray(validated.table.column("churn").to_pylist())
     matrix = xgb.DMatrix(frame, labels, enable_categorical=True)
@@ -99,7 +92,7 @@ def table(telco_churn_parquet) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    return {version: serving_http._free_port() for version, *_rest in MODELS}
+    return {version: free_port() for version, *_rest in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +111,7 @@ def prometheus(ports, tmp_path_factory):
             }
         )
     )
-    port = serving_http._free_port()
+    port = free_port()
     command = [
         "prometheus",
         f"--config.file={root / 'prometheus.yml'}",

@@ -6,8 +6,6 @@ turns every malformed request into a 400. A second server holds its scoring thre
 to show that health probes are answered while a 10,000-row batch is being scored.
 """
 
-import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,18 +14,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
 from ctloop.components.data.dataset_io import read_table
-from ctloop.components.data.profile import reference_profile
-from ctloop.components.data.validation import validate_training_table
-from ctloop.components.train.hyperparameters import parse_hyperparameters
-from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame, train_booster
+from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
+from ctloop.serving.local_server import free_port
+from tests.served_model import train_model_folder
 
-FAST = '{"num_boost_round": 150, "early_stopping_rounds": 10, "max_depth": 4, "eta": 0.2}'
 START_TIMEOUT_S = 60
 GATED_SERVER = """
 import sys, time
@@ -56,38 +51,15 @@ LoopbackModelServer(http_port=port, enable_grpc=False).start([model])
 def churn(tmp_path_factory, telco_churn_parquet):
     """(model folder with version.txt, profile, feature table, predict_scores of every row)."""
     folder = tmp_path_factory.mktemp("served")
-    validated = validate_training_table(read_table(str(telco_churn_parquet)), "churn")
-    profile = reference_profile(
-        validated.table,
-        "churn",
-        "binary",
-        validated.features,
-        validated.categorical_features,
-        validated.label_mapping,
-    )
-    splits = tmp_path_factory.mktemp("splits")
-    pq.write_table(validated.table.slice(0, 5600), splits / "train.parquet")
-    pq.write_table(validated.table.slice(5600), splits / "validation.parquet")
-    schema = feature_schema(profile)
-    result = train_booster(
-        splits / "train.parquet",
-        splits / "validation.parquet",
-        target="churn",
-        schema=schema,
-        params=parse_hyperparameters(FAST, "binary"),
-    )
-    result.booster.save_model(folder / "model.json")
-    (folder / "reference_profile.json").write_text(json.dumps(profile))
+    profile, features = train_model_folder(folder, read_table(str(telco_churn_parquet)))
     (folder / "version.txt").write_text("3\n")
-    features = validated.table.select(validated.features)
     booster = xgb.Booster(model_file=str(folder / "model.json"))
-    return folder, profile, features, predict_scores(booster, to_frame(features, schema))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return (
+        folder,
+        profile,
+        features,
+        predict_scores(booster, to_frame(features, feature_schema(profile))),
+    )
 
 
 class _Server:
@@ -126,7 +98,7 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def server(churn, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", f"file://{churn[0]}"]
     command += ["--name", "churn", "--port", str(port)]
     running = _Server(command, port, tmp_path_factory.mktemp("logs") / "server.log")
@@ -177,7 +149,7 @@ def test_server_listens_on_loopback_by_default_and_logs_the_model(server):
 
 def test_requests_are_logged_only_with_request_logs(server, churn, tmp_path):
     _, lists = _rows(churn, 3)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", str(churn[0])]
     command += ["--name", "churn", "--port", str(port), "--request-logs"]
     verbose = _Server(command, port, tmp_path / "verbose.log")
@@ -422,7 +394,7 @@ def gated_server(churn, tmp_path):
     script.write_text(GATED_SERVER)
     gate = tmp_path / "gate"
     gate.mkdir()
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, str(script), str(churn[0]), str(port), str(gate)]
     running = _Server(command, port, tmp_path / "gated.log")
     yield running, gate

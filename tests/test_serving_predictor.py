@@ -1,58 +1,31 @@
 """The ctloop predictor in process: loading model folders, decoding rows, scores, metadata."""
 
 import asyncio
-import json
 import logging
 import shutil
 import threading
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
 from ctloop.components.data.dataset_io import read_table
-from ctloop.components.data.profile import reference_profile
-from ctloop.components.data.validation import validate_training_table
-from ctloop.components.train.hyperparameters import parse_hyperparameters
-from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame, train_booster
+from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
 from ctloop.serving.metrics import ScoreHistogram
 from ctloop.serving.model_loading import ModelLoadingError, load_model, local_model_dir
 from ctloop.serving.predictor import CtloopPredictor
+from tests.served_model import train_model_folder
 
-FAST = '{"num_boost_round": 150, "early_stopping_rounds": 10, "max_depth": 4, "eta": 0.2}'
 NUMERIC_ONLY = ["female", "senior_citizen", "tenure", "monthly_charges", "total_charges"]
 
 
 def _model_folder(folder, table: pa.Table, drop_columns=()) -> tuple:
-    """Validate, profile and train on Telco churn as the pipeline does; save model + profile."""
-    validated = validate_training_table(table, "churn", drop_columns=list(drop_columns))
-    profile = reference_profile(
-        validated.table,
-        "churn",
-        "binary",
-        validated.features,
-        validated.categorical_features,
-        validated.label_mapping,
-    )
-    folder.mkdir(parents=True)
-    pq.write_table(validated.table.slice(0, 5600), folder / "train.parquet")
-    pq.write_table(validated.table.slice(5600), folder / "validation.parquet")
-    result = train_booster(
-        folder / "train.parquet",
-        folder / "validation.parquet",
-        target="churn",
-        schema=feature_schema(profile),
-        params=parse_hyperparameters(FAST, "binary"),
-    )
-    (folder / "train.parquet").unlink()
-    (folder / "validation.parquet").unlink()
-    result.booster.save_model(folder / "model.json")
-    (folder / "reference_profile.json").write_text(json.dumps(profile))
-    return folder, profile, validated.table.select(validated.features)
+    """(folder, profile, feature table) of a model trained as the pipeline does."""
+    profile, features = train_model_folder(folder, table, drop_columns)
+    return folder, profile, features
 
 
 @pytest.fixture(scope="module")
