@@ -36,6 +36,7 @@ class LocalServer:
     """A running model server child process."""
 
     url: str
+    port: int
     process: subprocess.Popen
     output_path: Path
 
@@ -73,19 +74,23 @@ def running_server(
     *,
     start_timeout_s: float = START_TIMEOUT_S,
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    output_path: Path | None = None,
 ) -> Iterator[LocalServer]:
     """Start `command` (a server that will listen on `LOOPBACK:port`), yield it once
     `/v2/health/ready` answers 200, and stop it on exit, whatever happened inside.
+
+    The server's output goes to `output_path`, kept afterwards; by default to a temporary
+    file removed with the server.
 
     Raises:
         ServerStartError: the process exited before it was ready, or was not ready within
             `start_timeout_s`; the message quotes the end of its output.
     """
     with tempfile.TemporaryDirectory(prefix="ctloop-server-") as scratch:
-        output_path = Path(scratch) / "server.log"
+        output_path = output_path or Path(scratch) / "server.log"
         with open(output_path, "wb") as sink:
             process = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT)
-        server = LocalServer(f"http://{LOOPBACK}:{port}", process, output_path)
+        server = LocalServer(f"http://{LOOPBACK}:{port}", port, process, output_path)
         try:
             _wait_until_ready(server, start_timeout_s)
             yield server

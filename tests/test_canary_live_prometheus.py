@@ -8,7 +8,7 @@ them every second while a bounded load sends the same 250-row batches to each; t
 policy decides each canary against the primary from Prometheus alone.
 """
 
-import importlib.util
+import contextlib
 import json
 import shutil
 import subprocess
@@ -28,17 +28,12 @@ from ctloop.components.canary.prometheus import PrometheusClient, PrometheusErro
 from ctloop.components.data.dataset_io import read_table
 from ctloop.components.data.validation import validate_training_table
 from ctloop.components.train.trainer import feature_schema, to_frame
-from ctloop.serving.local_server import free_port
+from ctloop.serving.local_server import free_port, running_server, server_command
 from tests.served_model import churn_profile
 
-_spec = importlib.util.spec_from_file_location(
-    "serving_http", Path(__file__).with_name("test_serving_http.py")
-)
-serving_http = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(serving_http)
 # Four model servers start at once (each imports kserve: seconds of CPU): on a busy
-# two-CPU machine one can take longer than the single server of test_serving_http.
-serving_http.START_TIMEOUT_S = 180
+# two-CPU machine one can take longer than a single server would.
+START_TIMEOUT_S = 180
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -143,16 +138,21 @@ def predictors(prometheus, ports, tmp_path_factory, table):
         _model_folder(folders[version], part, version, rounds, depth)
 
     def start(version: str):
-        command = [serving_http.sys.executable, "-m", "ctloop.serving.server"]
-        command += ["--model-dir", str(folders[version]), "--name", "churn"]
-        command += ["--port", str(ports[version])]
-        return serving_http._Server(command, ports[version], root / f"v{version}.log")
+        """Enter one server's context in a pool thread; the ExitStack below leaves it."""
+        manager = running_server(
+            server_command(folders[version], "churn", ports[version]),
+            ports[version],
+            start_timeout_s=START_TIMEOUT_S,
+            output_path=root / f"v{version}.log",
+        )
+        return manager, manager.__enter__()
 
     with ThreadPoolExecutor(len(folders)) as pool:
-        servers = dict(zip(folders, pool.map(start, folders), strict=True))
-    yield servers
-    for server in servers.values():
-        server.stop()
+        started = list(pool.map(start, folders))
+    with contextlib.ExitStack() as stack:
+        for manager, _ in started:
+            stack.push(manager)
+        yield {version: server for version, (_, server) in zip(folders, started, strict=True)}
 
 
 @pytest.fixture(scope="module")

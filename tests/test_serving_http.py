@@ -6,11 +6,9 @@ turns every malformed request into a 400. A second server holds its scoring thre
 to show that health probes are answered while a 10,000-row batch is being scored.
 """
 
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,10 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ctloop.components.data.dataset_io import read_table
 from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
-from ctloop.serving.local_server import free_port
+from ctloop.serving.local_server import free_port, running_server
 from tests.served_model import train_model_folder
 
-START_TIMEOUT_S = 60
 GATED_SERVER = """
 import sys, time
 from pathlib import Path
@@ -62,48 +59,14 @@ def churn(tmp_path_factory, telco_churn_parquet):
     )
 
 
-class _Server:
-    """A model server subprocess with its log in a file; stopped by terminate, then kill."""
-
-    def __init__(self, command: list[str], port: int, log: Path):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        with open(log, "wb") as sink:
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited {self.process.returncode}: {self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"server not ready after {START_TIMEOUT_S} s: {self.logs()}")
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def server(churn, tmp_path_factory):
     port = free_port()
     command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", f"file://{churn[0]}"]
     command += ["--name", "churn", "--port", str(port)]
-    running = _Server(command, port, tmp_path_factory.mktemp("logs") / "server.log")
-    yield running
-    running.stop()
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    with running_server(command, port, output_path=log) as running:
+        yield running
 
 
 def _rows(churn, count: int) -> tuple[list[dict], list[list]]:
@@ -142,9 +105,9 @@ def _metric(server, name: str, **labels) -> float:
 
 
 def test_server_listens_on_loopback_by_default_and_logs_the_model(server):
-    assert "model 'churn' loaded" in server.logs()
-    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in server.logs()
-    assert "0.0.0.0" not in server.logs()
+    assert "model 'churn' loaded" in server.output()
+    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in server.output()
+    assert "0.0.0.0" not in server.output()
 
 
 def test_requests_are_logged_only_with_request_logs(server, churn, tmp_path):
@@ -152,17 +115,14 @@ def test_requests_are_logged_only_with_request_logs(server, churn, tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "ctloop.serving.server", "--model-dir", str(churn[0])]
     command += ["--name", "churn", "--port", str(port), "--request-logs"]
-    verbose = _Server(command, port, tmp_path / "verbose.log")
-    try:
+    with running_server(command, port, output_path=tmp_path / "verbose.log") as verbose:
         for running in (server, verbose):
             assert _v1(running, {"instances": lists}).status_code == 200
-    finally:
-        verbose.stop()
 
     access_line = '"POST /v1/models/churn%3Apredict HTTP/1.1" 200'
-    assert access_line in verbose.logs() and "predict_ms" in verbose.logs()
-    assert access_line not in server.logs() and "predict_ms" not in server.logs()
-    assert "model 'churn' loaded" in server.logs()  # other log lines are still written
+    assert access_line in verbose.output() and "predict_ms" in verbose.output()
+    assert access_line not in server.output() and "predict_ms" not in server.output()
+    assert "model 'churn' loaded" in server.output()  # other log lines are still written
 
 
 def test_v1_lists_and_objects_over_http_match_in_process_scores(server, churn):
@@ -396,10 +356,9 @@ def gated_server(churn, tmp_path):
     gate.mkdir()
     port = free_port()
     command = [sys.executable, str(script), str(churn[0]), str(port), str(gate)]
-    running = _Server(command, port, tmp_path / "gated.log")
-    yield running, gate
-    (gate / "release").touch()
-    running.stop()
+    with running_server(command, port, output_path=tmp_path / "gated.log") as running:
+        yield running, gate
+        (gate / "release").touch()
 
 
 def test_health_is_answered_while_a_large_batch_is_scored(gated_server, churn):
@@ -412,7 +371,7 @@ def test_health_is_answered_while_a_large_batch_is_scored(gated_server, churn):
     deadline = time.monotonic() + 30
     while not (gate / "scoring-10000").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert (gate / "scoring-10000").exists(), server.logs()
+    assert (gate / "scoring-10000").exists(), server.output()
 
     ready = httpx.get(f"{server.url}/v2/health/ready", timeout=10)
     live = httpx.get(f"{server.url}/", timeout=10)
@@ -421,6 +380,6 @@ def test_health_is_answered_while_a_large_batch_is_scored(gated_server, churn):
     assert (ready.status_code, live.status_code) == (200, 200)
     (gate / "release").touch()
     predict.join(timeout=60)
-    assert answers and answers[0].status_code == 200, server.logs()
+    assert answers and answers[0].status_code == 200, server.output()
     assert answers[0].json()["model_version"] == "gated"
     assert np.allclose(answers[0].json()["predictions"][:7043], churn[3], atol=1e-6)
