@@ -18,16 +18,20 @@ on a one-row request. `/metrics` has the counts and latencies.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import tempfile
 from collections.abc import Sequence
 
+import uvloop
 from kserve import ModelServer
 from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME
+from kserve.model_server import app as kserve_app
 
 from ctloop.serving.model_loading import ModelLoadingError, local_model_dir
 from ctloop.serving.predictor import DEFAULT_MAX_BATCH_ROWS, CtloopPredictor
+from ctloop.serving.v1_route import V1PredictRoute
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -55,6 +59,9 @@ class LoopbackModelServer(ModelServer):
                 "setup_event_loop; LoopbackModelServer cannot set the listen address"
             )
         self._rest_server.config.host = self.host
+        # uvicorn imports KServe's app by name when it starts; handing it the app object behind
+        # the v1 predict route instead leaves KServe adding its routes to that same object.
+        self._rest_server.config.app = V1PredictRoute(kserve_app, self.dataplane.model_registry)
         if not self.request_logs and self.access_log_format is None:
             # KServe's REST middlewares are a timing one, whose only output is two kserve.trace
             # lines per request, and an access logger for access_log_format. Without request
@@ -63,6 +70,11 @@ class LoopbackModelServer(ModelServer):
             # this step, when the server starts.
             self._rest_server._add_middlewares = _no_middlewares
         super().setup_event_loop()
+        # `start` then runs the servers with asyncio.run, which ignores uvicorn's `loop`
+        # setting and builds its loop from the policy: uvloop's, whose transports cost less
+        # CPU per request than asyncio's. (KServe's setting of the default executor above went
+        # to a loop asyncio.run does not use, with either policy.)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _no_middlewares(app: object) -> None:

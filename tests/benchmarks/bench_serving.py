@@ -5,9 +5,11 @@ Needs `wrk` (Debian/Ubuntu: `apt-get install -y wrk`; macOS: `brew install wrk`)
 
 Trains one synthetic model (30 numeric features, 200 trees of depth 6, binary:logistic, on
 random rows with a planted logistic label) and saves it twice in a temporary folder: as a
-ctloop model folder (`model.json` + `reference_profile.json`) and, with
-`mlflow.xgboost.log_model`, as an MLflow model in a SQLite tracking store (MLflow 3.17 refuses
-a file store unless told to). The servers then take turns on loopback, each one process with
+ctloop model folder (`model.json` + `reference_profile.json`) and, as the training step logs
+it (`log_model_with_profile`: signature and 5-row input example), as an MLflow model in a
+SQLite tracking store (MLflow 3.17 refuses a file store unless told to). With the signature,
+MLflow's scoring server checks every request against it, as it does for the models the
+pipeline registers. The servers then take turns on loopback, each one process with
 one worker, started and stopped by this script:
 
 - ctloop:  `python -m ctloop.serving.server` (a batch of up to 100 rows is scored on the event
@@ -130,13 +132,15 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def train_model(folder: Path) -> tuple[object, list[list[float]]]:
-    """Train the synthetic booster, save the ctloop model folder; return it and request rows."""
+def train_model(folder: Path) -> tuple[object, dict, object, list[list[float]]]:
+    """Train the synthetic booster and save the ctloop model folder; return the booster, its
+    profile, the 5-row input example the training step logs with it, and request rows."""
     import numpy as np
     import pyarrow as pa
     import xgboost as xgb
 
     from ctloop.components.data.profile import reference_profile
+    from ctloop.components.train.trainer import feature_schema, to_frame
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(TRAIN_ROWS, len(FEATURES))).astype(np.float32)
@@ -152,14 +156,20 @@ def train_model(folder: Path) -> tuple[object, list[list[float]]]:
     table = pa.table({**{name: x[:, i] for i, name in enumerate(FEATURES)}, TARGET: label})
     profile = reference_profile(table, TARGET, "binary", FEATURES, [], None)
     (folder / "reference_profile.json").write_text(json.dumps(profile))
+    example = to_frame(table.slice(0, 5), feature_schema(profile))
     request_rows = np.round(rng.normal(size=(PROBE_BATCH, len(FEATURES))), 4).tolist()
-    return booster, request_rows
+    return booster, profile, example, request_rows
 
 
-def log_mlflow_model(booster: object, store: Path) -> tuple[str, dict[str, str]]:
-    """Log the booster as an MLflow model in a temporary store (SQLite, artifacts on disk);
-    return its URI and the environment that resolves it."""
+def log_mlflow_model(
+    booster: object, profile: dict, example: object, store: Path
+) -> tuple[str, dict[str, str]]:
+    """Log the booster as the training step does (`log_model_with_profile`: signature, input
+    example, profile) in a temporary store (SQLite, artifacts on disk); return its URI and the
+    environment that resolves it."""
     import mlflow
+
+    from ctloop.components.registry.mlflow_registry import log_model_with_profile
 
     store.mkdir(parents=True)
     tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
@@ -168,8 +178,8 @@ def log_mlflow_model(booster: object, store: Path) -> tuple[str, dict[str, str]]
         "bench-serving", artifact_location=(store / "artifacts").as_uri()
     )
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.xgboost.log_model(booster, name="model")
-    return info.model_uri, {"MLFLOW_TRACKING_URI": tracking_uri}
+        model_uri = log_model_with_profile(booster, profile, example)
+    return model_uri, {"MLFLOW_TRACKING_URI": tracking_uri}
 
 
 def inprocess_floor(model_file: Path, rows: list[list[float]], batch: int) -> dict[str, float]:
@@ -394,9 +404,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ctloop-bench-serving-") as tmp:
         scratch = Path(tmp)
         started = time.perf_counter()
-        booster, rows = train_model(scratch / "model")
+        booster, profile, example, rows = train_model(scratch / "model")
         trained_s = time.perf_counter() - started
-        model_uri, mlflow_env = log_mlflow_model(booster, scratch / "mlruns")
+        model_uri, mlflow_env = log_mlflow_model(booster, profile, example, scratch / "mlruns")
         serial = booster.copy()
         serial.set_param({"nthread": 1})
         expected = serial.inplace_predict(np.asarray(rows[:100], dtype=np.float32)).tolist()

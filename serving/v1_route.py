@@ -1,0 +1,134 @@
+"""`V1PredictRoute`: answers v1 predict for ctloop predictors in front of KServe's FastAPI app.
+
+A one-row v1 request through KServe 0.21's app spends more CPU in FastAPI than in scoring:
+routing over ~30 routes, the endpoint's dependency machinery, a dict copy of the headers,
+`DataPlane.decode`/`infer`/`encode`, `Model.__call__`'s three timed stages, and the response
+class. This ASGI app sits between uvicorn and KServe's app and, for
+`POST /v1/models/<name>:predict` to a loaded `CtloopPredictor` with a JSON body, does only
+what that request needs: read the body, `orjson.loads`, `CtloopPredictor.predict` (which
+decodes, scores inline or in a worker thread, and records ctloop's metrics), `orjson.dumps`,
+one response. KServe's `request_predict_seconds` histogram is still observed, so dashboards
+built on KServe's metrics see these requests.
+
+Everything else goes to KServe's app unchanged: other paths and methods, other models, a
+model that is not ready (KServe answers 503, or 404 once unloaded), CloudEvents (binary `ce-`
+headers or a structured event in the body) and non-JSON content types. Errors keep KServe's
+shape: its own exception handlers render them (`{"error": "..."}`, 400 for an invalid
+request, 500 otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from kserve.errors import InvalidInput, generic_exception_handler, invalid_input_handler
+from kserve.metrics import PREDICT_HIST_TIME, get_labels
+from kserve.model_repository import ModelRepository
+
+from ctloop.serving.predictor import CtloopPredictor
+from ctloop.serving.request_decoding import InvalidRequest
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PREFIX = "/v1/models/"
+SUFFIX = ":predict"
+JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+_RESPONSE_HEADERS = [(b"content-type", b"application/json")]
+
+
+class V1PredictRoute:
+    """ASGI app: v1 predict of ctloop predictors here, every other request to `app`."""
+
+    def __init__(self, app: ASGIApp, models: ModelRepository) -> None:
+        self.app = app
+        self.models = models
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        predictor = self._predictor(scope)
+        if predictor is None:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            invalid = InvalidRequest(f"Unrecognized request format: {error}")
+            await _render(invalid_input_handler(None, invalid), scope, receive, send)
+            return
+        if isinstance(payload, dict) and "specversion" in payload:  # a structured CloudEvent
+            await self.app(scope, _replay(body, receive), send)
+            return
+        started = time.perf_counter()
+        try:
+            response = await predictor.predict(payload)
+        except InvalidInput as error:
+            await _render(invalid_input_handler(None, error), scope, receive, send)
+            return
+        except Exception as error:  # noqa: BLE001 - the 500 KServe's handler would give
+            await _render(generic_exception_handler(None, error), scope, receive, send)
+            return
+        PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(
+            time.perf_counter() - started
+        )
+        content = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_RESPONSE_HEADERS, (b"content-length", b"%d" % len(content))],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    def _predictor(self, scope: Scope) -> CtloopPredictor | None:
+        """The ready ctloop predictor a plain-JSON v1 predict request is for, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
+            return None
+        model = self.models.get_model(path[len(PREFIX) : -len(SUFFIX)])
+        if not isinstance(model, CtloopPredictor) or not model.ready:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"content-type" and value.lower() not in JSON_TYPES:
+                return None
+            if name.startswith(b"ce-"):  # a binary-mode CloudEvent
+                return None
+        return model
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands `body` to the next app as if it had not been read, then
+    passes on what the connection sends (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _render(response: Awaitable[Any], scope: Scope, receive: Receive, send: Send) -> None:
+    """Send the response one of KServe's exception handlers built."""
+    await (await response)(scope, receive, send)
