@@ -13,6 +13,12 @@ Per-request log lines (uvicorn's access line, KServe's latency line, and the two
 KServe's timing middleware, which is left out with them) are off unless `--request-logs` asks
 for them: together they cost ~0.3-0.4 ms of CPU per request, about a third of the server's work
 on a one-row request. `/metrics` has the counts and latencies.
+
+Without request logs, two more things cut the CPU a request costs (measured by
+tests/benchmarks/bench_serving.py: 0.45 ms at one row and 0.85 ms at 100 rows, where a minimal
+`kserve.Model` spends 1.5 and 2.2 ms): v1 predict of a ctloop predictor is answered by
+`V1PredictRoute` in front of KServe's FastAPI app (`ctloop.serving.v1_route`; every other
+request still goes to KServe), and the event loop is uvloop's.
 """
 
 from __future__ import annotations
@@ -59,10 +65,11 @@ class LoopbackModelServer(ModelServer):
                 "setup_event_loop; LoopbackModelServer cannot set the listen address"
             )
         self._rest_server.config.host = self.host
-        # uvicorn imports KServe's app by name when it starts; handing it the app object behind
-        # the v1 predict route instead leaves KServe adding its routes to that same object.
-        self._rest_server.config.app = V1PredictRoute(kserve_app, self.dataplane.model_registry)
         if not self.request_logs and self.access_log_format is None:
+            # uvicorn imports KServe's app by name when it starts; handing it that app object
+            # behind the v1 predict route leaves KServe adding its routes to the same object.
+            # With request logs, v1 predict takes KServe's path, which logs its latency line.
+            self._rest_server.config.app = V1PredictRoute(kserve_app, self.dataplane.model_registry)
             # KServe's REST middlewares are a timing one, whose only output is two kserve.trace
             # lines per request, and an access logger for access_log_format. Without request
             # logs neither has anything to do, and the timing one costs ~0.1-0.2 ms of CPU per

@@ -74,9 +74,9 @@ class V1PredictRoute:
         except Exception as error:  # noqa: BLE001 - the 500 KServe's handler would give
             await _render(generic_exception_handler(None, error), scope, receive, send)
             return
-        PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(
-            time.perf_counter() - started
-        )
+        finally:  # as `Model.__call__` times it: every call, answered or not
+            elapsed = time.perf_counter() - started
+            PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(elapsed)
         content = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(
             {
