@@ -68,6 +68,7 @@ def build_monitoring_pipeline(
         deployment_mode: str = "Serverless",
         canary_percent: int = 10,
         serving_runtime: str = SERVING_RUNTIME,
+        serving_capacity: str = "",
         deploy_target: str = "cluster",
         render_dir: str = "",
         canary_analysis: bool = True,
@@ -109,6 +110,8 @@ def build_monitoring_pipeline(
             canary_percent: Traffic share of the retrained model while the champion keeps
                 the rest.
             serving_runtime: KServe ServingRuntime of the predictor.
+            serving_capacity: The predictor's replicas and resources as JSON (see the
+                training pipeline); empty: KServe's defaults.
             deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
             render_dir: Folder of rendered manifests when deploy_target is "render".
             canary_analysis: Watch the retrained model's canary in Prometheus, then promote
@@ -171,6 +174,7 @@ def build_monitoring_pipeline(
                 deployment_mode=deployment_mode,
                 canary_percent=canary_percent,
                 serving_runtime=serving_runtime,
+                serving_capacity=serving_capacity,
                 deploy_target=deploy_target,
                 render_dir=render_dir,
                 canary_analysis=canary_analysis,

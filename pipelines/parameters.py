@@ -84,6 +84,8 @@ def check_json_arguments(arguments: dict) -> None:
     The steps parse them again where they are used; checking here means a typo in a
     policy fails in a second with the key and rule named, not after a training run.
     """
+    from ctloop.components.canary.analysis import parse_canary_policy
+    from ctloop.components.deploy.serving_capacity import parse_serving_capacity
     from ctloop.components.drift.policy import parse_drift_policy
     from ctloop.components.gate.policy import parse_gate_policy
     from ctloop.components.train.hyperparameters import parse_hyperparameters
@@ -95,3 +97,6 @@ def check_json_arguments(arguments: dict) -> None:
         parse_gate_policy(arguments["gate_policy"])
     if arguments.get("drift_policy", "").strip():
         parse_drift_policy(arguments["drift_policy"])
+    if arguments.get("canary_policy", "").strip():
+        parse_canary_policy(arguments["canary_policy"])
+    parse_serving_capacity(arguments.get("serving_capacity", ""))

@@ -58,6 +58,7 @@ def build_training_pipeline(
         canary_percent: int = 10,
         serving_runtime: str = SERVING_RUNTIME,
         service_account: str = "",
+        serving_capacity: str = "",
         deploy_target: str = "cluster",
         render_dir: str = "",
         canary_analysis: bool = True,
@@ -90,6 +91,9 @@ def build_training_pipeline(
             serving_runtime: KServe ServingRuntime; ctloop-xgboost runs ctloop's predictor
                 (apply manifests/serving in the namespace first); empty lets KServe pick one.
             service_account: Service account of the predictor (storage credentials).
+            serving_capacity: The predictor's replicas and resources as JSON, each key
+                optional, e.g. {"min_replicas": 1, "max_replicas": 4, "requests": {"cpu":
+                "1", "memory": "2Gi"}, "limits": {"cpu": "2"}}; empty: KServe's defaults.
             deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
             render_dir: Folder of rendered manifests when deploy_target is "render".
             canary_analysis: After deploying, watch the canary against the champion in
@@ -162,6 +166,7 @@ def build_training_pipeline(
                 canary_percent=canary_percent,
                 serving_runtime=serving_runtime,
                 service_account=service_account,
+                serving_capacity=serving_capacity,
                 target=deploy_target,
                 render_dir=render_dir,
             ).set_display_name("deploy")

@@ -93,6 +93,8 @@ def test_bad_data_fails_its_step_with_one_clear_message(
         ('hyperparameters={"max_dept": 4}', "max_dept"),
         ('gate_policy={"thresholds": {"roc_auc": {"min": 0.9, "max": 0.5}}}', "roc_auc"),
         ('gate_policy={"threshold": {}}', "threshold"),
+        ('canary_policy={"bake_time": 60}', "bake_time"),
+        ('serving_capacity={"min_replicas": 3, "max_replicas": 1}', "serving_capacity"),
     ],
 )
 def test_malformed_json_parameters_are_rejected_before_any_step_runs(

@@ -371,3 +371,39 @@ def test_deploy_component_creates_then_canaries_then_changes_nothing(
     before = len(standin.writes())
     again = deploy("minio://mlpipeline/v2/artifacts/run-2/train-model/model", "2")
     assert again["action"] == "unchanged" and len(standin.writes()) == before
+
+
+def test_deploy_component_applies_the_serving_capacity_and_refuses_a_wrong_one_first(
+    standin, tmp_path, monkeypatch
+):
+    from kfp import dsl
+
+    from ctloop.components.deploy.component import deploy_model
+    from ctloop.components.deploy.inference_service import DeploymentError
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", standin.host)))
+    standin.reconcile = controller(serverless_status, reconciles_after=1)
+
+    def deploy(capacity: str) -> None:
+        deploy_model.python_func(
+            model=dsl.Model(uri="s3://models/churn/1"),
+            model_version="1",
+            registered_model_name="churn",
+            alias="champion",
+            manifest=dsl.Artifact(uri=str(tmp_path / "manifest.yaml")),
+            inference_service_name=NAME,
+            namespace=NAMESPACE,
+            serving_capacity=capacity,
+            target="cluster",
+            timeout_s=10,
+        )
+
+    with pytest.raises(DeploymentError, match="serving_capacity has unknown key"):
+        deploy('{"replicas": 2}')
+    assert standin.writes() == []
+
+    deploy('{"min_replicas": 2, "max_replicas": 5, "limits": {"cpu": "2"}}')
+    predictor = standin.objects[(NAMESPACE, NAME)]["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    assert predictor["model"]["resources"] == {"limits": {"cpu": "2"}}

@@ -40,6 +40,7 @@ from ctloop.components.deploy.inference_service import (
     MODEL_VERSION_LABEL,
     desired_inference_service,
 )
+from ctloop.components.deploy.serving_capacity import parse_serving_capacity
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -574,6 +575,8 @@ def test_overlay_pipeline_parameters_are_the_monitoring_pipelines(monitoring_pip
 
     assert arguments["namespace"] == f"ctloop-{overlay}"
     assert 0 < arguments["canary_percent"] <= 100
+    capacity = parse_serving_capacity(arguments["serving_capacity"])
+    assert capacity.min_replicas is not None and capacity.max_replicas is not None
     if "canary_policy" in arguments:
         analysis.parse_canary_policy(arguments["canary_policy"])
 

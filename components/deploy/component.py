@@ -21,6 +21,7 @@ def deploy_model(
     canary_percent: int = 10,
     serving_runtime: str = "",
     service_account: str = "",
+    serving_capacity: str = "",
     target: str = "cluster",
     render_dir: str = "",
     timeout_s: int = 600,
@@ -46,6 +47,8 @@ def deploy_model(
         canary_percent: Traffic share for a new model when a model is already served.
         serving_runtime: ServingRuntime name; empty lets KServe pick one for xgboost.
         service_account: Service account the predictor runs as (storage credentials).
+        serving_capacity: JSON object of the new predictor's min_replicas, max_replicas,
+            requests and limits (each optional); empty leaves them to KServe.
         target: "cluster" applies through the Kubernetes API; "render" only writes files.
         render_dir: Folder of rendered manifests for target="render".
         timeout_s: Seconds to wait for readiness before failing.
@@ -57,6 +60,7 @@ def deploy_model(
 
     from ctloop.components.deploy import rollout
     from ctloop.components.deploy.inference_service import render_yaml
+    from ctloop.components.deploy.serving_capacity import parse_serving_capacity
 
     request = rollout.RolloutRequest(
         name=inference_service_name,
@@ -67,6 +71,7 @@ def deploy_model(
         canary_percent=canary_percent,
         runtime=serving_runtime,
         service_account=service_account,
+        capacity=parse_serving_capacity(serving_capacity),
     )
     if target == "render":
         outcome = rollout.render(request, render_dir)

@@ -257,6 +257,15 @@ def _check_request(
         raise DeploymentError(
             f"canary_percent {canary_percent} is outside 1..100 (100 = replace the model)"
         )
+    check_replicas(min_replicas, max_replicas)
+
+
+def check_replicas(min_replicas: int | None, max_replicas: int | None) -> None:
+    """Replica bounds KServe accepts: integers >= 0 (None: KServe's default), max >= min.
+
+    Raises:
+        DeploymentError: naming the bound and its value.
+    """
     for key, value in (("min_replicas", min_replicas), ("max_replicas", max_replicas)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise DeploymentError(f"{key} {value!r} must be an integer")

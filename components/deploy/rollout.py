@@ -8,7 +8,7 @@ local deploy sees the first and renders a canary exactly as the cluster would ge
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -20,6 +20,7 @@ from ctloop.components.deploy.inference_service import (
     render_yaml,
     storage_uri_for,
 )
+from ctloop.components.deploy.serving_capacity import ServingCapacity
 
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TARGETS = ("cluster", "render")
@@ -36,6 +37,7 @@ class RolloutRequest:
     runtime: str = ""
     service_account: str = ""
     minio_scheme: str = "s3"
+    capacity: ServingCapacity = field(default_factory=ServingCapacity)
 
 
 def resolve_namespace(namespace: str) -> str:
@@ -58,6 +60,9 @@ def _desired(request: RolloutRequest, current: dict | None) -> dict:
         current=current,
         runtime=request.runtime or None,
         service_account=request.service_account or None,
+        min_replicas=request.capacity.min_replicas,
+        max_replicas=request.capacity.max_replicas,
+        resources=request.capacity.resources,
     )
 
 

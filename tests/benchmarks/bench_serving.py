@@ -12,8 +12,9 @@ MLflow's scoring server checks every request against it, as it does for the mode
 pipeline registers. The servers then take turns on loopback, each one process with
 one worker, started and stopped by this script:
 
-- ctloop:  `python -m ctloop.serving.server` (a batch of up to 100 rows is scored on the event
-  loop while no other batch is in a worker thread, any other batch in a worker thread);
+- ctloop:  `python -m ctloop.serving.server` (v1 predict answered by `V1PredictRoute` in front
+  of KServe's app, on uvloop; a batch of up to 100 rows is scored on the event loop while no
+  other batch is in a worker thread, any other batch in a worker thread);
 - kserve:  tests/benchmarks/stock_kserve_model.py, a minimal `kserve.Model` whose `predict`
   calls `booster.inplace_predict(np.asarray(payload["instances"]))` with default settings, on
   the event loop, in `kserve.ModelServer(http_port=P, enable_grpc=False)`;
