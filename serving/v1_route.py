@@ -12,9 +12,9 @@ built on KServe's metrics see these requests.
 
 Everything else goes to KServe's app unchanged: other paths and methods, other models, a
 model that is not ready (KServe answers 503, or 404 once unloaded), CloudEvents (binary `ce-`
-headers or a structured event in the body) and non-JSON content types. Errors keep KServe's
-shape: its own exception handlers render them (`{"error": "..."}`, 400 for an invalid
-request, 500 otherwise).
+headers or a structured event in the body) and content types other than `application/json`
+(with or without parameters such as `charset`). Errors keep KServe's shape: its own exception
+handlers render them (`{"error": "..."}`, 400 for an invalid request, 500 otherwise).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PREFIX = "/v1/models/"
 SUFFIX = ":predict"
-JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+JSON_TYPE = b"application/json"
 _RESPONSE_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -66,17 +66,22 @@ class V1PredictRoute:
             await self.app(scope, _replay(body, receive), send)
             return
         started = time.perf_counter()
+        failure: Exception | None = None
         try:
             response = await predictor.predict(payload)
-        except InvalidInput as error:
-            await _render(invalid_input_handler(None, error), scope, receive, send)
+        except Exception as error:  # noqa: BLE001 - answered below as KServe's handlers do
+            failure = error
+        # Timed as `Model.__call__` times it: every call, answered or not.
+        elapsed = time.perf_counter() - started
+        PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(elapsed)
+        if failure is not None:
+            handler = (
+                invalid_input_handler
+                if isinstance(failure, InvalidInput)
+                else generic_exception_handler
+            )
+            await _render(handler(None, failure), scope, receive, send)
             return
-        except Exception as error:  # noqa: BLE001 - the 500 KServe's handler would give
-            await _render(generic_exception_handler(None, error), scope, receive, send)
-            return
-        finally:  # as `Model.__call__` times it: every call, answered or not
-            elapsed = time.perf_counter() - started
-            PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(elapsed)
         content = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(
             {
@@ -98,11 +103,19 @@ class V1PredictRoute:
         if not isinstance(model, CtloopPredictor) or not model.ready:
             return None
         for name, value in scope["headers"]:
-            if name == b"content-type" and value.lower() not in JSON_TYPES:
+            if name == b"content-type" and _media_type(value) != JSON_TYPE:
                 return None
             if name.startswith(b"ce-"):  # a binary-mode CloudEvent
                 return None
         return model
+
+
+def _media_type(content_type: bytes) -> bytes:
+    """`application/json` of `Application/JSON; charset=UTF-8`: the type without parameters.
+
+    KServe's own path compares the whole header with a list of exact values, so it hands the
+    model raw bytes for `application/json;charset=UTF-8`, which many HTTP clients send."""
+    return content_type.split(b";", 1)[0].strip().lower()
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -6,6 +6,7 @@ turns every malformed request into a 400. A second server holds its scoring thre
 to show that health probes are answered while a 10,000-row batch is being scored.
 """
 
+import json
 import sys
 import threading
 import time
@@ -297,6 +298,18 @@ def test_v1_body_that_is_not_json_gets_400(server, content_type, body, message):
     )
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
+
+
+def test_v1_json_with_a_charset_is_json(server, churn):
+    _, lists = _rows(churn, 2)
+    answer = httpx.post(
+        f"{server.url}/v1/models/churn:predict",
+        content=json.dumps({"instances": lists}).encode(),
+        headers={"content-type": "Application/JSON;charset=UTF-8"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert np.allclose(answer.json()["predictions"], churn[3][:2], atol=1e-6)
 
 
 def test_v1_requests_the_fast_route_passes_on_get_kserve_answers(server, churn):
