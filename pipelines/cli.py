@@ -146,6 +146,11 @@ def _add_serve(commands) -> None:
         "--max-batch-rows", type=int, default=10_000, help="most rows a request (%(default)s)"
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="scoring threads for batches over 50 rows (default: the CPUs it may use)",
+    )
+    parser.add_argument(
         "--mlflow-tracking-uri",
         help="MLflow server for models:/ and runs:/ URIs (default: $MLFLOW_TRACKING_URI)",
     )
@@ -388,6 +393,7 @@ def _serve(args) -> int:
         args.port,
         args.version,
         max_batch_rows=args.max_batch_rows,
+        threads=args.threads,
         tracking_uri=args.mlflow_tracking_uri,
         request_logs=args.request_logs,
     )

@@ -23,21 +23,30 @@ request still goes to KServe), and the event loop is uvloop's.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import logging
-import tempfile
-from collections.abc import Sequence
+import os
 
-import uvloop
-from kserve import ModelServer
-from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME
-from kserve.model_server import app as kserve_app
+# XGBoost's OpenMP runtime (libgomp) reads this once, when XGBoost is imported below. After
+# each parallel region its threads spin 300,000 times (for the next region) before sleeping:
+# scoring a 100-row batch on 2 threads then costs twice the CPU of 1 thread, which a CPU
+# autoscaler reads as twice the load and neighbouring processes lose. With 1,000 spins it
+# costs ~8 % more CPU and is ~0.1 ms faster (tests/benchmarks/bench_serving.py).
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
-from ctloop.serving.model_loading import ModelLoadingError, local_model_dir
-from ctloop.serving.predictor import DEFAULT_MAX_BATCH_ROWS, CtloopPredictor
-from ctloop.serving.v1_route import V1PredictRoute
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import uvloop  # noqa: E402
+from kserve import ModelServer  # noqa: E402
+from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME  # noqa: E402
+from kserve.model_server import app as kserve_app  # noqa: E402
+
+from ctloop.serving.model_loading import ModelLoadingError, local_model_dir  # noqa: E402
+from ctloop.serving.predictor import DEFAULT_MAX_BATCH_ROWS, CtloopPredictor  # noqa: E402
+from ctloop.serving.v1_route import V1PredictRoute  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -100,6 +109,7 @@ def serve(
     version: str | None = None,
     *,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    threads: int | None = None,
     tracking_uri: str | None = None,
     request_logs: bool = False,
 ) -> None:
@@ -108,7 +118,8 @@ def serve(
     `model_uri` is a local folder, a file:// URI, or an MLflow `models:/`/`runs:/` URI
     (downloaded to a temporary folder, removed when the server stops; `tracking_uri` names
     the MLflow server). Serves REST only (v1, v2, `/metrics`) with one worker; gRPC is off.
-    `request_logs` turns on a log line per request (see the module docstring).
+    `request_logs` turns on a log line per request (see the module docstring). `threads`
+    caps the scoring threads of large batches (default: `usable_cpus()`).
 
     Once the model is loaded, the objects so far (imports, model) are frozen out of the
     garbage collector: they live as long as the process, and a full collection, which the
@@ -124,7 +135,9 @@ def serve(
             host=host, http_port=port, enable_grpc=False, request_logs=request_logs
         )
         _log_like_kserve()
-        predictor = CtloopPredictor(name, model_dir, version, max_batch_rows=max_batch_rows)
+        predictor = CtloopPredictor(
+            name, model_dir, version, max_batch_rows=max_batch_rows, nthread=threads
+        )
         predictor.load()
         gc.collect()
         gc.freeze()
@@ -154,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", default=None, help="default: version.txt, else unknown")
     parser.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="scoring threads for batches over 50 rows (default: the CPUs the container may use)",
+    )
+    parser.add_argument(
         "--request-logs",
         action="store_true",
         help="log a line per request (uvicorn access, KServe latency); default: off",
@@ -172,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.port,
             args.version,
             max_batch_rows=args.max_batch_rows,
+            threads=args.threads,
             request_logs=args.request_logs,
         )
     except ModelLoadingError as error:  # one line in the pod's log, not a traceback

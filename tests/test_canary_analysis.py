@@ -450,7 +450,7 @@ def test_prometheus_unreachable_names_the_url_and_query():
 
 def test_prometheus_range_query_returns_each_series_points(prometheus):
     client = PrometheusClient(prometheus.url)
-    query = analysis.TOTALS_QUERY % analysis.selector("churn", "1")
+    query = analysis.TOTALS_QUERY % analysis.selector(analysis.CanaryTarget("churn", "2", "1"), "1")
 
     [sample] = client.query_range(query, NOW - 30, NOW, 10)
 
@@ -465,7 +465,15 @@ def test_prometheus_range_query_returns_each_series_points(prometheus):
 
 
 def test_label_values_are_quoted_for_promql():
-    assert analysis.selector('a"b', "c\\d") == 'model_name="a\\"b",model_version="c\\\\d"'
+    target = analysis.CanaryTarget('a"b', "2", "1")
+    assert analysis.selector(target, "c\\d") == 'model_name="a\\"b",model_version="c\\\\d"'
+
+
+def test_a_namespace_narrows_every_query_to_its_predictors():
+    target = analysis.CanaryTarget("churn", "2", "1", namespace="ctloop-prod")
+    assert analysis.selector(target, "2") == (
+        'model_name="churn",model_version="2",namespace="ctloop-prod"'
+    )
 
 
 class RangeOnly:

@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(
     ".ci/run installs it)",
 )
 
+NAMESPACE = "ctloop-test"
 REQUESTS = 120
 BATCH_ROWS = 250
 POLICY = parse_canary_policy(
@@ -93,7 +94,8 @@ def ports() -> dict[str, int]:
 @pytest.fixture(scope="module")
 def prometheus(ports, tmp_path_factory):
     """A Prometheus on loopback scraping each predictor's /metrics every second; started
-    before the predictors, it finds them as they come up."""
+    before the predictors, it finds them as they come up. Each target is labelled with a
+    namespace, as Prometheus Operator labels a pod's series."""
     root = tmp_path_factory.mktemp("prometheus")
     targets = [f"127.0.0.1:{port}" for port in ports.values()]
     (root / "prometheus.yml").write_text(
@@ -101,7 +103,12 @@ def prometheus(ports, tmp_path_factory):
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "scrape_configs": [
-                    {"job_name": "ctloop", "static_configs": [{"targets": targets}]}
+                    {
+                        "job_name": "ctloop",
+                        "static_configs": [
+                            {"targets": targets, "labels": {"namespace": NAMESPACE}}
+                        ],
+                    }
                 ],
             }
         )
@@ -139,8 +146,14 @@ def predictors(prometheus, ports, tmp_path_factory, table):
 
     def start(version: str):
         """Enter one server's context in a pool thread; the ExitStack below leaves it."""
+        # One scoring thread each, as in pods with a CPU limit of 1: four predictors, the
+        # load and Prometheus share this machine's CPUs, and a predictor scoring on all of
+        # them would slow the others (the primary's p99 then rivals the slow canary's).
+        command = server_command(
+            folders[version], "churn", ports[version], extra_args=["--threads", "1"]
+        )
         manager = running_server(
-            server_command(folders[version], "churn", ports[version]),
+            command,
             ports[version],
             start_timeout_s=START_TIMEOUT_S,
             output_path=root / f"v{version}.log",
@@ -190,6 +203,10 @@ def load(predictors, prometheus, table):
     for thread in threads:
         thread.join()
     _await_totals(prometheus, 1 + REQUESTS)
+    # A few more scrapes of the settled counters: increase() extrapolates the change it sees to
+    # the window's edges by how much of the window its samples cover, which over-counts a
+    # burst by up to ~50 % when the last sample is the window's end.
+    time.sleep(3)
     return started
 
 
@@ -219,7 +236,7 @@ def _await(prometheus: PrometheusClient, condition, what: str, timeout_s: float 
 
 
 def decide(prometheus, load, version: str):
-    target = CanaryTarget("churn", canary_version=version, primary_version="1")
+    target = CanaryTarget("churn", canary_version=version, primary_version="1", namespace=NAMESPACE)
     return observe_canary(prometheus, POLICY, target, started_at=load - 1)
 
 
@@ -259,5 +276,14 @@ def test_slow_canary_is_rolled_back_on_its_p99_latency(prometheus, load):
 
     assert decision.verdict == "rollback"
     latency = checks(decision)["latency_p99_ms"]
-    assert not latency["passed"] and latency["canary"] > 3 * decision.primary.p99_ms
+    assert not latency["passed"] and latency["canary"] > 3 * decision.primary.p99_ms, (
+        decision.checks
+    )
     assert latency["rule"] in decision.reasons
+
+
+def test_series_of_another_namespace_are_not_read(prometheus, load):
+    target = CanaryTarget("churn", canary_version="2", primary_version="1", namespace="other")
+    decision = observe_canary(prometheus, POLICY, target, started_at=load - 1)
+
+    assert decision.canary.requests == decision.primary.requests == 0

@@ -148,11 +148,16 @@ class CanaryPolicy:
 
 @dataclass(frozen=True)
 class CanaryTarget:
-    """Which metrics are whose: the served model name and the two versions behind it."""
+    """Which metrics are whose: the served model name, the two versions behind it and,
+    on a cluster, the namespace the predictors run in."""
 
     model_name: str
     canary_version: str
     primary_version: str
+    namespace: str | None = None
+    """The `namespace` label Prometheus Operator gives every scraped series; None matches
+    any. Without it, a Prometheus that scrapes several environments, each serving the same
+    model name with its own registry's version numbers, would mix their series."""
 
 
 @dataclass(frozen=True)
@@ -248,9 +253,12 @@ def _number(section: Mapping[str, Any], key: str, where: str, low: float, high: 
     return json_number(section[key], f"{where}: {key!r}", CanaryPolicyError, low=low, high=high)
 
 
-def selector(model_name: str, model_version: str) -> str:
+def selector(target: CanaryTarget, model_version: str) -> str:
     """The PromQL label matchers of one version's series."""
-    return f"model_name={_quoted(model_name)},model_version={_quoted(model_version)}"
+    matchers = f"model_name={_quoted(target.model_name)},model_version={_quoted(model_version)}"
+    if target.namespace is not None:
+        matchers += f",namespace={_quoted(target.namespace)}"
+    return matchers
 
 
 def _quoted(value: str) -> str:
@@ -262,10 +270,10 @@ def _range(seconds: float) -> str:
 
 
 def measure(
-    prometheus: PrometheusClient, model_name: str, version: str, start: float, end: float
+    prometheus: PrometheusClient, target: CanaryTarget, version: str, start: float, end: float
 ) -> Measurement:
     """One version's requests, failures, p99 latency and score counts from `start` to `end`."""
-    matchers, window = selector(model_name, version), _range(end - start)
+    matchers, window = selector(target, version), _range(end - start)
     by_outcome = {
         sample.labels.get("outcome", ""): sample.value
         for sample in prometheus.query(REQUESTS_QUERY % (matchers, window), at=end)
@@ -330,8 +338,8 @@ def analyze_window(
     With `final=False` (bake time not over) a canary that passes every check is `waiting`;
     a failing one is rolled back at once.
     """
-    canary = measure(prometheus, target.model_name, target.canary_version, start, end)
-    primary = measure(prometheus, target.model_name, target.primary_version, start, end)
+    canary = measure(prometheus, target, target.canary_version, start, end)
+    primary = measure(prometheus, target, target.primary_version, start, end)
     checks = evaluate(policy, canary, primary)
     failures = [check["rule"] for check in checks if not check["passed"]]
     if canary.requests < max(policy.min_requests, 1e-9):
@@ -376,7 +384,7 @@ def timeline(
     first = end - math.floor((end - start) / resolution + 1e-9) * resolution
     rows: dict[float, dict[str, Any]] = {}
     for side, version in (("canary", target.canary_version), ("primary", target.primary_version)):
-        promql = TOTALS_QUERY % selector(target.model_name, version)
+        promql = TOTALS_QUERY % selector(target, version)
         for sample in prometheus.query_range(promql, first, end, resolution):
             failed = sample.labels.get("outcome") != "ok"
             previous = 0.0  # a series that appears later started from 0

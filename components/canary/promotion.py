@@ -220,7 +220,7 @@ def conclude_canary(
             f"registered model {registered_model!r} has no {mlflow_registry.CHAMPION}: "
             f"nothing to compare canary version {version} with"
         )
-    target = analysis.CanaryTarget(metrics_model_name or name, version, champion)
+    target = analysis.CanaryTarget(metrics_model_name or name, version, champion, namespace)
     decision = analysis.observe_canary(prometheus, policy, target, clock=clock, sleep=sleep)
     if decision.action == analysis.PROMOTE:
         return decision, promote(api, tracking_uri, **options)
