@@ -15,10 +15,10 @@ for them: together they cost ~0.3-0.4 ms of CPU per request, about a third of th
 on a one-row request. `/metrics` has the counts and latencies.
 
 Without request logs, two more things cut the CPU a request costs (measured by
-tests/benchmarks/bench_serving.py: 0.45 ms at one row and 0.85 ms at 100 rows, where a minimal
-`kserve.Model` spends 1.5 and 2.2 ms): v1 predict of a ctloop predictor is answered by
-`V1PredictRoute` in front of KServe's FastAPI app (`ctloop.serving.v1_route`; every other
-request still goes to KServe), and the event loop is uvloop's.
+tests/benchmarks/bench_serving.py: 0.42 ms at one row and 1.0 ms at 100 rows on two threads,
+where a minimal `kserve.Model` spends 1.5 and 2.4-2.6 ms): v1 predict of a ctloop predictor is
+answered by `V1PredictRoute` in front of KServe's FastAPI app (`ctloop.serving.v1_route`; every
+other request still goes to KServe), and the event loop is uvloop's.
 """
 
 from __future__ import annotations
