@@ -321,6 +321,15 @@ def test_v1_requests_the_fast_route_passes_on_get_kserve_answers(server, churn):
         headers=cloud_event,
         timeout=10,
     )
+    structured = httpx.post(  # a structured CloudEvent: the event's data holds the request
+        f"{server.url}/v1/models/churn:predict",
+        json={
+            **{key.removeprefix("ce-"): value for key, value in cloud_event.items()},
+            "time": "2026-11-25T00:00:00Z",
+            "data": {"instances": lists},
+        },
+        timeout=10,
+    )
     missing = httpx.post(
         f"{server.url}/v1/models/nosuch:predict", json={"instances": lists}, timeout=10
     )
@@ -328,6 +337,8 @@ def test_v1_requests_the_fast_route_passes_on_get_kserve_answers(server, churn):
     assert event.status_code == 200, event.text
     assert event.headers["ce-specversion"] == "1.0"  # KServe answers a CloudEvent with one
     assert np.allclose(event.json()["predictions"], churn[3][:2], atol=1e-6)
+    assert structured.status_code == 200, structured.text
+    assert np.allclose(structured.json()["predictions"], churn[3][:2], atol=1e-6)
     assert missing.status_code == 404
     assert "nosuch" in missing.json()["error"]
 
