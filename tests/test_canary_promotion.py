@@ -30,7 +30,7 @@ from ctloop.components.deploy.crd_schema import (
     validate_inference_service,
 )
 from ctloop.components.deploy.inference_service import DeploymentError, desired_inference_service
-from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.registry.mlflow_registry import RegistryError
 from ctloop.pipelines.cli import main
@@ -147,6 +147,7 @@ class Deployment:
             deployment_mode=self.mode,
             canary_percent=10,
             current=current,
+            runtime=SERVING_RUNTIME,
         )
         cluster.deploy_inference_service(self.api, desired, **FAST)
 
@@ -256,7 +257,8 @@ def test_serverless_rollback_pins_restores_then_unpins_without_raising_the_candi
                 "predictor": {
                     "canaryTrafficPercent": 0,
                     "labels": {VERSION_LABEL: "1"},
-                    "model": {"storageUri": OLD_URI},
+                    # the champion's predictor reports its own version again
+                    "model": {"storageUri": OLD_URI, "args": ["--version=1"]},
                 }
             },
         },

@@ -39,6 +39,7 @@ from ctloop.components.deploy.inference_service import (
     DEPLOYMENT_MODES,
     MODEL_VERSION_LABEL,
     SERVERLESS,
+    VERSION_ARG,
     DeploymentError,
     deployment_mode_of,
     rolling_out_storage_uri,
@@ -149,7 +150,7 @@ def roll_back(
                     "predictor": {
                         "canaryTrafficPercent": 0,
                         "labels": {MODEL_VERSION_LABEL: champion},
-                        "model": {"storageUri": storage_uri},
+                        "model": _restored_model(predictor, storage_uri, champion),
                     }
                 },
             }
@@ -321,6 +322,21 @@ def _champion_to_restore(
             f"{mlflow_registry.STORAGE_URI_TAG} tag: give the storageUri to restore explicitly"
         )
     return champion, storage_uri
+
+
+def _restored_model(predictor: dict, storage_uri: str, champion: str) -> dict:
+    """The model fields that make a Serverless predictor serve the champion again: its
+    storageUri and, for ctloop's runtime, the version it reports (`--version=`), which would
+    otherwise stay the rolled-back candidate's in every answer and metric. Replica bounds and
+    resources stay as the candidate's deploy set them: KServe keeps no record of the
+    champion's."""
+    model = {"storageUri": storage_uri}
+    args = (predictor.get("model") or {}).get("args")
+    if args and any(arg.startswith(VERSION_ARG) for arg in args):
+        model["args"] = [
+            VERSION_ARG + champion if arg.startswith(VERSION_ARG) else arg for arg in args
+        ]
+    return model
 
 
 def _version_of(predictor: dict) -> str | None:

@@ -41,6 +41,8 @@ API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODEL_VERSION_LABEL = "ctloop.model-version"
+VERSION_ARG = "--version="
+"""The argument that tells ctloop's predictor which registered version it serves."""
 MODEL_FORMAT = "xgboost"
 # The container name KServe gives the model server; the CRD requires a name on the canary's
 # model (`spec.canary[].predictor.model.name`), so every predictor carries it explicitly.
@@ -175,7 +177,7 @@ def desired_inference_service(
             runtime=runtime,
             # KServe appends these to the runtime's args. ctloop's predictor then reports the
             # registered version in every answer and metric: what tells canary from primary.
-            args=[f"--version={model_version}"] if runtime == SERVING_RUNTIME else None,
+            args=[VERSION_ARG + model_version] if runtime == SERVING_RUNTIME else None,
             resources=_resource_requirements(resources),
         ),
         service_account_name=service_account,

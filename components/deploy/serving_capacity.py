@@ -13,7 +13,8 @@ Serverless predictor scale to zero. The CPU limit also sets how many threads the
 scores a large batch with (`ctloop.serving.predictor.usable_cpus`). Quantities are Kubernetes
 quantities ("500m", "2Gi", 1); the KServe CRD (render target) or the API server (cluster
 target) checks their spelling. They apply to the model being deployed: a canary gets them,
-the running champion keeps its own.
+the running champion keeps its own (until a Serverless rollback, which restores the
+champion's model into the predictor the canary's deploy wrote, capacity included).
 """
 
 from __future__ import annotations
