@@ -19,7 +19,11 @@ import re
 import kfp
 
 from ctloop.pipelines.kfp_api import name_filter
-from ctloop.pipelines.parameters import compiled_parameter_types, parse_typed_params
+from ctloop.pipelines.parameters import (
+    check_json_arguments,
+    compiled_parameter_types,
+    parse_typed_params,
+)
 
 DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _FIELDS = (
@@ -152,13 +156,15 @@ def upsert_schedule(
 
     The run is enabled, at most one at a time (`max_concurrency` 1) and does not catch up
     on missed fire times. It runs the newest uploaded version of `pipeline_name`, and
-    `param_pairs` (`key=value`) are typed by that version's compiled parameters, so a typo
-    is caught here rather than at 2 a.m. in the first scheduled run.
+    `param_pairs` (`key=value`) are typed by that version's compiled parameters and the JSON
+    ones (policies, hyperparameters, serving_capacity) parsed, so a typo is caught here rather
+    than at 2 a.m. in the first scheduled run.
     """
     cron = check_cron(cron)
     version = latest_version(client, pipeline_name)
     pipeline_id, version_id = version.pipeline_id, version.pipeline_version_id
     params = parse_typed_params(compiled_parameter_types(version.pipeline_spec or {}), param_pairs)
+    check_json_arguments(params)
     experiment_id = client.create_experiment(experiment).experiment_id  # get or create
     existing = find_schedule(client, experiment_id, name)
     outcome = {"schedule": name, "experiment": experiment, "cron": cron}

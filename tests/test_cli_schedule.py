@@ -128,6 +128,14 @@ def test_a_param_the_uploaded_pipeline_lacks_is_rejected_and_nothing_is_created(
     assert kfp_api.recurring_runs == {}
 
 
+def test_a_malformed_json_param_is_rejected_and_nothing_is_created(kfp_api, capsys):
+    capacity = 'serving_capacity={"min_replicas": 2, "max_replicas": 1}'
+    code, _, err = _schedule(kfp_api, capsys, "--cron", "0 0 2 * * *", "--param", capacity)
+    assert code == 2
+    assert "serving_capacity: max_replicas 1 is below min_replicas 2" in err
+    assert kfp_api.recurring_runs == {}
+
+
 def test_scheduling_a_pipeline_that_was_never_uploaded_says_to_upload_it(kfp_api, capsys):
     code = main(["schedule", "--host", kfp_api.host, "--cron", "0 0 2 * * *", "--pipeline", "x"])
     assert code == 2

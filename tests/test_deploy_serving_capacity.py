@@ -51,6 +51,10 @@ def test_scale_to_zero_is_allowed():
         ('{"requests": "1 cpu"}', "serving_capacity: requests must be an object"),
         ('{"limits": {}}', "serving_capacity: limits must be an object"),
         ('{"limits": {"cpu": [2]}}', "serving_capacity: limits.cpu = [2] must be a quantity"),
+        ('{"limits": {"memory": "2GB"}}', 'limits.memory = "2GB" must be a quantity'),
+        ('{"requests": {"cpu": "nan"}}', 'requests.cpu = "nan" must be a quantity'),
+        ('{"requests": {"cpu": -1}}', "requests.cpu = -1 must be a quantity >= 0"),
+        ('{"requests": {"cpu": ""}}', 'requests.cpu = "" must be a quantity'),
     ],
 )
 def test_wrong_capacity_is_refused_naming_the_key(text, message):

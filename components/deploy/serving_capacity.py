@@ -11,8 +11,8 @@ Every key is optional; empty text (or `{}`) leaves all of them to KServe and the
 ServingRuntime (whose container resources each overlay sets). `min_replicas: 0` lets a
 Serverless predictor scale to zero. The CPU limit also sets how many threads the predictor
 scores a large batch with (`ctloop.serving.predictor.usable_cpus`). Quantities are Kubernetes
-quantities ("500m", "2Gi", 1); the KServe CRD (render target) or the API server (cluster
-target) checks their spelling. They apply to the model being deployed: a canary gets them,
+quantities ("500m", "2Gi", 1), checked with the Kubernetes client's `parse_quantity`. They
+apply to the model being deployed: a canary gets them,
 the running champion keeps its own (until a Serverless rollback, which restores the
 champion's model into the predictor the canary's deploy wrote, capacity included).
 """
@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from ctloop.components.deploy.inference_service import DeploymentError, check_replicas
 from ctloop.components.json_parameter import parse_json_object, reject_unknown_keys
@@ -70,10 +72,19 @@ def _quantities(value: Any, key: str) -> dict[str, str]:
         )
     quantities = {}
     for resource, quantity in value.items():
-        if isinstance(quantity, bool) or not isinstance(quantity, str | int | float):
+        if not _is_quantity(quantity):
             raise DeploymentError(
-                f"{WHAT}: {key}.{resource} = {json.dumps(quantity)} must be a quantity "
-                'such as "500m" or "2Gi"'
+                f"{WHAT}: {key}.{resource} = {json.dumps(quantity)} must be a quantity >= 0 "
+                'such as "500m", "2Gi" or 1'
             )
         quantities[resource] = str(quantity)
     return quantities
+
+
+def _is_quantity(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    try:
+        return parse_quantity(value) >= 0
+    except ValueError:
+        return False
