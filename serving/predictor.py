@@ -95,6 +95,8 @@ class CtloopPredictor(kserve.Model):
             nthread: XGBoost threads for large batches; default: `usable_cpus()`.
         """
         super().__init__(name)
+        if nthread is not None and nthread < 1:
+            raise ValueError(f"scoring threads = {nthread} must be >= 1")
         self.model_dir = Path(model_dir)
         self.version = version or "unknown"
         self.max_batch_rows = max_batch_rows

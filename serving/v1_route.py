@@ -13,8 +13,10 @@ built on KServe's metrics see these requests.
 Everything else goes to KServe's app unchanged: other paths and methods, other models, a
 model that is not ready (KServe answers 503, or 404 once unloaded), CloudEvents (binary `ce-`
 headers or a structured event in the body) and content types other than `application/json`
-(with or without parameters such as `charset`). Errors keep KServe's shape: its own exception
-handlers render them (`{"error": "..."}`, 400 for an invalid request, 500 otherwise).
+(with or without parameters such as `charset`). Errors keep KServe's shape: the exception
+handler KServe's app registered for the error's class answers (`{"error": "..."}`: 400 for an
+invalid request, 501 for NotImplementedError, 500 for anything unforeseen). A client that
+disconnects before its body has arrived gets no answer.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
-from kserve.errors import InvalidInput, generic_exception_handler, invalid_input_handler
+from kserve.errors import generic_exception_handler
 from kserve.metrics import PREDICT_HIST_TIME, get_labels
 from kserve.model_repository import ModelRepository
+from starlette.applications import Starlette
+from starlette.requests import Request
 
 from ctloop.serving.predictor import CtloopPredictor
 from ctloop.serving.request_decoding import InvalidRequest
@@ -35,7 +39,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PREFIX = "/v1/models/"
 SUFFIX = ":predict"
@@ -46,7 +49,7 @@ _RESPONSE_HEADERS = [(b"content-type", b"application/json")]
 class V1PredictRoute:
     """ASGI app: v1 predict of ctloop predictors here, every other request to `app`."""
 
-    def __init__(self, app: ASGIApp, models: ModelRepository) -> None:
+    def __init__(self, app: Starlette, models: ModelRepository) -> None:
         self.app = app
         self.models = models
 
@@ -56,11 +59,13 @@ class V1PredictRoute:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
+        if body is None:  # the client left before sending the whole body: nobody to answer
+            return
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as error:
             invalid = InvalidRequest(f"Unrecognized request format: {error}")
-            await _render(invalid_input_handler(None, invalid), scope, receive, send)
+            await self._answer_error(invalid, scope, receive, send)
             return
         if isinstance(payload, dict) and "specversion" in payload:  # a structured CloudEvent
             await self.app(scope, _replay(body, receive), send)
@@ -75,12 +80,7 @@ class V1PredictRoute:
         elapsed = time.perf_counter() - started
         PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(elapsed)
         if failure is not None:
-            handler = (
-                invalid_input_handler
-                if isinstance(failure, InvalidInput)
-                else generic_exception_handler
-            )
-            await _render(handler(None, failure), scope, receive, send)
+            await self._answer_error(failure, scope, receive, send)
             return
         content = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(
@@ -91,6 +91,19 @@ class V1PredictRoute:
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+    async def _answer_error(
+        self, error: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer as KServe's app would: with the exception handler it registered for the
+        error's class or nearest base (InvalidInput 400, NotImplementedError 501, ...)."""
+        handlers = self.app.exception_handlers
+        handler = next(
+            (handlers[kind] for kind in type(error).__mro__ if kind in handlers),
+            generic_exception_handler,
+        )
+        response = await handler(Request(scope, receive), error)
+        await response(scope, receive, send)
 
     def _predictor(self, scope: Scope) -> CtloopPredictor | None:
         """The ready ctloop predictor a plain-JSON v1 predict request is for, else None."""
@@ -118,10 +131,13 @@ def _media_type(content_type: bytes) -> bytes:
     return content_type.split(b";", 1)[0].strip().lower()
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The request body; None when the client disconnects before its end."""
     chunks = []
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -140,8 +156,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-async def _render(response: Awaitable[Any], scope: Scope, receive: Receive, send: Send) -> None:
-    """Send the response one of KServe's exception handlers built."""
-    await (await response)(scope, receive, send)

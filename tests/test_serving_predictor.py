@@ -296,3 +296,14 @@ def test_scoring_threads_follow_the_containers_cpu_limit(tmp_path, cpu_max, expe
     affinity = len(os.sched_getaffinity(0))
     assert usable_cpus(limit) == min(expected or affinity, affinity)
     assert usable_cpus(tmp_path / "absent") == affinity
+
+
+def test_fewer_than_one_scoring_thread_is_refused(churn, capsys):
+    from ctloop.serving.server import main
+
+    with pytest.raises(ValueError, match="scoring threads = 0 must be >= 1"):
+        CtloopPredictor("churn", churn[0], nthread=0)
+    with pytest.raises(SystemExit) as exited:
+        main(["--model-dir", str(churn[0]), "--name", "churn", "--threads", "0"])
+    assert exited.value.code == 2
+    assert "--threads 0 must be >= 1" in capsys.readouterr().err
