@@ -444,7 +444,9 @@ def test_healthy_canary_is_analysed_then_promoted(deployment, prometheus, mode):
     assert decision.verdict == "promote" and outcome["action"] == "promote"
     assert served.aliases() == {"champion": "2"}
     # Only the series of the InferenceService's namespace are read.
-    assert all(f'namespace="{NAMESPACE}"' in query["query"] for query in prometheus.queries)
+    assert prometheus.queries and all(
+        f'namespace="{NAMESPACE}"' in query["query"] for query in prometheus.queries
+    )
     text = promotion.outcome_markdown(decision, outcome)
     assert "## Canary analysis: PROMOTE → promote" in text
     assert "- alias champion moved to version 2" in text
