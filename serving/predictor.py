@@ -53,7 +53,7 @@ DEFAULT_PARALLEL_ROWS = 50
 Measured in-process with the serving benchmark's model (30 features, 200 trees of depth 6;
 2 CPUs): a second OpenMP thread saves under 10 us up to 30 rows and 21 us at 50; at 100 rows
 it saves 91 us (438 -> 347 us), at 1,000 rows 0.8 ms (2.35 -> 1.55 ms). Over HTTP at 100 rows
-it raised throughput by 12-15 % for 8 % more CPU per request, with the OpenMP spin count
+it raised throughput by ~12 % for ~8 % more CPU per request, with the OpenMP spin count
 `ctloop.serving.server` sets; with libgomp's default the CPU per request doubled."""
 
 DEFAULT_INLINE_ROWS = 100
