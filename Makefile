@@ -40,7 +40,7 @@ clean:
 	rm -rf $(VENV) $(BUILD) .ctloop
 
 docs: setup
-	$(PY) -c "from ctloop.pipelines.reference_docs import update_readme; update_readme('README.md')"
+	$(PY) -c "from ctloop.pipelines.reference_docs import write_reference; write_reference('docs/reference.md')"
 
 # Images, publishing and the other compile target: the steps of .github/workflows/.
 # Tags are the package version, as components/image.py names them (never :latest);

@@ -1,11 +1,11 @@
-"""The README's reference sections, generated from the docstrings KFP compiles.
+"""docs/reference.md, generated from the docstrings KFP compiles.
 
 The pipeline parameters and the component catalog are written from the same docstrings
-that become descriptions in the Kubeflow UI, so the README cannot drift from what a user
-sees there; a test fails when the committed README is out of date (`make docs` fixes it).
+that become descriptions in the Kubeflow UI, so the reference cannot drift from what a user
+sees there; a test fails when the committed file is out of date (`make docs` rewrites it).
+The README keeps the user guide and links here, so the two never hold the same table twice.
 """
 
-import re
 from pathlib import Path
 
 import docstring_parser
@@ -15,8 +15,17 @@ from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.training import build_training_pipeline
 
-BEGIN = "<!-- BEGIN GENERATED REFERENCE (make docs) -->"
-END = "<!-- END GENERATED REFERENCE -->"
+HEADER = """# ctloop reference
+
+<!-- Generated from the pipelines' and components' docstrings by `make docs`; do not edit. -->
+
+What the Kubeflow UI shows for each pipeline parameter and component input and output, from
+the same docstrings. The user guide is the [README](../README.md).
+
+- [Training pipeline parameters](#training-pipeline-parameters)
+- [Monitoring pipeline parameters](#monitoring-pipeline-parameters)
+- [Component catalog](#component-catalog)
+"""
 
 
 def _type_name(kfp_type: str) -> str:
@@ -56,7 +65,7 @@ def _component_section(name: str, component: BaseComponent) -> list[str]:
 
 def _pipeline_section(title: str, pipeline: BaseComponent) -> list[str]:
     lines = [
-        f"### {title} pipeline parameters",
+        f"## {title} pipeline parameters",
         "",
         "| parameter | type | default | description |",
         "| --- | --- | --- | --- |",
@@ -70,23 +79,21 @@ def _pipeline_section(title: str, pipeline: BaseComponent) -> list[str]:
 
 
 def reference_markdown() -> str:
-    """Pipeline parameters and component catalog, as Markdown."""
-    lines = [BEGIN]
+    """The whole of docs/reference.md: pipeline parameters and component catalog."""
+    lines = [HEADER]
     lines += _pipeline_section("Training", build_training_pipeline())
     lines += _pipeline_section("Monitoring", build_monitoring_pipeline())
     lines += ["## Component catalog", ""]
     for name, component in COMPONENTS.items():
         lines += _component_section(name, component)
-    return "\n".join(lines + [END])
+    return "\n".join(lines)
 
 
-def update_readme(path: str | Path) -> bool:
-    """Rewrite the generated section of `path`; return whether anything changed."""
+def write_reference(path: str | Path) -> bool:
+    """Write the reference to `path`; return whether anything changed."""
     path = Path(path)
-    text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path}: no generated section between {BEGIN!r} and {END!r}")
-    updated = pattern.sub(lambda _: reference_markdown(), text)
-    path.write_text(updated)
-    return updated != text
+    text = reference_markdown()
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
