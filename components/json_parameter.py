@@ -1,7 +1,8 @@
 """Pipeline parameters that carry a JSON object (hyperparameters, policies): one parser.
 
 KFP passes them as strings, so the UI shows and edits them as text; a typo must fail the
-same way for each, naming the parameter and where in the text the JSON broke.
+same way for each, naming the parameter and where in the text the JSON broke. A blank text
+means the parameter's default for each of them alike (`parse_json_parameter`).
 
 The checks below read the parsed document of a policy (gate, drift, canary). Each raises the
 caller's error class, so a policy's parser raises only its own error, and each message names
@@ -9,10 +10,28 @@ where in the document the value sits (`where`: "gate policy", "'latency'",
 "thresholds.auc", ...) and the value at fault, as JSON.
 """
 
+import copy
 import json
 import math
 from collections.abc import Mapping
 from typing import Any
+
+
+def parse_json_parameter(
+    text: str, what: str, error: type[ValueError], *, default: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A JSON-object parameter's text as a dict; blank text is (a copy of) `default`.
+
+    A string parameter's default in KFP, and an unset line of an environment's params file,
+    is the empty string: blank has to mean "the default" for every such parameter, or a
+    pipeline's callers would need to know which parameters accept it.
+
+    Raises:
+        error: as `parse_json_object` does, for any text that is not blank.
+    """
+    if not text.strip():
+        return copy.deepcopy(dict(default))
+    return parse_json_object(text, what, error)
 
 
 def parse_json_object(text: str, what: str, error: type[ValueError]) -> dict[str, Any]:

@@ -2,15 +2,13 @@ import json
 
 import pytest
 
+from ctloop.components.gate.decision import decide_from_evaluation, decision_markdown, evaluate_gate
 from ctloop.components.gate.policy import (
     DEFAULT_GATE_POLICY,
     Bounds,
     ChampionRule,
     GatePolicyError,
     LatencyRule,
-    decide_from_evaluation,
-    decision_markdown,
-    evaluate_gate,
     parse_gate_policy,
 )
 
@@ -31,7 +29,7 @@ FAST = {"p50_ms": 3.0, "p95_ms": 5.0}
 
 
 def _failed(decision):
-    return [(f["check"], f["metric"]) for f in decision.failures]
+    return [(f.kind, f.subject) for f in decision.failures]
 
 
 def test_policy_parses_into_typed_rules():
@@ -53,46 +51,46 @@ def test_gate_passes_good_candidate_against_worse_champion():
     assert decision.failures == []
     assert decision.champion_compared
     assert len(decision.checks) == 5
-    assert all(check["passed"] and not check["skipped"] for check in decision.checks)
+    assert all(check.passed and not check.skipped for check in decision.checks)
 
 
 def test_gate_rejects_candidate_below_floor():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.612, "log_loss": 0.45}, None, FAST)
     assert not decision.passed
     [failure] = decision.failures
-    assert failure["check"] == "threshold"
-    assert failure["metric"] == "roc_auc"
-    assert failure["value"] == 0.612
-    assert failure["threshold"] == 0.7
-    assert failure["rule"] == "roc_auc 0.612 < min 0.7"
+    assert failure.kind == "threshold"
+    assert failure.subject == "roc_auc"
+    assert failure.value == 0.612
+    assert failure.threshold == 0.7
+    assert failure.rule == "roc_auc 0.612 < min 0.7"
 
 
 def test_gate_rejects_candidate_above_ceiling():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.8, "log_loss": 0.65}, None, FAST)
     assert _failed(decision) == [("threshold", "log_loss")]
-    assert decision.failures[0]["rule"] == "log_loss 0.65 > max 0.6"
+    assert decision.failures[0].rule == "log_loss 0.65 > max 0.6"
 
 
 def test_gate_rejects_candidate_worse_than_champion():
     decision = evaluate_gate(POLICY, GOOD, {"roc_auc": 0.84, "log_loss": 0.44}, FAST)
     assert _failed(decision) == [("champion_comparison", "roc_auc")]
     failure = decision.failures[0]
-    assert failure["value"] == 0.82
-    assert failure["threshold"] == pytest.approx(0.83)
-    assert "roc_auc 0.82 is 0.02 worse than champion 0.84 (allowed 0.01" in failure["rule"]
+    assert failure.value == 0.82
+    assert failure.threshold == pytest.approx(0.83)
+    assert "roc_auc 0.82 is 0.02 worse than champion 0.84 (allowed 0.01" in failure.rule
 
 
 def test_gate_rejects_lower_is_better_metric_rising_beyond_tolerance():
     decision = evaluate_gate(POLICY, GOOD, {"roc_auc": 0.8, "log_loss": 0.42}, FAST)
     assert _failed(decision) == [("champion_comparison", "log_loss")]
-    assert decision.failures[0]["threshold"] == pytest.approx(0.44)
+    assert decision.failures[0].threshold == pytest.approx(0.44)
 
 
 def test_gate_passes_regression_within_tolerance_including_the_exact_limit():
     within = evaluate_gate(POLICY, GOOD, {"roc_auc": 0.825, "log_loss": 0.44}, FAST)
     assert within.passed
     at_limit = evaluate_gate(POLICY, {"roc_auc": 0.795, "log_loss": 0.45}, {"roc_auc": 0.805}, FAST)
-    assert [c["passed"] for c in at_limit.checks if c["metric"] == "roc_auc"] == [True, True]
+    assert [c.passed for c in at_limit.checks if c.subject == "roc_auc"] == [True, True]
 
 
 def test_relative_tolerance_scales_with_champion_value():
@@ -102,7 +100,7 @@ def test_relative_tolerance_scales_with_champion_value():
     assert evaluate_gate(policy, {"rmse": 10.15}, {"rmse": 10.0}, None).passed
     decision = evaluate_gate(policy, {"rmse": 10.25}, {"rmse": 10.0}, None)
     assert _failed(decision) == [("champion_comparison", "rmse")]
-    assert decision.failures[0]["threshold"] == pytest.approx(10.2)
+    assert decision.failures[0].threshold == pytest.approx(10.2)
 
 
 def test_both_tolerances_must_hold_when_both_are_given():
@@ -118,39 +116,37 @@ def test_comparison_is_skipped_and_recorded_without_champion():
     decision = evaluate_gate(POLICY, GOOD, None, FAST)
     assert decision.passed
     assert not decision.champion_compared
-    skipped = [c for c in decision.checks if c["skipped"]]
-    assert [(c["check"], c["metric"]) for c in skipped] == [
+    skipped = [c for c in decision.checks if c.skipped]
+    assert [(c.kind, c.subject) for c in skipped] == [
         ("champion_comparison", "roc_auc"),
         ("champion_comparison", "log_loss"),
     ]
-    assert all(c["rule"] == "skipped: no champion yet" for c in skipped)
+    assert all(c.rule == "skipped: no champion yet" for c in skipped)
 
 
 def test_metric_missing_from_candidate_fails():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.82}, {"roc_auc": 0.8, "log_loss": 0.5}, FAST)
     assert _failed(decision) == [("threshold", "log_loss"), ("champion_comparison", "log_loss")]
-    assert (
-        decision.failures[0]["rule"] == "log_loss is missing in the candidate's metrics (max 0.6)"
-    )
+    assert decision.failures[0].rule == "log_loss is missing in the candidate's metrics (max 0.6)"
 
 
 def test_metric_missing_from_champion_is_skipped_not_failed():
     decision = evaluate_gate(POLICY, GOOD, {"roc_auc": 0.8}, FAST)
     assert decision.passed
-    [skipped] = [c for c in decision.checks if c["skipped"]]
-    assert skipped["rule"] == "skipped: champion has no log_loss to compare with"
+    [skipped] = [c for c in decision.checks if c.skipped]
+    assert skipped.rule == "skipped: champion has no log_loss to compare with"
 
 
 def test_gate_rejects_slow_candidate():
     decision = evaluate_gate(POLICY, GOOD, None, {"p50_ms": 30.0, "p95_ms": 120.5})
     assert _failed(decision) == [("latency", "p95_ms")]
-    assert decision.failures[0]["rule"] == "p95_ms 120.5 ms > max 50 ms"
+    assert decision.failures[0].rule == "p95_ms 120.5 ms > max 50 ms"
 
 
 def test_gate_rejects_candidate_without_latency_measurement():
     decision = evaluate_gate(POLICY, GOOD, None, None)
     assert _failed(decision) == [("latency", "p95_ms")]
-    assert "missing" in decision.failures[0]["rule"]
+    assert "missing" in decision.failures[0].rule
 
 
 @pytest.mark.parametrize(
@@ -214,12 +210,23 @@ def test_blank_policy_uses_the_tasks_default():
     }
     decision = decide_from_evaluation("  ", evaluation)
     assert _failed(decision) == [("threshold", "roc_auc")]
-    assert decision.failures[0]["threshold"] == 0.6
+    assert decision.failures[0].threshold == 0.6
 
 
 def test_given_policy_overrides_the_default():
     evaluation = {"task": "binary", "candidate": {"roc_auc": 0.55}, "champion": None}
     assert decide_from_evaluation('{"thresholds": {"roc_auc": {"min": 0.5}}}', evaluation).passed
+
+
+@pytest.mark.parametrize("blank", ["", "  \n"])
+def test_blank_policy_text_parses_as_the_tasks_default(blank):
+    default = parse_gate_policy(json.dumps(DEFAULT_GATE_POLICY["regression"]))
+    assert parse_gate_policy(blank, "regression") == default
+
+
+def test_blank_policy_without_a_task_is_rejected():
+    with pytest.raises(GatePolicyError, match="evaluation task None has no default"):
+        parse_gate_policy("")
 
 
 def test_blank_policy_for_unknown_task_is_rejected():
@@ -239,4 +246,6 @@ def test_decision_markdown_leads_with_verdict_and_failed_rule():
 
 def test_decision_is_json_serialisable():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.612}, {"roc_auc": 0.7}, None)
-    assert json.loads(json.dumps(decision.failures))[0]["check"] == "threshold"
+    assert (
+        json.loads(json.dumps([f.to_json() for f in decision.failures]))[0]["check"] == "threshold"
+    )

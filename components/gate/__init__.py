@@ -1,1 +1,2 @@
-"""Quality gate: a policy as data, and the decision that blesses (or blocks) a candidate."""
+"""Quality gate: a policy as data (`policy`), and the decision that blesses or blocks a
+candidate (`decision`)."""

@@ -34,7 +34,7 @@ def quality_gate(
     """
     import json
 
-    from ctloop.components.gate.policy import decide_from_evaluation, decision_markdown
+    from ctloop.components.gate.decision import decide_from_evaluation, decision_markdown
 
     with open(evaluation.path) as handle:
         result = json.load(handle)
@@ -42,4 +42,5 @@ def quality_gate(
     with open(decision.path, "w") as handle:
         handle.write(decision_markdown(gate))
     decision.metadata["display_name"] = "Quality gate: " + ("passed" if gate.passed else "failed")
-    return (gate.passed, json.dumps(gate.failures, sort_keys=True))
+    failures = [failure.to_json() for failure in gate.failures]
+    return (gate.passed, json.dumps(failures, sort_keys=True))

@@ -1,0 +1,188 @@
+"""The quality gate's decision: a parsed policy applied to a candidate's evaluation.
+
+The decision records every check with its value and threshold (`ctloop.components.checks`),
+so the Kubeflow UI can say exactly why a candidate was blocked.
+
+A metric named in the policy but absent from the candidate's metrics fails its check: a
+renamed metric must not turn a gate off silently. Without a champion the comparison checks
+are recorded as skipped; without a latency measurement a latency rule fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ctloop.components.checks import (
+    Check,
+    at_most,
+    checks_table,
+    format_number,
+    is_finite_number,
+    limit_check,
+)
+from ctloop.components.gate.policy import GatePolicy, GatePolicyError, parse_gate_policy
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict; `failures` is the subset of `checks` that did not pass."""
+
+    passed: bool
+    failures: list[Check]
+    checks: list[Check]
+    champion_compared: bool
+
+
+def _threshold_checks(policy: GatePolicy, candidate: Mapping[str, Any]) -> list[Check]:
+    checks = []
+    for metric, bounds in policy.thresholds.items():
+        value = candidate.get(metric)
+        for side, limit in (("min", bounds.min), ("max", bounds.max)):
+            if limit is None:
+                continue
+            if not is_finite_number(value):
+                rule = (
+                    f"{metric} is {_absent(value)} in the candidate's metrics "
+                    f"({side} {format_number(limit)})"
+                )
+                checks.append(Check("threshold", metric, value, limit, rule, passed=False))
+                continue
+            checks.append(
+                limit_check("threshold", metric, value, limit, upper=side == "max", limit_name=side)
+            )
+    return checks
+
+
+def _absent(value: Any) -> str:
+    return "missing" if value is None else f"not a finite number ({value!r})"
+
+
+def _comparison_checks(
+    policy: GatePolicy, candidate: Mapping[str, Any], champion: Mapping[str, Any] | None
+) -> list[Check]:
+    checks = []
+    for metric, rule in policy.champion_comparison.items():
+        value = candidate.get(metric)
+        if champion is None:
+            text = "skipped: no champion yet"
+            checks.append(
+                Check("champion_comparison", metric, value, None, text, True, skipped=True)
+            )
+            continue
+        baseline = champion.get(metric)
+        if not is_finite_number(value):
+            text = f"{metric} is {_absent(value)} in the candidate's metrics"
+            checks.append(Check("champion_comparison", metric, value, None, text, passed=False))
+            continue
+        if not is_finite_number(baseline):
+            text = f"skipped: champion has no {metric} to compare with"
+            checks.append(
+                Check("champion_comparison", metric, value, None, text, True, skipped=True)
+            )
+            continue
+        allowances = [
+            a
+            for a in (
+                rule.max_regression,
+                None
+                if rule.max_regression_relative is None
+                else rule.max_regression_relative * abs(baseline),
+            )
+            if a is not None
+        ]
+        allowed = min(allowances, default=0.0)
+        higher = rule.direction == "higher"
+        worse_by = baseline - value if higher else value - baseline
+        limit = baseline - allowed if higher else baseline + allowed
+        if worse_by > 0:
+            text = (
+                f"{metric} {format_number(value)} is {format_number(worse_by)} worse than "
+                f"champion {format_number(baseline)} (allowed {format_number(allowed)}, "
+                f"{rule.direction} is better)"
+            )
+        else:
+            text = (
+                f"{metric} {format_number(value)} is not worse than champion "
+                f"{format_number(baseline)}"
+            )
+        passed = at_most(worse_by, allowed)
+        checks.append(Check("champion_comparison", metric, value, limit, text, passed))
+    return checks
+
+
+def _latency_checks(policy: GatePolicy, latency: Mapping[str, Any] | None) -> list[Check]:
+    if policy.latency is None:
+        return []
+    checks = []
+    for metric, limit in (
+        ("p50_ms", policy.latency.p50_ms_max),
+        ("p95_ms", policy.latency.p95_ms_max),
+    ):
+        if limit is None:
+            continue
+        value = None if latency is None else latency.get(metric)
+        if not is_finite_number(value):
+            text = f"{metric} scoring latency is {_absent(value)} (max {format_number(limit)} ms)"
+            checks.append(Check("latency", metric, value, limit, text, passed=False))
+            continue
+        checks.append(limit_check("latency", metric, value, limit, limit_name="max", unit=" ms"))
+    return checks
+
+
+def evaluate_gate(
+    policy: GatePolicy,
+    candidate: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    latency: Mapping[str, Any] | None,
+) -> GateDecision:
+    """Apply the policy to the candidate's metrics (and the champion's, when there is one).
+
+    Args:
+        policy: From `parse_gate_policy`.
+        candidate: The candidate's evaluation metrics (name -> value).
+        champion: The champion's metrics on the same test data, or None when there is none.
+        latency: The candidate's `scoring_latency` result, or None when it was not measured.
+    """
+    checks = [
+        *_threshold_checks(policy, candidate),
+        *_comparison_checks(policy, candidate, champion),
+        *_latency_checks(policy, latency),
+    ]
+    failures = [check for check in checks if not check.passed]
+    return GateDecision(
+        passed=not failures,
+        failures=failures,
+        checks=checks,
+        champion_compared=champion is not None,
+    )
+
+
+def decide_from_evaluation(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
+    """The gate step's whole job: parse the policy (blank: the task's default) and apply it.
+
+    Args:
+        policy_text: Policy JSON, or blank for `DEFAULT_GATE_POLICY[evaluation["task"]]`.
+        evaluation: The evaluation step's JSON: "task", "candidate", "champion" (or null)
+            and "latency" (or absent).
+    """
+    policy = parse_gate_policy(policy_text, evaluation.get("task"))
+    candidate = evaluation.get("candidate")
+    if not isinstance(candidate, Mapping):
+        raise GatePolicyError("evaluation has no 'candidate' metrics object to gate")
+    return evaluate_gate(policy, candidate, evaluation.get("champion"), evaluation.get("latency"))
+
+
+def decision_markdown(decision: GateDecision) -> str:
+    """The decision as Markdown for the Kubeflow UI: verdict first, then every check."""
+    verdict = "PASSED" if decision.passed else "FAILED"
+    lines = [f"## Quality gate {verdict}", ""]
+    if decision.failures:
+        lines.append(f"{len(decision.failures)} check(s) failed:")
+        lines += [f"- **{failure.kind}**: {failure.rule}" for failure in decision.failures]
+        lines.append("")
+    if not decision.champion_compared:
+        lines += ["No champion yet: the comparison with a champion was skipped.", ""]
+    lines.append(checks_table(decision.checks))
+    return "\n".join(lines) + "\n"
