@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from ctloop.components.data.profile import reference_profile
-from ctloop.components.drift.policy import detect_drift
+from ctloop.components.drift.detection import detect_drift
 from ctloop.components.drift.window_profile import window_profile
 
 LEVELS = np.array([f"level{i}" for i in range(10)])

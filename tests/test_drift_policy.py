@@ -5,11 +5,11 @@ import pyarrow as pa
 import pytest
 
 from ctloop.components.data.profile import reference_profile, with_prediction_distribution
+from ctloop.components.drift.detection import detect_drift
 from ctloop.components.drift.policy import (
     DriftPolicy,
     DriftPolicyError,
     Thresholds,
-    detect_drift,
     parse_drift_policy,
 )
 from ctloop.components.drift.window_profile import WindowProfileError, window_profile
@@ -77,6 +77,11 @@ def test_feature_thresholds_override_defaults_key_by_key_and_null_switches_off()
     assert policy.thresholds("income") == Thresholds(psi=0.25)
     assert policy.drift_share == 0.5
     assert parse_drift_policy("{}") == DriftPolicy()
+
+
+@pytest.mark.parametrize("blank", ["", " \n\t"])
+def test_blank_policy_text_is_the_default_policy(blank):
+    assert parse_drift_policy(blank) == DriftPolicy()
 
 
 def test_policy_naming_an_unknown_feature_is_rejected(reference):

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from ctloop.components.data.profile import reference_profile, with_prediction_distribution
-from ctloop.components.drift.policy import detect_drift
+from ctloop.components.drift.detection import detect_drift
 from ctloop.components.drift.report import render_html
 from ctloop.components.drift.window_profile import prediction_counts, window_profile
 

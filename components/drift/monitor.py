@@ -35,7 +35,8 @@ from ctloop.components.batch_scoring.scoring import (
 )
 from ctloop.components.data.dataset_io import DatasetError, read_table
 from ctloop.components.data.profile import reference_profile, with_prediction_distribution
-from ctloop.components.drift.policy import DriftPolicy, detect_drift, parse_drift_policy
+from ctloop.components.drift.detection import detect_drift
+from ctloop.components.drift.policy import DriftPolicy, parse_drift_policy
 from ctloop.components.drift.report import DriftResult, render_html
 from ctloop.components.drift.window_profile import (
     FeatureCounts,

@@ -1,6 +1,7 @@
-"""Drift thresholds written as data, and the decision they yield for a window.
+"""Drift thresholds written as data (`ctloop.components.drift.detection` applies them).
 
-Policy JSON (every key optional; thresholds given for a feature override the default ones)::
+Policy JSON (every key optional, a blank text is the default policy; thresholds given for a
+feature override the default ones)::
 
     {
       "default":    {"psi": 0.2, "js_distance": 0.1, "ks_statistic": 0.1, "cramers_v": 0.1,
@@ -42,36 +43,22 @@ rows and at 100M (p-values would flag any trivial difference on large windows):
 - drift_share 0.3: retraining is cheap next to a model quietly degrading, so a third of the
   features drifting (one of three, three of ten) is enough.
 
-Small windows are noisy. The threshold applied is max(policy threshold, noise bound), where
-the noise bound is the value that sampling alone exceeds with probability `false_alarm_rate`
-(per measure, feature and window; default 0.001) at the window's and the reference's sizes
-(derivations in `statistics`). On small windows the noise bound rules, so the false-alarm rate
-stays near that rate at any n; on large windows it vanishes and the effect threshold rules.
-The binned KS statistic is a lower bound of the exact one, so binning never adds false alarms.
+Small windows are noisy: `false_alarm_rate` (per measure, feature and window; default 0.001)
+sets how often sampling alone may cross a threshold; detection raises each threshold to the
+noise bound for that rate at the window's and the reference's sizes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-import numpy as np
-
-from ctloop.components.drift import statistics
-from ctloop.components.drift.report import DriftResult
-from ctloop.components.drift.window_profile import (
-    FeatureCounts,
-    WindowProfile,
-    WindowProfileError,
-    prediction_counts,
-)
 from ctloop.components.json_parameter import (
     json_number,
     json_object,
-    parse_json_object,
+    parse_json_parameter,
     reject_unknown_keys,
 )
 
@@ -114,14 +101,6 @@ class DriftPolicy:
 _THRESHOLD_KEYS = tuple(item.name for item in fields(Thresholds))
 # PSI is unbounded above; every other measure is a share or a distance in [0, 1].
 _THRESHOLD_MAXIMUM = {key: (math.inf if key == "psi" else 1.0) for key in _THRESHOLD_KEYS}
-# The distribution measures of a feature or of the scores, until counts are there to measure.
-_DISTRIBUTION_UNMEASURED: dict[str, Any] = {
-    "psi": None,
-    "js_distance": None,
-    "ks_statistic": None,
-    "ks_error_bound": None,
-    "ks_method": None,
-}
 _ROOT_KEYS = (
     "default",
     "features",
@@ -134,12 +113,13 @@ _ROOT_KEYS = (
 
 
 def parse_drift_policy(text: str) -> DriftPolicy:
-    """Parse and check a policy JSON text (shape in the module docstring).
+    """Parse and check a policy JSON text (shape in the module docstring); blank is the
+    default policy.
 
     Raises:
         DriftPolicyError: naming the key, the value and the rule it breaks.
     """
-    root = parse_json_object(text, "drift policy", DriftPolicyError)
+    root = parse_json_parameter(text, "drift policy", DriftPolicyError, default={})
     reject_unknown_keys(root, _ROOT_KEYS, "drift policy", DriftPolicyError)
     default = _thresholds(root.get("default", {}), Thresholds(), "default")
     features = {
@@ -183,249 +163,6 @@ def parse_drift_policy(text: str) -> DriftPolicy:
         ),
         include_prediction=include,
     )
-
-
-def detect_drift(
-    reference_profile: Mapping[str, Any],
-    window: WindowProfile,
-    policy: DriftPolicy | None = None,
-    *,
-    scores_window: FeatureCounts | np.ndarray | None = None,
-    exact_ks_values: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    performance: Mapping[str, Any] | None = None,
-) -> DriftResult:
-    """Compare a window with the reference profile and decide whether it drifted.
-
-    Args:
-        reference_profile: The champion's `ctloop.reference_profile/v1` profile.
-        window: The window's counts (`window_profile`).
-        policy: Thresholds and decision rule; the defaults when None.
-        scores_window: The model's scores on the window (raw, or counted with
-            `prediction_counts`); `window.prediction` when None.
-        exact_ks_values: Raw (reference, current) values per numeric feature: its KS is then
-            exact (error bound 0) instead of binned. For standalone comparisons of two small
-            files, where the raw reference sample is at hand; the profile does not hold it.
-        performance: Metrics of the model on labelled window rows, copied into the result.
-
-    Raises:
-        DriftPolicyError: the policy names a feature the reference profile does not have.
-        WindowProfileError: scores given but the profile has no prediction bins.
-    """
-    policy = policy or DriftPolicy()
-    profiled = reference_profile["features"]
-    _known_features(policy, profiled, exact_ks_values or {})
-    if window.features.keys() != profiled.keys():
-        raise WindowProfileError(
-            f"the window was profiled for features {sorted(window.features)}, the reference "
-            f"profile has {sorted(profiled)}: profile the window against this reference"
-        )
-    alpha = policy.false_alarm_rate
-    features = {}
-    for name, spec in profiled.items():
-        counts = window.features[name]
-        exact = (exact_ks_values or {}).get(name)
-        entry = _feature_entry(spec, counts, window.rows, exact, alpha)
-        weight = 1.0 if policy.feature_weights is None else policy.feature_weights.get(name, 0.0)
-        features[name] = {**entry, "weight": weight}
-        _decide(features[name], policy.thresholds(name))
-    total_weight = sum(entry["weight"] for entry in features.values())
-    drifted_weight = sum(entry["weight"] for entry in features.values() if entry["drifted"])
-    share = drifted_weight / total_weight if total_weight > 0 else 0.0
-    prediction = _prediction_entry(reference_profile, window, scores_window, policy)
-    drifted = [name for name, entry in features.items() if entry["drifted"]]
-    drifted.sort(key=lambda name: (-features[name]["severity"], name))
-    detected = share > policy.drift_share or bool(
-        policy.include_prediction and prediction is not None and prediction["drifted"]
-    )
-    return DriftResult(
-        drift_detected=detected,
-        drift_share=share,
-        drift_share_threshold=policy.drift_share,
-        drifted_features=drifted,
-        features=features,
-        rows=window.rows,
-        reference_rows=int(reference_profile.get("row_count", 0)),
-        prediction=prediction,
-        performance=dict(performance) if performance is not None else None,
-        policy=policy.to_json(),
-    )
-
-
-def _feature_entry(
-    spec: Mapping[str, Any],
-    counts: FeatureCounts,
-    rows: int,
-    exact: tuple[np.ndarray, np.ndarray] | None,
-    alpha: float,
-) -> dict[str, Any]:
-    reference_rows = int(spec.get("count", 0))
-    reference_missing = float(spec.get("missing_rate", 0.0))
-    current_missing = counts.missing / rows if rows else None
-    entry: dict[str, Any] = {
-        "kind": spec["kind"],
-        "values": counts.values,
-        **_DISTRIBUTION_UNMEASURED,
-        "chi_square": None,
-        "chi_square_p_value": None,
-        "cramers_v": None,
-        "unseen_share": None,
-        "unseen_examples": list(counts.unseen_examples),
-        "missing_rate_reference": reference_missing,
-        "missing_rate_current": current_missing,
-        "missing_rate_change": None,
-        "noise_bounds": {},
-    }
-    if rows:
-        entry["missing_rate_change"] = abs(current_missing - reference_missing)
-        entry["noise_bounds"]["missing_rate_change"] = statistics.missing_rate_noise_bound(
-            reference_missing, rows, reference_rows, alpha
-        )
-    reference_values = reference_rows * (1.0 - reference_missing)
-    if spec["kind"] == "categorical":
-        reference = np.asarray([*spec["categories"].values(), 0.0])
-        current = np.append(counts.counts, counts.unseen).astype(np.float64)
-    else:
-        reference = np.asarray(spec["bin_frequencies"], dtype=np.float64)
-        current = counts.counts.astype(np.float64)
-    if counts.values == 0 or len(reference) == 0 or reference.sum() <= 0:
-        return entry
-    entry.update(_distribution_measures(spec["kind"], reference, current, reference_values))
-    bins = int(np.count_nonzero((reference > 0) | (current > 0)))
-    entry["noise_bounds"].update(
-        _distribution_noise(spec["kind"], bins, counts.values, reference_values, alpha)
-    )
-    if spec["kind"] == "categorical":
-        entry["unseen_share"] = counts.unseen / counts.values
-        entry["noise_bounds"]["unseen_share"] = statistics.unseen_share_noise_bound(
-            counts.values, reference_values, alpha
-        )
-    elif exact is not None:
-        entry["ks_statistic"] = statistics.exact_ks_statistic(*exact)
-        entry["ks_error_bound"] = 0.0
-        entry["ks_method"] = "exact"
-    return entry
-
-
-def _distribution_measures(
-    kind: str, reference: np.ndarray, current: np.ndarray, reference_values: float
-) -> dict[str, Any]:
-    reference_shares = reference / reference.sum()
-    measures: dict[str, Any] = {
-        "psi": statistics.population_stability_index(
-            statistics.smoothed_shares(reference_shares * reference_values),
-            statistics.smoothed_shares(current),
-        ),
-        "js_distance": statistics.jensen_shannon_distance(reference_shares, current),
-    }
-    if kind == "categorical":
-        chi2, p_value = statistics.chi_square(reference_shares * reference_values, current)
-        measures.update(
-            chi_square=chi2,
-            chi_square_p_value=p_value,
-            cramers_v=statistics.cramers_v(reference_shares, current),
-        )
-    else:
-        ks, bound = statistics.binned_ks_statistic(reference_shares, current)
-        measures.update(ks_statistic=ks, ks_error_bound=bound, ks_method="binned")
-    return measures
-
-
-def _distribution_noise(
-    kind: str, bins: int, n: int, m: float | None, alpha: float
-) -> dict[str, float]:
-    bounds = {
-        "psi": statistics.psi_noise_bound(bins, n, m, alpha),
-        "js_distance": statistics.js_distance_noise_bound(bins, n, m, alpha),
-    }
-    if kind == "categorical":
-        bounds["cramers_v"] = statistics.cramers_v_noise_bound(bins, n, m, alpha)
-    else:
-        bounds["ks_statistic"] = statistics.ks_noise_bound(n, m, alpha)
-    return bounds
-
-
-def _decide(entry: dict[str, Any], thresholds: Thresholds) -> None:
-    """Fill `thresholds`, `severity`, `drifted` and `reasons` of a measured entry."""
-    applied = {}
-    reasons = []
-    severity = 0.0
-    for measure in _THRESHOLD_KEYS:
-        limit = getattr(thresholds, measure)
-        value = entry.get(measure)
-        if limit is None or value is None:
-            continue
-        noise = entry["noise_bounds"].get(measure, 0.0)
-        threshold = max(limit, noise)
-        applied[measure] = threshold
-        severity = max(severity, value / threshold)
-        if value > threshold:
-            source = " (small-sample noise bound)" if noise > limit else ""
-            reasons.append(f"{measure} {value:.4g} > {threshold:.4g}{source}")
-    entry.update(thresholds=applied, severity=severity, drifted=bool(reasons), reasons=reasons)
-
-
-def _prediction_entry(
-    reference_profile: Mapping[str, Any],
-    window: WindowProfile,
-    scores_window: FeatureCounts | np.ndarray | None,
-    policy: DriftPolicy,
-) -> dict[str, Any] | None:
-    if scores_window is None:
-        counts = window.prediction
-    elif isinstance(scores_window, FeatureCounts):
-        counts = scores_window
-    else:
-        counts = prediction_counts(reference_profile, scores_window)
-    if counts is None:
-        return None
-    spec = reference_profile.get("prediction")
-    if not spec or len(spec.get("bin_frequencies", [])) != len(counts.counts):
-        raise WindowProfileError(
-            f"scores were counted over {len(counts.counts)} bins but the reference profile's "
-            f"prediction has {len((spec or {}).get('bin_frequencies', []))}"
-        )
-    reference_values = spec.get("count")
-    entry: dict[str, Any] = {
-        "kind": "numeric",
-        "values": counts.values,
-        **_DISTRIBUTION_UNMEASURED,
-        "noise_bounds": {},
-    }
-    reference = np.asarray(spec["bin_frequencies"], dtype=np.float64)
-    current = counts.counts.astype(np.float64)
-    if counts.values and len(reference) and reference.sum() > 0:
-        # Without a recorded count the reference is taken as exact (1/m = 0), which only
-        # tightens the noise bound; PSI smoothing then needs some size: use the window's.
-        size = float(reference_values) if reference_values else float(counts.values)
-        entry.update(_distribution_measures("numeric", reference, current, size))
-        bins = int(np.count_nonzero((reference > 0) | (current > 0)))
-        entry["noise_bounds"] = _distribution_noise(
-            "numeric", bins, counts.values, reference_values, policy.false_alarm_rate
-        )
-    # Scores are never missing; a missing-rate rule has nothing to say about them.
-    _decide(entry, replace(policy.prediction, missing_rate_change=None))
-    return entry
-
-
-def _known_features(
-    policy: DriftPolicy,
-    profiled: Mapping[str, Any],
-    exact: Mapping[str, Any],
-) -> None:
-    for where, names in (
-        ("features", policy.features),
-        ("feature_weights", policy.feature_weights or {}),
-        ("exact_ks_values", exact),
-    ):
-        unknown = sorted(name for name in names if name not in profiled)
-        if unknown:
-            raise DriftPolicyError(
-                f"{where} names feature(s) {unknown} that the reference profile does not have; "
-                f"its features are {list(profiled)}"
-            )
-    numeric = [name for name in exact if profiled[name]["kind"] != "numeric"]
-    if numeric:
-        raise DriftPolicyError(f"exact_ks_values names categorical feature(s) {numeric}")
 
 
 def _thresholds(rule: Any, base: Thresholds, where: str) -> Thresholds:

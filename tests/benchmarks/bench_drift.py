@@ -172,7 +172,7 @@ def child_profile(folder: Path, args: argparse.Namespace) -> dict:
 
 
 def child_ctloop(folder: Path, args: argparse.Namespace) -> dict:
-    from ctloop.components.drift.policy import detect_drift
+    from ctloop.components.drift.detection import detect_drift
     from ctloop.components.drift.window_profile import iter_batches, window_profile
 
     profile = json.loads((folder / "profile.json").read_text())
@@ -275,7 +275,7 @@ def child_scipy(folder: Path, args: argparse.Namespace) -> dict:
 
 
 def child_nodrift(folder: Path, args: argparse.Namespace) -> dict:
-    from ctloop.components.drift.policy import detect_drift
+    from ctloop.components.drift.detection import detect_drift
     from ctloop.components.drift.window_profile import window_profile
 
     profile = json.loads((folder / "profile.json").read_text())
