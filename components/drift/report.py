@@ -2,7 +2,8 @@
 
 The page is what a person reads in the run's HTML artifact: a summary, a table of every
 feature sorted by severity (the largest measure-to-threshold ratio), and for each drifted
-feature a small inline SVG of reference vs current shares per bin or category. The KFP UI
+feature its reasons and a small inline SVG of reference vs current shares per bin or
+category. Figures print as in every decision (`ctloop.components.checks.format_number`). The KFP UI
 shows HTML in a sandboxed iframe, so the page carries its own CSS, loads nothing (no scripts,
 fonts or images from elsewhere) and stays small (a few KB per feature).
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ctloop.components.checks import format_number
 from ctloop.components.drift.window_profile import FeatureCounts, WindowProfile
 
 MAX_PLOTTED_CATEGORIES = 20
@@ -90,7 +92,8 @@ def render_html(
         f"<h1 class='{'bad' if result.drift_detected else 'ok'}'>{verdict}</h1>",
         "<p>",
         f"{len(result.drifted_features)} of {len(result.features)} features drifted; "
-        f"drift share {result.drift_share:.3f} (threshold {result.drift_share_threshold:g}). "
+        f"drift share {format_number(result.drift_share)} "
+        f"(threshold {format_number(result.drift_share_threshold)}). "
         f"Window: {result.rows:,} rows; reference: {result.reference_rows:,} rows.",
         "</p>",
     ]
@@ -228,7 +231,7 @@ def _number(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
-        return f"{value:.3g}"
+        return format_number(value)
     return _text(str(value))
 
 
