@@ -84,7 +84,7 @@ def check_json_arguments(arguments: dict) -> None:
     The steps parse them again where they are used; checking here means a typo in a
     policy fails in a second with the key and rule named, not after a training run.
     """
-    from ctloop.components.canary.analysis import parse_canary_policy
+    from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.deploy.serving_capacity import parse_serving_capacity
     from ctloop.components.drift.policy import parse_drift_policy
     from ctloop.components.gate.policy import parse_gate_policy

@@ -15,16 +15,19 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 
-from ctloop.components.canary import analysis
-from ctloop.components.canary.analysis import (
+from ctloop.components.canary.decision import CanaryDecision, analyze_window, observe_canary
+from ctloop.components.canary.measurement import TOTALS_QUERY, CanaryTarget, selector, timeline
+from ctloop.components.canary.policy import (
     DEFAULT_CANARY_POLICY,
+    CanaryPolicy,
     CanaryPolicyError,
-    CanaryTarget,
-    decision_markdown,
-    observe_canary,
+    ErrorRateRule,
+    LatencyRule,
+    ScoreShiftRule,
     parse_canary_policy,
 )
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError, Sample
+from ctloop.components.canary.report import decision_markdown
 
 BUCKETS = [f"{0.05 * step:.2f}" for step in range(1, 21)] + ["+Inf"]
 # Score shares over the 21 buckets: a churn model's scores, mostly low.
@@ -126,13 +129,13 @@ def prometheus():
     canned.stop()
 
 
-def policy(**overrides) -> analysis.CanaryPolicy:
+def policy(**overrides) -> CanaryPolicy:
     return parse_canary_policy(json.dumps({**DEFAULT_CANARY_POLICY, **overrides}))
 
 
-def decide(prometheus, canary_policy, window_s=300.0) -> analysis.CanaryDecision:
+def decide(prometheus, canary_policy, window_s=300.0) -> CanaryDecision:
     client = PrometheusClient(prometheus.url)
-    return analysis.analyze_window(client, canary_policy, TARGET, NOW - window_s, NOW)
+    return analyze_window(client, canary_policy, TARGET, NOW - window_s, NOW)
 
 
 def failed(decision) -> list[tuple[str, str]]:
@@ -164,14 +167,14 @@ def test_policy_reads_every_section():
             }
         )
     )
-    assert parsed == analysis.CanaryPolicy(
+    assert parsed == CanaryPolicy(
         bake_time_s=600.0,
         step_s=15.0,
         min_requests=500.0,
         inconclusive="promote",
-        error_rate=analysis.ErrorRateRule(max=0.05, max_increase=0.01),
-        latency_p99_ms=analysis.LatencyRule(max=250.0, max_increase_relative=0.5),
-        score_shift=analysis.ScoreShiftRule(psi_max=0.2, ks_max=0.1, false_alarm_rate=0.01),
+        error_rate=ErrorRateRule(max=0.05, max_increase=0.01),
+        latency_p99_ms=LatencyRule(max=250.0, max_increase_relative=0.5),
+        score_shift=ScoreShiftRule(psi_max=0.2, ks_max=0.1, false_alarm_rate=0.01),
     )
 
 
@@ -450,7 +453,7 @@ def test_prometheus_unreachable_names_the_url_and_query():
 
 def test_prometheus_range_query_returns_each_series_points(prometheus):
     client = PrometheusClient(prometheus.url)
-    query = analysis.TOTALS_QUERY % analysis.selector(analysis.CanaryTarget("churn", "2", "1"), "1")
+    query = TOTALS_QUERY % selector(CanaryTarget("churn", "2", "1"), "1")
 
     [sample] = client.query_range(query, NOW - 30, NOW, 10)
 
@@ -465,15 +468,13 @@ def test_prometheus_range_query_returns_each_series_points(prometheus):
 
 
 def test_label_values_are_quoted_for_promql():
-    target = analysis.CanaryTarget('a"b', "2", "1")
-    assert analysis.selector(target, "c\\d") == 'model_name="a\\"b",model_version="c\\\\d"'
+    target = CanaryTarget('a"b', "2", "1")
+    assert selector(target, "c\\d") == 'model_name="a\\"b",model_version="c\\\\d"'
 
 
 def test_a_namespace_narrows_every_query_to_its_predictors():
-    target = analysis.CanaryTarget("churn", "2", "1", namespace="ctloop-prod")
-    assert analysis.selector(target, "2") == (
-        'model_name="churn",model_version="2",namespace="ctloop-prod"'
-    )
+    target = CanaryTarget("churn", "2", "1", namespace="ctloop-prod")
+    assert selector(target, "2") == ('model_name="churn",model_version="2",namespace="ctloop-prod"')
 
 
 class RangeOnly:
@@ -492,7 +493,7 @@ def test_timeline_counts_each_interval_across_a_restart_and_a_late_series():
     ok.points.append((start + 180, 40))  # the canary restarted before start + 120
     invalid = Sample({"outcome": "invalid"}, [(start + 120, 5), (start + 180, 5)])
 
-    rows = analysis.timeline(RangeOnly({"2": [ok, invalid]}), TARGET, start, NOW, 60)
+    rows = timeline(RangeOnly({"2": [ok, invalid]}), TARGET, start, NOW, 60)
 
     assert [
         (row["time"] - start, row["canary_requests"], row["canary_failed"]) for row in rows

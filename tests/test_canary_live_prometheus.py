@@ -23,11 +23,14 @@ import pyarrow as pa
 import pytest
 import xgboost as xgb
 
-from ctloop.components.canary.analysis import CanaryTarget, observe_canary, parse_canary_policy
+from ctloop.components.canary.decision import observe_canary
+from ctloop.components.canary.measurement import CanaryTarget
+from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError
-from ctloop.components.data.dataset_io import read_table
+from ctloop.components.contract.model_input import to_frame
+from ctloop.components.contract.profile import feature_schema
 from ctloop.components.data.validation import validate_training_table
-from ctloop.components.train.trainer import feature_schema, to_frame
+from ctloop.components.table_io import read_table
 from ctloop.serving.local_server import free_port, running_server, server_command
 from tests.served_model import churn_profile
 

@@ -19,9 +19,9 @@ import yaml
 from kfp import compiler, dsl
 from mlflow import MlflowClient
 
-from ctloop.components.canary import promotion
-from ctloop.components.canary.analysis import parse_canary_policy
+from ctloop.components.canary import promotion, report
 from ctloop.components.canary.component import analyze_canary
+from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.crd_schema import (
@@ -447,7 +447,7 @@ def test_healthy_canary_is_analysed_then_promoted(deployment, prometheus, mode):
     assert prometheus.queries and all(
         f'namespace="{NAMESPACE}"' in query["query"] for query in prometheus.queries
     )
-    text = promotion.outcome_markdown(decision, outcome)
+    text = report.outcome_markdown(decision, outcome)
     assert "## Canary analysis: PROMOTE → promote" in text
     assert "- alias champion moved to version 2" in text
 
@@ -471,8 +471,8 @@ def test_champion_serving_all_traffic_is_promoted_without_analysis(deployment, p
     decision, outcome = conclude(served, prometheus)
 
     assert decision is None and outcome["changed"] is False and prometheus.queries == []
-    assert "No canary to analyse" in promotion.outcome_markdown(decision, outcome)
-    assert "- nothing: already done" in promotion.outcome_markdown(decision, outcome)
+    assert "No canary to analyse" in report.outcome_markdown(decision, outcome)
+    assert "- nothing: already done" in report.outcome_markdown(decision, outcome)
 
 
 # --- the KFP component and the CLI ------------------------------------------------------------

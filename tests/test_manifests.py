@@ -30,7 +30,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ctloop.components.canary import analysis
+from ctloop.components.canary.measurement import P99_QUERY, SCORES_QUERY
+from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.deploy.crd_schema import (
     SERVING_RUNTIME_CRD_FILE,
     default_crd_dir,
@@ -382,10 +383,10 @@ def test_alerts_read_the_series_the_predictor_exports_as_canary_analysis_does(bu
     assert used <= exported, used - exported
     # the same histograms as canary analysis's p99 and score checks, and failures counted
     # the same way: every outcome but "ok"
-    assert _series_in(analysis.P99_QUERY % ("", "5m")) <= _series_in(
+    assert _series_in(P99_QUERY % ("", "5m")) <= _series_in(
         alerts["CtloopPredictorHighLatency"]["expr"]
     )
-    assert _series_in(analysis.SCORES_QUERY % ("", "1h")) <= _series_in(
+    assert _series_in(SCORES_QUERY % ("", "1h")) <= _series_in(
         alerts["CtloopPredictionScoreShift"]["expr"]
     )
     assert 'outcome!="ok"' in alerts["CtloopPredictorHighErrorRate"]["expr"]
@@ -578,7 +579,7 @@ def test_overlay_pipeline_parameters_are_the_monitoring_pipelines(monitoring_pip
     capacity = parse_serving_capacity(arguments["serving_capacity"])
     assert capacity.min_replicas is not None and capacity.max_replicas is not None
     if "canary_policy" in arguments:
-        analysis.parse_canary_policy(arguments["canary_policy"])
+        parse_canary_policy(arguments["canary_policy"])
 
 
 # --- runbook ----------------------------------------------------------------------------------

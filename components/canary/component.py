@@ -54,9 +54,10 @@ def analyze_canary(
         verdict: "promote", "rollback", "inconclusive", or "champion" when there was no
             canary to analyse.
     """
-    from ctloop.components.canary.analysis import parse_canary_policy
+    from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.canary.prometheus import PrometheusClient
-    from ctloop.components.canary.promotion import conclude_canary, outcome_markdown
+    from ctloop.components.canary.promotion import conclude_canary
+    from ctloop.components.canary.report import outcome_markdown
     from ctloop.components.deploy.cluster import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
 

@@ -31,7 +31,9 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from ctloop.components.canary import analysis
+from ctloop.components.canary.decision import CanaryDecision, observe_canary
+from ctloop.components.canary.measurement import CanaryTarget
+from ctloop.components.canary.policy import PROMOTE, CanaryPolicy
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.crd_schema import default_crd_dir, validate_inference_service
@@ -177,7 +179,7 @@ def roll_back(
 def conclude_canary(
     api: client.CustomObjectsApi,
     prometheus: PrometheusClient,
-    policy: analysis.CanaryPolicy,
+    policy: CanaryPolicy,
     tracking_uri: str,
     *,
     name: str,
@@ -190,7 +192,7 @@ def conclude_canary(
     poll_s: float = 2.0,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
-) -> tuple[analysis.CanaryDecision | None, dict]:
+) -> tuple[CanaryDecision | None, dict]:
     """Observe the canary `version` against the champion, then promote or roll it back.
 
     A version that already serves all traffic as the champion (the first deployment, or a
@@ -221,24 +223,11 @@ def conclude_canary(
             f"registered model {registered_model!r} has no {mlflow_registry.CHAMPION}: "
             f"nothing to compare canary version {version} with"
         )
-    target = analysis.CanaryTarget(metrics_model_name or name, version, champion, namespace)
-    decision = analysis.observe_canary(prometheus, policy, target, clock=clock, sleep=sleep)
-    if decision.action == analysis.PROMOTE:
+    target = CanaryTarget(metrics_model_name or name, version, champion, namespace)
+    decision = observe_canary(prometheus, policy, target, clock=clock, sleep=sleep)
+    if decision.action == PROMOTE:
         return decision, promote(api, tracking_uri, **options)
     return decision, roll_back(api, tracking_uri, reasons=decision.reasons, **options)
-
-
-def outcome_markdown(decision: analysis.CanaryDecision | None, outcome: dict) -> str:
-    """The decision (when there was an analysis) and what was done, for the Kubeflow UI."""
-    if decision is None:
-        head = (
-            f"## Version {outcome['version']} serves all traffic\n\n"
-            "No canary to analyse: it is the champion already.\n"
-        )
-    else:
-        head = analysis.decision_markdown(decision)
-    done = [f"- {change}" for change in outcome["changes"]] or ["- nothing: already done"]
-    return "\n".join([head, "### What was done", "", *done]) + "\n"
 
 
 def _inference_service(
