@@ -82,7 +82,8 @@ def check_json_arguments(arguments: dict) -> None:
     """Parse the JSON-valued pipeline parameters now, before any step runs.
 
     The steps parse them again where they are used; checking here means a typo in a
-    policy fails in a second with the key and rule named, not after a training run.
+    policy fails in a second with the key and rule named, not after a training run. Each
+    parser reads a blank text as its default, so a blank value is checked like any other.
     """
     from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.deploy.serving_capacity import parse_serving_capacity
@@ -91,12 +92,13 @@ def check_json_arguments(arguments: dict) -> None:
     from ctloop.components.train.hyperparameters import parse_hyperparameters
 
     task = arguments.get("task", "binary")
-    if "hyperparameters" in arguments:
-        parse_hyperparameters(arguments["hyperparameters"], task)
-    if arguments.get("gate_policy", "").strip():
-        parse_gate_policy(arguments["gate_policy"])
-    if arguments.get("drift_policy", "").strip():
-        parse_drift_policy(arguments["drift_policy"])
-    if arguments.get("canary_policy", "").strip():
-        parse_canary_policy(arguments["canary_policy"])
-    parse_serving_capacity(arguments.get("serving_capacity", ""))
+    parsers = {
+        "hyperparameters": lambda text: parse_hyperparameters(text, task),
+        "gate_policy": lambda text: parse_gate_policy(text, task),
+        "drift_policy": parse_drift_policy,
+        "canary_policy": parse_canary_policy,
+        "serving_capacity": parse_serving_capacity,
+    }
+    for name, parse in parsers.items():
+        if name in arguments:
+            parse(arguments[name])

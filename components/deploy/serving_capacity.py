@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from ctloop.components.deploy.inference_service import DeploymentError, check_replicas
-from ctloop.components.json_parameter import parse_json_object, reject_unknown_keys
+from ctloop.components.json_parameter import parse_json_parameter, reject_unknown_keys
 
 KEYS = ("min_replicas", "max_replicas", "requests", "limits")
 WHAT = "serving_capacity"
@@ -49,9 +49,7 @@ def parse_serving_capacity(text: str) -> ServingCapacity:
             refuse, or requests/limits that are not objects of quantities; the message starts
             with "serving_capacity" and names the key and the value.
     """
-    if not text.strip():
-        return ServingCapacity()
-    document = parse_json_object(text, WHAT, DeploymentError)
+    document = parse_json_parameter(text, WHAT, DeploymentError, default={})
     reject_unknown_keys(document, KEYS, WHAT, DeploymentError)
     low, high = document.get("min_replicas"), document.get("max_replicas")
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import xgboost
 
-from ctloop.components.json_parameter import parse_json_object
+from ctloop.components.json_parameter import parse_json_parameter
 
 TASKS = ("binary", "regression")
 DEVICES = ("auto", "cuda", "cpu")
@@ -136,9 +136,7 @@ def parse_hyperparameters(text: str, task: str) -> dict[str, Any]:
         raise HyperparameterError(f"task {task!r} is not supported; expected one of {TASKS}")
     params = dict(DEFAULT_HYPERPARAMETERS[task])
     params["eval_metric"] = list(params["eval_metric"])
-    if not text.strip():
-        return params
-    overrides = parse_json_object(text, "hyperparameters", HyperparameterError)
+    overrides = parse_json_parameter(text, "hyperparameters", HyperparameterError, default={})
     for key, value in overrides.items():
         params[key] = _checked(key, value, task)
     return params

@@ -1,0 +1,277 @@
+"""`ctloop compile`, `run`, `upload`, `schedule` and `demo`: the commands that build pipelines
+and hand them to a runner (kfp.local, a KFP endpoint, a schedule).
+
+Each command's parser sits beside its handler and names it with `set_defaults(handler=…)`, so a
+flag and the code that reads it are read together. Handlers import their libraries inside the body:
+`ctloop --help` must not pay for kfp, MLflow or XGBoost.
+"""
+
+import contextlib
+import json
+import sys
+
+from ctloop.components.image import DEFAULT_IMAGE
+
+
+def _compile(args) -> int:
+    from ctloop.pipelines.compiler import compile_all, compile_vertex
+    from ctloop.pipelines.placement import GpuPlacement, Toleration, VertexPlacement
+
+    if args.target == "vertex":
+        if args.node_selector or args.toleration:
+            raise ValueError(
+                "--node-selector and --toleration place pods on Kubernetes nodes; "
+                "Vertex AI picks the machine from --machine-type and --accelerator-type"
+            )
+        defaults = VertexPlacement()
+        placement = VertexPlacement(
+            machine_type=args.machine_type or defaults.machine_type,
+            accelerator_type=args.accelerator_type or defaults.accelerator_type,
+            accelerator_count=args.accelerator_count,
+        )
+        for path in compile_vertex(args.output_dir, image=args.image, placement=placement):
+            print(path)
+        return 0
+    if args.machine_type:
+        raise ValueError("--machine-type applies to --target vertex only")
+    defaults = GpuPlacement()
+    selectors = dict(pair.split("=", 1) for pair in args.node_selector or [])
+    placement = GpuPlacement(
+        accelerator_type=args.accelerator_type or defaults.accelerator_type,
+        accelerator_count=args.accelerator_count,
+        node_selector=selectors if args.node_selector else defaults.node_selector,
+        tolerations=tuple(Toleration.parse(t) for t in args.toleration)
+        if args.toleration
+        else defaults.tolerations,
+    )
+    for path in compile_all(args.output_dir, image=args.image, placement=placement):
+        print(path)
+    return 0
+
+
+def add_compile(commands) -> None:
+    parser = commands.add_parser(
+        "compile",
+        help="compile every pipeline and component to YAML",
+        description="Write build/pipelines/{training,monitoring}.yaml and "
+        "build/components/<name>.yaml for Kubeflow Pipelines; with --target vertex, "
+        "build/vertex/training.yaml for Vertex AI Pipelines (the train step a CustomJob).",
+    )
+    parser.set_defaults(handler=_compile)
+    parser.add_argument("--output-dir", default="build")
+    parser.add_argument(
+        "--image", default=DEFAULT_IMAGE, help="image of every component (pinned tag or digest)"
+    )
+    parser.add_argument(
+        "--target",
+        choices=["kfp", "vertex"],
+        default="kfp",
+        help="kfp: Kubeflow Pipelines on Kubernetes (default); vertex: Vertex AI Pipelines",
+    )
+    parser.add_argument(
+        "--accelerator-type",
+        help="accelerator the train step asks for (default: nvidia.com/gpu for kfp, "
+        "NVIDIA_TESLA_T4 for vertex)",
+    )
+    parser.add_argument(
+        "--machine-type",
+        help="vertex: machine of the train step's CustomJob (default: n1-standard-8)",
+    )
+    parser.add_argument(
+        "--accelerator-count",
+        type=int,
+        default=1,
+        help="accelerators for the train step (0: CPU only)",
+    )
+    parser.add_argument(
+        "--node-selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="node label the train step requires (repeatable; default nvidia.com/gpu.present=true)",
+    )
+    parser.add_argument(
+        "--toleration",
+        action="append",
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="taint the train step tolerates (repeatable; default nvidia.com/gpu:NoSchedule)",
+    )
+
+
+def _run(args) -> int:
+    from ctloop.pipelines.parameters import ParameterError, check_json_arguments, parse_params
+
+    if args.pipeline == "training":
+        from ctloop.pipelines.training import build_training_pipeline
+
+        pipeline = build_training_pipeline()
+        required = {"data_uri": args.data}
+    else:
+        from ctloop.pipelines.monitoring import build_monitoring_pipeline
+
+        pipeline = build_monitoring_pipeline()
+        required = {"current_uri": args.current, "reference_uri": args.reference}
+    flags = {"data_uri": "--data", "current_uri": "--current", "reference_uri": "--reference"}
+    missing = [flags[name] for name, value in required.items() if not value]
+    if missing:
+        raise ParameterError(f"run {args.pipeline} needs {' and '.join(missing)}")
+    arguments = parse_params(pipeline, args.param)
+    check_json_arguments(arguments)
+    if args.host:
+        from ctloop.pipelines.kfp_api import kfp_client
+
+        with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links
+            run = kfp_client(args.host).create_run_from_pipeline_func(
+                pipeline,
+                arguments={**required, "target": args.target, **arguments},
+                experiment_name=args.experiment,
+            )
+        summary = {"run_id": run.run_id, "host": args.host}
+    else:
+        from ctloop.pipelines.local_run import run_monitoring, run_training
+
+        log_stream = sys.stderr if args.json else None  # keep stdout for the JSON line
+        if args.pipeline == "training":
+            summary = run_training(args.data, args.target, args.workdir, arguments, log_stream)
+        else:
+            summary = run_monitoring(
+                args.current, args.reference, args.target, args.workdir, arguments, log_stream
+            )
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def add_run(commands) -> None:
+    parser = commands.add_parser(
+        "run", help="run a pipeline locally (default) or on a KFP endpoint (--host)"
+    )
+    parser.set_defaults(handler=_run)
+    parser.add_argument("pipeline", choices=["training", "monitoring"])
+    parser.add_argument("--data", help="training: the training table URI (Parquet or CSV)")
+    parser.add_argument(
+        "--current", help="monitoring: the production window URI (may hold {date} fields)"
+    )
+    parser.add_argument(
+        "--reference",
+        help="monitoring: the champion's training data, extended with the window on retraining",
+    )
+    parser.add_argument("--target", required=True, help="label column")
+    parser.add_argument("--workdir", default=".ctloop", help="local run folder (MLflow, outputs)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter (repeatable), typed by the pipeline",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object on the last line"
+    )
+    parser.add_argument("--host", help="KFP endpoint: submit the run there instead")
+    parser.add_argument("--experiment", default="ctloop", help="KFP experiment (with --host)")
+
+
+def _upload(args) -> int:
+    from ctloop.pipelines.kfp_api import default_version_name, publish_compiled
+
+    with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout JSON
+        outcomes = publish_compiled(
+            args.host, args.build_dir, args.version or default_version_name()
+        )
+    for outcome in outcomes:
+        print(json.dumps(outcome, sort_keys=True))
+    return 0
+
+
+def add_upload(commands) -> None:
+    parser = commands.add_parser(
+        "upload",
+        help="publish every compiled pipeline to a KFP endpoint (create, or add a version)",
+    )
+    parser.set_defaults(handler=_upload)
+    parser.add_argument("--host", required=True, help="KFP endpoint")
+    parser.add_argument("--version", help="version name (default: v<package>-<git commit>)")
+    parser.add_argument("--build-dir", default="build", help="where `ctloop compile` wrote")
+
+
+def _schedule(args) -> int:
+    from ctloop.pipelines.kfp_api import kfp_client
+    from ctloop.pipelines.schedule import (
+        ScheduleError,
+        change_schedule,
+        check_cron,
+        upsert_schedule,
+    )
+
+    if args.change and (args.cron or args.param):
+        raise ScheduleError(f"--{args.change} takes no --cron or --param")
+    if not args.change and not args.cron:
+        raise ScheduleError('--cron is required to create or update a schedule, e.g. "0 0 2 * * *"')
+    if args.cron:
+        check_cron(args.cron)  # before any request
+    with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links: keep stdout JSON
+        client = kfp_client(args.host)
+        if args.change:
+            outcome = change_schedule(
+                client, name=args.name, experiment=args.experiment, action=args.change
+            )
+        else:
+            outcome = upsert_schedule(
+                client,
+                name=args.name,
+                pipeline_name=args.pipeline,
+                experiment=args.experiment,
+                cron=args.cron,
+                param_pairs=args.param,
+            )
+    print(json.dumps(outcome, sort_keys=True))
+    return 0
+
+
+def add_schedule(commands) -> None:
+    parser = commands.add_parser(
+        "schedule",
+        help="create or update the recurring monitoring run on a KFP endpoint",
+        description="Create the recurring run of the newest uploaded version of PIPELINE, or "
+        "replace it when the cron, version or parameters changed (a rerun with the same "
+        "arguments changes nothing). Enabled, one run at a time, no catch-up.",
+    )
+    parser.set_defaults(handler=_schedule)
+    parser.add_argument("--host", required=True, help="KFP endpoint")
+    parser.add_argument(
+        "--cron", help='six fields, seconds first, UTC (e.g. "0 0 2 * * *" = 02:00 daily)'
+    )
+    parser.add_argument("--experiment", default="ctloop", help="KFP experiment of the runs")
+    parser.add_argument("--pipeline", default="ctloop-monitoring", help="uploaded pipeline")
+    parser.add_argument("--name", default="ctloop-monitoring", help="name of the schedule")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter (repeatable), typed by the uploaded version",
+    )
+    change = parser.add_mutually_exclusive_group()
+    for action in ("pause", "resume", "delete"):
+        change.add_argument(
+            f"--{action}",
+            dest="change",
+            action="store_const",
+            const=action,
+            help=f"{action} the existing schedule instead",
+        )
+
+
+def _demo(args) -> int:
+    from ctloop.pipelines.demo import run_demo
+
+    return run_demo(args.workdir, args.build_dir)
+
+
+def add_demo(commands) -> None:
+    parser = commands.add_parser("demo", help="the whole training loop locally, twice")
+    parser.set_defaults(handler=_demo)
+    parser.add_argument("--workdir", default=".ctloop")
+    parser.add_argument("--build-dir", default="build")
