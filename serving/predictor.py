@@ -40,8 +40,8 @@ import xgboost as xgb
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from ctloop.components.contract.model_folder import LoadedModel, describe, load_model
 from ctloop.serving import metrics
-from ctloop.serving.model_loading import LoadedModel, describe, load_model
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
 
 DEFAULT_MAX_BATCH_ROWS = 10_000
@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 
 class CtloopPredictor(kserve.Model):
-    """Serves one model folder (see `ctloop.serving.model_loading`) under `name`."""
+    """Serves one model folder (see `ctloop.components.contract.model_folder`) under `name`."""
 
     def __init__(
         self,

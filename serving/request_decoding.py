@@ -20,7 +20,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput
 
-from ctloop.components.train.trainer import FeatureSchema
+from ctloop.components.contract.model_input import FeatureSchema
 
 MATRIX_INPUT = "input-0"
 """The single v2 input of an all-numeric model: FP32 [N, F], columns in feature order."""

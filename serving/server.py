@@ -44,7 +44,8 @@ from kserve import ModelServer  # noqa: E402
 from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME  # noqa: E402
 from kserve.model_server import app as kserve_app  # noqa: E402
 
-from ctloop.serving.model_loading import ModelLoadingError, local_model_dir  # noqa: E402
+from ctloop.components.contract.model_folder import ModelLoadingError  # noqa: E402
+from ctloop.components.contract.model_uri import local_model_dir  # noqa: E402
 from ctloop.serving.predictor import DEFAULT_MAX_BATCH_ROWS, CtloopPredictor  # noqa: E402
 from ctloop.serving.v1_route import V1PredictRoute  # noqa: E402
 

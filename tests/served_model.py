@@ -10,10 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ctloop.components.contract.profile import feature_schema
 from ctloop.components.data.profile import reference_profile
 from ctloop.components.data.validation import validate_training_table
 from ctloop.components.train.hyperparameters import parse_hyperparameters
-from ctloop.components.train.trainer import feature_schema, train_booster
+from ctloop.components.train.trainer import train_booster
 
 FAST = '{"num_boost_round": 150, "early_stopping_rounds": 10, "max_depth": 4, "eta": 0.2}'
 TRAIN_ROWS = 5600

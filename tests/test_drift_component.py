@@ -1,6 +1,5 @@
 """The drift and batch scoring components in small pipelines run through kfp.local."""
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -15,14 +14,9 @@ from kfp.dsl import HTML, Artifact, Metrics
 from ctloop.components.batch_scoring.component import score_dataset
 from ctloop.components.data.component import load_dataset, validate_dataset
 from ctloop.components.drift.component import monitor_drift
+from tests.registered_champion import churn_champion
 
 pytestmark = pytest.mark.e2e
-
-_spec = importlib.util.spec_from_file_location(
-    "batch_scoring_tests", Path(__file__).with_name("test_batch_scoring.py")
-)
-batch_scoring_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(batch_scoring_tests)
 
 
 class DriftOutputs(NamedTuple):
@@ -124,7 +118,7 @@ def test_a_month_to_month_window_drifts_from_the_training_profile(
 def test_champion_scores_on_a_fresh_window_do_not_drift_and_quality_is_compared(
     run_locally, tmp_path
 ):
-    champion = batch_scoring_tests.churn_champion(tmp_path / "champion", _telco(tmp_path))
+    champion = churn_champion(tmp_path / "champion", _telco(tmp_path))
     window = tmp_path / "window.parquet"
     pq.write_table(champion.current, window)
     outputs = run_locally(

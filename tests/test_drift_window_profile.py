@@ -5,7 +5,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctloop.components.data.dataset_io import DatasetError
 from ctloop.components.data.profile import (
     bin_index,
     reference_profile,
@@ -13,13 +12,12 @@ from ctloop.components.data.profile import (
 )
 from ctloop.components.drift.window_profile import (
     UNSEEN_EXAMPLES,
-    ParquetBatches,
     WindowProfile,
     WindowProfileError,
-    iter_batches,
     prediction_counts,
     window_profile,
 )
+from ctloop.components.table_io import DatasetError, ParquetBatches, iter_batches
 
 
 def _table(rows: int, seed: int, extra_categories: int = 0) -> pa.Table:

@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctloop.components.data.dataset_io import DatasetError, write_parquet_uri
 from ctloop.components.retrain.decision import (
     RetrainModeError,
     not_retrained_summary,
@@ -16,6 +15,7 @@ from ctloop.components.retrain.decision import (
 )
 from ctloop.components.retrain.kfp_runs import RetrainingTriggerError, start_training_run
 from ctloop.components.retrain.retraining_data import RetrainingDataError, retraining_table
+from ctloop.components.table_io import DatasetError, write_parquet_uri
 
 REFERENCE = pa.table(
     {"tenure": pa.array([1.0, 2.0, 3.0]), "plan": ["a", "b", "a"], "churn": [0, 1, 0]}

@@ -15,8 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
+from ctloop.components.contract.model_folder import ModelLoadingError, load_model
+from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.contract.model_uri import local_model_dir
 from ctloop.components.registry.mlflow_registry import MODEL_ARTIFACT
-from ctloop.components.train.trainer import predict_scores, to_frame
 from ctloop.pipelines.cli import build_parser
 from ctloop.pipelines.demo import _describe_serving, ask_served_model, latest_champion
 from ctloop.serving import server
@@ -27,7 +29,6 @@ from ctloop.serving.local_server import (
     server_command,
     stop,
 )
-from ctloop.serving.model_loading import ModelLoadingError, load_model, local_model_dir
 
 uses_training_loop = pytest.mark.e2e
 

@@ -17,8 +17,9 @@ import pytest
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
-from ctloop.components.data.dataset_io import read_table
-from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
+from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.contract.profile import feature_schema
+from ctloop.components.table_io import read_table
 from ctloop.serving.local_server import free_port, running_server
 from tests.served_model import train_model_folder
 

@@ -12,10 +12,12 @@ import xgboost as xgb
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
-from ctloop.components.data.dataset_io import read_table
-from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
+from ctloop.components.contract.model_folder import ModelLoadingError, load_model
+from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.contract.model_uri import local_model_dir
+from ctloop.components.contract.profile import feature_schema
+from ctloop.components.table_io import read_table
 from ctloop.serving.metrics import ScoreHistogram
-from ctloop.serving.model_loading import ModelLoadingError, load_model, local_model_dir
 from ctloop.serving.predictor import CtloopPredictor
 from tests.served_model import train_model_folder
 
@@ -223,7 +225,7 @@ def test_folder_without_profile_uses_the_boosters_own_schema(churn, tmp_path, ca
     folder = tmp_path / "bare"
     folder.mkdir()
     shutil.copy(churn[0] / "model.json", folder)
-    with caplog.at_level(logging.WARNING, logger="ctloop.serving.model_loading"):
+    with caplog.at_level(logging.WARNING, logger="ctloop.components.contract.model_folder"):
         model = load_model(folder)
     assert "no reference_profile.json" in caplog.text
     assert model.schema == feature_schema(churn[1])  # names, order and stored categories

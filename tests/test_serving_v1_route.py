@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from kserve.model_repository import ModelRepository
 from kserve.protocol.rest.server import RESTServer
 
-from ctloop.components.data.dataset_io import read_table
+from ctloop.components.table_io import read_table
 from ctloop.serving.predictor import CtloopPredictor
 from ctloop.serving.v1_route import V1PredictRoute
 from tests.served_model import train_model_folder

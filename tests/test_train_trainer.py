@@ -7,18 +7,17 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
+from ctloop.components.contract.model_input import (
+    FeatureSchema,
+    ModelInputError,
+    predict_scores,
+    to_frame,
+)
+from ctloop.components.contract.profile import feature_schema
 from ctloop.components.evaluate.metrics import roc_auc
 from ctloop.components.train import trainer
 from ctloop.components.train.hyperparameters import parse_hyperparameters
-from ctloop.components.train.trainer import (
-    FeatureSchema,
-    TrainingDataError,
-    feature_schema,
-    iter_frames,
-    predict_scores,
-    to_frame,
-    train_booster,
-)
+from ctloop.components.train.trainer import TrainingDataError, iter_frames, train_booster
 
 PROFILE = {
     "target": "churn",
@@ -87,15 +86,13 @@ def test_schema_keeps_profile_order_and_sorted_categories():
 
 def test_schema_rejects_feature_missing_from_profile_features():
     profile = {"feature_order": ["tenure", "age"], "features": {"tenure": {"kind": "numeric"}}}
-    with pytest.raises(
-        TrainingDataError, match="feature 'age' is in the profile's 'feature_order'"
-    ):
+    with pytest.raises(ModelInputError, match="feature 'age' is in the profile's 'feature_order'"):
         feature_schema(profile)
 
 
 def test_schema_rejects_unknown_feature_kind():
     profile = {"feature_order": ["when"], "features": {"when": {"kind": "datetime"}}}
-    with pytest.raises(TrainingDataError, match="feature 'when' has kind 'datetime'"):
+    with pytest.raises(ModelInputError, match="feature 'when' has kind 'datetime'"):
         feature_schema(profile)
 
 
@@ -122,13 +119,13 @@ def test_frame_has_float32_numerics_and_profile_categories():
 
 def test_frame_rejects_missing_feature_column():
     table = pa.table({"tenure": [1.0], "charges": [2.0]})
-    with pytest.raises(TrainingDataError, match=r"missing feature column\(s\) \['contract'\]"):
+    with pytest.raises(ModelInputError, match=r"missing feature column\(s\) \['contract'\]"):
         to_frame(table, SCHEMA)
 
 
 def test_frame_rejects_text_in_numeric_feature():
     table = pa.table({"tenure": ["long"], "contract": ["month"], "charges": [2.0]})
-    with pytest.raises(TrainingDataError, match="numeric feature 'tenure' has type string"):
+    with pytest.raises(ModelInputError, match="numeric feature 'tenure' has type string"):
         to_frame(table, SCHEMA)
 
 

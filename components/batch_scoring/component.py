@@ -35,11 +35,11 @@ def score_dataset(
         batch_rows: Most rows per record batch.
         log_every_rows: Rows between two progress lines in the log.
     """
-    import json
+    from ctloop.components.batch_scoring.scoring import write_predictions
+    from ctloop.components.contract.model_uri import load_model_uri
+    from ctloop.components.contract.profile import write_profile
 
-    from ctloop.components.batch_scoring.scoring import load_scoring_model, write_predictions
-
-    model = load_scoring_model(model_uri, mlflow_tracking_uri)
+    model = load_model_uri(model_uri, mlflow_tracking_uri)
     summary = write_predictions(
         dataset.path,
         model,
@@ -48,8 +48,7 @@ def score_dataset(
         batch_rows=batch_rows,
         log_every_rows=log_every_rows,
     )
-    with open(reference_profile.path, "w") as handle:
-        json.dump(model.profile or {}, handle, indent=1, sort_keys=True)
+    write_profile(model.profile or {}, reference_profile.path)
     predictions.metadata.update({**summary.to_json(), "model_uri": model_uri})
     predictions.metadata["display_name"] = "Predictions"
     reference_profile.metadata.update({"model_uri": model_uri, "model_version": model.version})

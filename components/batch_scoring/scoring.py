@@ -3,20 +3,16 @@
 A table of any length is scored in bounded memory: one record batch is turned into model
 input and scored at a time (with the few that Arrow's scanner reads ahead), and the
 predictions are appended to a Parquet file as they come. Rows become model input through
-`trainer.to_frame`, the one place that does so for training, evaluation and scoring, so
-categorical codes follow the model's reference profile exactly as at training time. The
-model is a ctloop model folder (`model.json` with `reference_profile.json` beside it) or an
-MLflow model (`models:/name@champion`, `models:/name/3`, `runs:/<run id>/model`), loaded by
-the same loader the KServe predictor uses.
+the model contract's `to_frame`, as for training, evaluation and serving, so categorical codes
+follow the model's reference profile exactly as at training time. The model is any URI the
+contract's `load_model_uri` takes (a model folder, `models:/name@champion`, `runs:/…`), loaded
+by the same loader the KServe predictor uses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xgboost as xgb
 
-from ctloop.components.drift.window_profile import DEFAULT_BATCH_ROWS, iter_batches
-from ctloop.components.train.trainer import FeatureSchema, predict_scores, to_frame
-from ctloop.serving.model_loading import load_model, local_model_dir
+from ctloop.components.contract.model_folder import LoadedModel
+from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.table_io import DEFAULT_BATCH_ROWS, iter_batches, partial_then_rename
 
 SCORE_COLUMN = "score"
 VERSION_COLUMN = "model_version"
@@ -40,25 +35,6 @@ logger = logging.getLogger(__name__)
 
 class ScoringError(ValueError):
     """A key column or batch setting that scoring cannot work with."""
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """A booster ready to score, the schema of its input, its profile and its version.
-
-    Attributes:
-        booster: The XGBoost booster.
-        schema: Feature order and category lists (from the reference profile).
-        profile: The model's reference profile, or None for a bare booster folder.
-        version: The registered version, or a folder's `version.txt`, else "unknown".
-        uri: Where the model came from.
-    """
-
-    booster: xgb.Booster
-    schema: FeatureSchema
-    profile: dict[str, Any] | None
-    version: str
-    uri: str
 
 
 @dataclass(frozen=True)
@@ -83,38 +59,8 @@ class ScoringSummary:
         }
 
 
-def load_scoring_model(model_uri: str, tracking_uri: str = "") -> ScoringModel:
-    """Load a model folder (path or file:// URI) or an MLflow model (models:/, runs:/).
-
-    Args:
-        model_uri: A ctloop model folder, an MLflow model folder, or `models:/<name>@<alias>`,
-            `models:/<name>/<version>`, `runs:/<run id>/model` (downloaded to a temporary
-            folder with the run's reference profile, then removed once loaded).
-        tracking_uri: MLflow tracking URI for MLflow URIs (empty: `$MLFLOW_TRACKING_URI`).
-
-    Returns:
-        The booster with its schema, profile and version.
-
-    Raises:
-        ModelLoadingError: no loadable model at the URI, or a profile that is not the
-            booster's.
-    """
-    with tempfile.TemporaryDirectory(prefix="ctloop-model-") as download_dir:
-        loaded = load_model(local_model_dir(model_uri, download_dir, tracking_uri or None))
-        profile = None
-        if loaded.profile_path is not None:
-            profile = json.loads(Path(loaded.profile_path).read_text())
-    return ScoringModel(
-        booster=loaded.booster,
-        schema=loaded.schema,
-        profile=profile,
-        version=loaded.version,
-        uri=model_uri,
-    )
-
-
 def iter_scores(
-    batches: Iterable[pa.RecordBatch], model: ScoringModel
+    batches: Iterable[pa.RecordBatch], model: LoadedModel
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Each record batch with the model's scores of its rows (`predict_scores` on `to_frame`)."""
     for batch in batches:
@@ -126,7 +72,7 @@ def iter_scores(
 
 def write_predictions(
     dataset_uri: str,
-    model: ScoringModel,
+    model: LoadedModel,
     output_path: str | Path,
     *,
     key_columns: Sequence[str] = (),
@@ -143,7 +89,7 @@ def write_predictions(
     Args:
         dataset_uri: Parquet file or folder, or CSV file (.csv / .csv.gz); local or a pyarrow
             filesystem URI.
-        model: The model (`load_scoring_model`).
+        model: The model (`load_model_uri`).
         output_path: Local path of the predictions Parquet file.
         key_columns: Input columns copied into the output to join predictions back (ids).
         batch_rows: Most rows per record batch.
@@ -211,23 +157,3 @@ def _predictions(
 
 def _empty(keys: list[str]) -> pa.RecordBatch:
     return pa.record_batch({name: pa.array([], pa.null()) for name in keys})
-
-
-@contextlib.contextmanager
-def partial_then_rename(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed to `path` only when the block succeeds.
-
-    Readers never see a half-written file: on any error the partial file is removed and
-    whatever was at `path` before is left as it was.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    partial = Path(name)
-    try:
-        yield partial
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

@@ -21,12 +21,8 @@ def load_dataset(uri: str, dataset: Output[Dataset]):
             or CSV file, or of a folder of Parquet files.
         dataset: The table as Parquet.
     """
-    from ctloop.components.data.dataset_io import (
-        content_hash,
-        describe_table,
-        read_table,
-        write_parquet,
-    )
+    from ctloop.components.data.dataset_metadata import content_hash, describe_table
+    from ctloop.components.table_io import read_table, write_parquet
 
     table = read_table(uri)
     write_parquet(table, dataset.path)
@@ -86,11 +82,10 @@ def validate_dataset(
         drop_columns: Columns never used as features (ids, timestamps).
         time_column: Column a time split orders by: kept in the table, never a feature.
     """
-    import json
-
-    from ctloop.components.data.dataset_io import read_table, write_parquet
+    from ctloop.components.contract.profile import write_profile
     from ctloop.components.data.profile import reference_profile as build_profile
     from ctloop.components.data.validation import validate_training_table
+    from ctloop.components.table_io import read_table, write_parquet
 
     result = validate_training_table(
         read_table(dataset.path),
@@ -114,8 +109,7 @@ def validate_dataset(
     }
     write_parquet(result.table, validated.path)
     validated.metadata.update(dataset.metadata)
-    with open(reference_profile.path, "w") as handle:
-        json.dump(profile, handle, indent=1, sort_keys=True)
+    write_profile(profile, reference_profile.path)
     with open(report.path, "w") as handle:
         handle.write(result.report_markdown)
     report.metadata["display_name"] = "Data validation"
@@ -147,8 +141,8 @@ def split_dataset(
         seed: Seed of the random split (same seed, same split).
         time_column: When set, split by time instead: oldest rows train, newest test.
     """
-    from ctloop.components.data.dataset_io import read_table, write_parquet
     from ctloop.components.data.split import split_table
+    from ctloop.components.table_io import read_table, write_parquet
 
     parts = split_table(
         read_table(dataset.path),

@@ -1,9 +1,11 @@
-"""The reference profile: what drift monitoring needs to know about the training data.
+"""Building the reference profile: what drift monitoring needs to know about the training data.
 
 Computed once at training time and logged with the model, it is all that drift needs: bins
 and bin shares for numeric features, category shares for categorical ones, missing rates, and
 (added at evaluation) the distribution of the model's predictions. Drift never re-reads the
-training set. The format is the shared contract `ctloop.reference_profile/v1`.
+training set. The format, and how it is read back, is the model contract's
+(`ctloop.components.contract.profile`); the bins are defined here, by `bin_index`, and counted
+the same way everywhere (`bin_counts`).
 """
 
 import copy
@@ -12,9 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctloop.components.contract.profile import PROFILE_FORMAT, ProfileError, ReferenceProfile
 from ctloop.components.data.validation import TASKS, DataValidationError
-
-PROFILE_FORMAT = "ctloop.reference_profile/v1"
 
 
 def reference_profile(
@@ -25,7 +26,7 @@ def reference_profile(
     categorical_features: list[str],
     label_mapping: dict | None,
     bins: int = 10,
-) -> dict:
+) -> ReferenceProfile:
     """Profile the validated training table (JSON-able, plain Python values).
 
     Each feature's `count` is the rows profiled, missing values included (so
@@ -72,6 +73,27 @@ def reference_profile(
             for name in features
         },
     }
+
+
+def profile_table(table: pa.Table, target: str = "", bins: int = 10) -> ReferenceProfile:
+    """A reference profile of every numeric, boolean and text column but `target`.
+
+    Unlike training's validation, constant and mostly-missing columns are kept: a column
+    that was constant can still start to vary. Columns of other types (dates, lists) are
+    left out.
+    """
+    features = [f.name for f in table.schema if f.name != target and _kind(f.type)]
+    categorical = [f.name for f in table.schema if f.name in features and _kind(f.type) == "text"]
+    if not features:
+        raise ProfileError(
+            f"the reference has no numeric or text column besides {target!r} to compare; "
+            f"its columns are {table.column_names}"
+        )
+    task = "binary"
+    if target and target in table.column_names:
+        distinct = pc.count_distinct(table.column(target)).as_py()
+        task = "binary" if distinct <= 2 else "regression"
+    return reference_profile(table, target, task, features, categorical, None, bins)
 
 
 def bin_index(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -288,3 +310,18 @@ def _order_statistics(values: np.ndarray, ranks: np.ndarray, depth: int = 0) -> 
 
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+def _kind(kind: pa.DataType) -> str | None:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    ):
+        return "number"
+    return None

@@ -8,41 +8,28 @@ one piece plus the counts however long the window is, and because counts add,
 whole. Bins are counted by `profile.bin_counts`, which counts exactly as `profile.bin_index`,
 the very function that defines the reference's bins.
 
-A Parquet window (`iter_batches`) is read one column at a time, in batches of a bounded number
-of rows, so memory is one column's pages and one batch of it whatever the window's length,
-width and row-group size; a CSV window, which cannot be read by column, is read in blocks of
-rows.
+A Parquet window (`table_io.iter_batches`) is counted one column at a time, in batches of a
+bounded number of rows, so memory is one column's pages and one batch of it whatever the
+window's length, width and row-group size; a CSV window, which cannot be read by column, is
+counted in blocks of rows.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.dataset as pa_dataset
-import pyarrow.fs as pa_fs
-import pyarrow.parquet as pq
 
-from ctloop.components.data.dataset_io import CSV_SUFFIXES, DatasetError
 from ctloop.components.data.profile import bin_counts
+from ctloop.components.table_io import ParquetBatches
 
 UNSEEN_EXAMPLES = 10
 """How many never-seen category names a window keeps (the alphabetically first), for reports."""
-
-DEFAULT_BATCH_ROWS = 65_536
-
-READ_BUFFER_BYTES = 1 << 20
-"""Parquet is read through a buffer of this size, never a whole column chunk at once."""
-
-CSV_BLOCK_BYTES = 1 << 18
-"""CSV is parsed in blocks of this size; the streaming reader's memory grows with it."""
 
 
 class WindowProfileError(ValueError):
@@ -202,122 +189,6 @@ def prediction_counts(reference_profile: Mapping[str, Any], scores: np.ndarray) 
     counter = _NumericCounter("scores", _prediction_edges(reference_profile))
     counter.add(pa.array(np.asarray(scores, dtype=np.float64).ravel()))
     return counter.result()
-
-
-class ParquetBatches:
-    """A Parquet file or folder read lazily with bounded memory (see `iter_batches`).
-
-    Iterating gives record batches of every requested column, as `Dataset.to_batches` would
-    (each file's batches cast to the dataset's schema); `column` reads one column alone, so
-    counting columns one after the other holds one column's pages and one batch at a time.
-    No read buffers the file or a whole column chunk: pages stream through a
-    `READ_BUFFER_BYTES` buffer. Each iteration reads the files again from the start.
-    """
-
-    def __init__(
-        self, dataset: pa_dataset.FileSystemDataset, columns: list[str], batch_rows: int
-    ) -> None:
-        self.schema = pa.schema([dataset.schema.field(name) for name in columns])
-        self.batch_rows = batch_rows
-        self._dataset = dataset
-
-    @property
-    def num_rows(self) -> int:
-        """Rows of all the files (from their footers)."""
-        return sum(self._open(path).metadata.num_rows for path in self._dataset.files)
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        for path in self._dataset.files:
-            parquet = self._open(path)
-            for batch in parquet.iter_batches(self.batch_rows, columns=self.schema.names):
-                yield batch if batch.schema == self.schema else batch.cast(self.schema)
-
-    def column(self, name: str, *, as_dictionary: bool = False) -> Iterator[pa.Array]:
-        """One column, batch by batch; text as dictionary arrays when `as_dictionary` (the
-        values stay dictionary-encoded, as Parquet usually stores text)."""
-        for path in self._dataset.files:
-            parquet = self._open(path, read_dictionary=[name] if as_dictionary else None)
-            for batch in parquet.iter_batches(self.batch_rows, columns=[name], use_threads=False):
-                yield batch.column(0)
-
-    def _open(self, path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
-        return pq.ParquetFile(
-            path,
-            filesystem=self._dataset.filesystem,
-            read_dictionary=read_dictionary,
-            pre_buffer=False,
-            buffer_size=READ_BUFFER_BYTES,
-        )
-
-
-def iter_batches(
-    uri: str, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
-) -> Iterable[pa.RecordBatch]:
-    """Record batches of a Parquet file or folder, or a CSV file, without reading it whole.
-
-    Args:
-        uri: Local path or any URI pyarrow has a filesystem for; CSV when the name ends in
-            .csv / .csv.gz (empty cells are nulls, as in `read_table`), Parquet otherwise.
-        columns: Columns to read (all when None).
-        batch_rows: Most rows per batch.
-
-    Returns:
-        Parquet: a `ParquetBatches` (iterable again, and by column); CSV: the batches once,
-        read in blocks of `CSV_BLOCK_BYTES`.
-
-    Raises:
-        DatasetError: the URI cannot be opened or lacks a requested column.
-    """
-    location = uri if "://" in uri else os.path.abspath(uri)
-    if uri.lower().endswith(CSV_SUFFIXES):
-        return _csv_batches(uri, location, columns, batch_rows)
-    try:
-        dataset = pa_dataset.dataset(location, format="parquet")
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
-    _require_columns(uri, dataset.schema.names, columns)
-    names = dataset.schema.names if columns is None else columns
-    return ParquetBatches(dataset, names, batch_rows)
-
-
-def _csv_batches(
-    uri: str, location: str, columns: list[str] | None, batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    try:
-        filesystem, path = pa_fs.FileSystem.from_uri(location)
-        reader = _open_csv(filesystem, path, None)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
-    _require_columns(uri, reader.schema.names, columns)
-    if columns is not None:  # read again, converting only those columns
-        reader.close()
-        reader = _open_csv(filesystem, path, columns)
-    return _slices(reader, batch_rows)
-
-
-def _open_csv(
-    filesystem: pa_fs.FileSystem, path: str, columns: list[str] | None
-) -> pa_csv.CSVStreamingReader:
-    # open_input_stream decompresses by the file name's suffix (.gz).
-    return pa_csv.open_csv(
-        filesystem.open_input_stream(path),
-        read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-        convert_options=pa_csv.ConvertOptions(
-            strings_can_be_null=True, include_columns=columns or []
-        ),
-    )
-
-
-def _slices(reader: pa_csv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    for batch in reader:
-        for start in range(0, batch.num_rows, batch_rows):
-            yield batch.slice(start, batch_rows)
-
-
-def _require_columns(uri: str, names: list[str], columns: list[str] | None) -> None:
-    absent = [name for name in columns or [] if name not in names]
-    if absent:
-        raise DatasetError(f"dataset {uri!r} has no column(s) {absent}; columns are {names}")
 
 
 def _count_by_batch(batches: Iterable[pa.RecordBatch], columns: _Columns) -> int:

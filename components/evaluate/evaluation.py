@@ -7,13 +7,14 @@ so a candidate trained on a different feature set is still compared like for lik
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xgboost as xgb
 
+from ctloop.components.contract.model_folder import folder_booster
+from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.contract.profile import ReferenceProfile, feature_schema
 from ctloop.components.data.profile import with_prediction_distribution
 from ctloop.components.evaluate.metrics import (
     classification_metrics,
@@ -23,8 +24,6 @@ from ctloop.components.evaluate.metrics import (
     scoring_latency,
 )
 from ctloop.components.registry import mlflow_registry
-from ctloop.components.train.trainer import feature_schema, predict_scores, to_frame
-from ctloop.components.train.training_run import MODEL_FILE
 
 
 def _metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -33,7 +32,7 @@ def _metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict:
     return regression_metrics(labels, scores)
 
 
-def _score(booster: xgb.Booster, table: pa.Table, profile: dict) -> np.ndarray:
+def _score(booster: xgb.Booster, table: pa.Table, profile: ReferenceProfile) -> np.ndarray:
     return predict_scores(booster, to_frame(table, feature_schema(profile)))
 
 
@@ -41,7 +40,7 @@ def evaluate_candidate(
     *,
     test_path: str,
     model_dir: str,
-    profile: dict,
+    profile: ReferenceProfile,
     tracking_uri: str,
     registered_model_name: str,
 ) -> tuple[dict, dict]:
@@ -54,7 +53,7 @@ def evaluate_candidate(
     task, target = profile["task"], profile["target"]
     table = pq.read_table(test_path)
     labels = table.column(target).to_numpy(zero_copy_only=False)
-    booster = xgb.Booster(model_file=os.path.join(model_dir, MODEL_FILE))
+    booster = folder_booster(model_dir)
     frame = to_frame(table, feature_schema(profile))
     scores = predict_scores(booster, frame)
     evaluation: dict = {
@@ -80,7 +79,7 @@ def evaluate_candidate(
     return evaluation, with_prediction_distribution(profile, scores)
 
 
-def _label_names(profile: dict) -> list[str] | None:
+def _label_names(profile: ReferenceProfile) -> list[str] | None:
     """Original label names ordered by their 0/1 code, when the labels were strings."""
     mapping = profile.get("label_mapping")
     if not mapping:

@@ -19,7 +19,7 @@ import pandas as pd
 import xgboost as xgb
 from scipy.stats import rankdata
 
-from ctloop.components.train.trainer import predict_scores
+from ctloop.components.contract.model_input import predict_scores
 
 _LOG_LOSS_EPS = 1e-15
 

@@ -20,9 +20,10 @@ import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ctloop.components.contract.model_folder import PROFILE_FILE
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PROFILE_ARTIFACT = "reference_profile.json"
 MODEL_ARTIFACT = "model"
 STORAGE_URI_TAG = "ctloop.storage_uri"
 """Version tag: the storageUri KServe served the version from (what a rollback restores)."""
@@ -115,7 +116,7 @@ def log_model_with_profile(booster: xgb.Booster, profile: dict, input_example) -
         # Stated, not inferred: inference reloads the model in a subprocess (seconds a run).
         pip_requirements=[f"xgboost=={xgb.__version__}", f"pandas=={pd.__version__}"],
     )
-    mlflow.log_dict(profile, PROFILE_ARTIFACT)
+    mlflow.log_dict(profile, PROFILE_FILE)
     return info.model_uri
 
 
@@ -140,7 +141,7 @@ def model_by_alias(tracking_uri: str, name: str, alias: str = CHAMPION) -> Regis
     version = _version_by_alias(mlflow_client, name, alias)
     if version is None:
         return None
-    profile = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}")
+    profile = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_FILE}")
     return RegisteredModel(
         name=name,
         version=str(version.version),
@@ -299,7 +300,7 @@ def log_evaluation(tracking_uri: str, run_id: str, evaluation: dict, profile: di
     for name, value in evaluation["candidate"].items():
         mlflow_client.log_metric(run_id, f"test_{name}", value)
     mlflow_client.log_dict(run_id, evaluation, "evaluation.json")
-    mlflow_client.log_dict(run_id, profile, PROFILE_ARTIFACT)
+    mlflow_client.log_dict(run_id, profile, PROFILE_FILE)
 
 
 def register_blessed_candidate(

@@ -34,8 +34,8 @@ def prepare_retraining_data(
     """
     import pyarrow.parquet as pq
 
-    from ctloop.components.data.dataset_io import read_table, write_parquet_uri
     from ctloop.components.retrain.retraining_data import retraining_data_uri, retraining_table
+    from ctloop.components.table_io import read_table, write_parquet_uri
 
     table = retraining_table(
         read_table(reference_uri),

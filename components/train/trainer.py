@@ -13,9 +13,8 @@ memory is one batch, a few pages and the per-row gradients; the model is the sam
 cores training takes about as long (within ~10%).
 `tests/benchmarks/bench_training.py` measures both against the naive pandas path.
 
-`to_frame` is the one place where rows become model input: training, evaluation and batch
-scoring all go through it, so categorical codes always follow the reference profile's
-category list (a category unseen at training time becomes missing, never a new code).
+Rows become model input through the model contract's `to_frame`, as they do for evaluation,
+batch scoring and serving.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xgboost as xgb
 
+from ctloop.components.contract.model_input import FeatureSchema, ModelInputError, to_frame
+
 TRAINING_LOOP_KEYS = ("num_boost_round", "early_stopping_rounds")
 """Hyperparameters that drive `xgboost.train`'s loop rather than the booster itself."""
 
@@ -44,22 +45,8 @@ Below it the in-memory index is small (under ~300 MB at 50 features) and skips t
 """
 
 
-class TrainingDataError(ValueError):
-    """A profile, Parquet file or column that cannot be turned into model input."""
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """The model's input columns, in training order, and each categorical's category list."""
-
-    features: list[str]
-    categories: dict[str, list[str]]
-
-    def dtype(self, feature: str) -> pd.CategoricalDtype | None:
-        """The pandas dtype of a categorical feature; None for a numeric one."""
-        if feature not in self.categories:
-            return None
-        return pd.CategoricalDtype(categories=self.categories[feature])
+class TrainingDataError(ModelInputError):
+    """A Parquet split or label column that cannot be trained on."""
 
 
 @dataclass
@@ -73,80 +60,6 @@ class TrainResult:
     validation_rows: int
     early_stopped: bool = False
     """True when early stopping ended training before `num_boost_round`."""
-
-
-def feature_schema(profile: Mapping[str, Any]) -> FeatureSchema:
-    """Build the input schema from the reference profile (`feature_order` + `features`)."""
-    order = profile.get("feature_order")
-    features = profile.get("features")
-    if not isinstance(order, list) or not order or not isinstance(features, Mapping):
-        raise TrainingDataError(
-            "reference profile needs a non-empty 'feature_order' list and a 'features' mapping"
-        )
-    categories: dict[str, list[str]] = {}
-    for name in order:
-        entry = features.get(name)
-        if not isinstance(entry, Mapping):
-            raise TrainingDataError(
-                f"feature {name!r} is in the profile's 'feature_order' but not in its 'features'"
-            )
-        kind = entry.get("kind")
-        if kind == "categorical":
-            categories[name] = sorted(str(c) for c in entry.get("categories", {}))
-        elif kind != "numeric":
-            raise TrainingDataError(
-                f"feature {name!r} has kind {kind!r}; expected 'numeric' or 'categorical'"
-            )
-    return FeatureSchema(features=list(order), categories=categories)
-
-
-def to_frame(batch: pa.RecordBatch | pa.Table, schema: FeatureSchema) -> pd.DataFrame:
-    """Turn Arrow rows into the model's input frame.
-
-    Numeric features become float32 (nulls -> NaN); categorical features become
-    `pd.Categorical` over the profile's categories (nulls and unseen values -> NaN).
-    Columns not in the schema are dropped; the frame's column order is the training order.
-    """
-    names = set(batch.schema.names)
-    missing = [f for f in schema.features if f not in names]
-    if missing:
-        raise TrainingDataError(
-            f"input is missing feature column(s) {missing}; it has {sorted(names)}"
-        )
-    columns: dict[str, Any] = {}
-    for name in schema.features:
-        column = batch.column(name)
-        dtype = schema.dtype(name)
-        if dtype is None:
-            columns[name] = _numeric(name, column)
-        else:
-            columns[name] = _categorical(name, column, dtype)
-    return pd.DataFrame(columns, copy=False)
-
-
-def _numeric(name: str, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    try:
-        as_float = pc.cast(column, pa.float32())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise TrainingDataError(
-            f"numeric feature {name!r} has type {column.type} that cannot become float32: {error}"
-        ) from error
-    return as_float.to_numpy(zero_copy_only=False)
-
-
-def _categorical(
-    name: str, column: pa.Array | pa.ChunkedArray, dtype: pd.CategoricalDtype
-) -> pd.Categorical:
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        try:
-            column = pc.cast(column, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise TrainingDataError(
-                f"categorical feature {name!r} has type {column.type} that cannot become strings"
-            ) from error
-    value_set = pa.array(list(dtype.categories), type=column.type)
-    codes = pc.fill_null(pc.index_in(column, value_set=value_set), -1)
-    return pd.Categorical.from_codes(codes.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def iter_frames(
@@ -365,15 +278,3 @@ def _train(
         for metric, values in evals_result.get("validation", {}).items()
     }
     return booster, curves
-
-
-def predict_scores(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """Score a `to_frame` frame: probabilities for binary:logistic, values for regression.
-
-    When training stopped early the trees after the best iteration are ignored, also for a
-    booster loaded from a saved model (XGBoost keeps `best_iteration` as a model attribute).
-    """
-    best = booster.attr("best_iteration")
-    iteration_range = (0, int(best) + 1) if best is not None else (0, 0)
-    scores = booster.inplace_predict(frame, iteration_range=iteration_range)
-    return np.asarray(scores, dtype=np.float64)

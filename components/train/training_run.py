@@ -7,20 +7,18 @@ reference profile, the dataset hash, and tags that lead back to the KFP run.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import mlflow
 import pyarrow.parquet as pq
 
+from ctloop.components.contract.model_folder import write_model_folder
+from ctloop.components.contract.model_input import to_frame
+from ctloop.components.contract.profile import ReferenceProfile, feature_schema
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
-from ctloop.components.train.trainer import feature_schema, to_frame, train_booster
-
-MODEL_FILE = "model.json"  # the name KServe's xgboost runtimes and ctloop's predictor load
-PROFILE_FILE = "reference_profile.json"
+from ctloop.components.train.trainer import train_booster
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ def train_and_log(
     *,
     train_path: str,
     validation_path: str,
-    profile: dict,
+    profile: ReferenceProfile,
     hyperparameters: str,
     device: str,
     tracking_uri: str,
@@ -90,10 +88,5 @@ def train_and_log(
         )
         example = to_frame(pq.ParquetFile(validation_path).read_row_group(0).slice(0, 5), schema)
         model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
-    os.makedirs(model_dir, exist_ok=True)
-    result.booster.save_model(os.path.join(model_dir, MODEL_FILE))
-    # Beside the model, the profile makes the folder self-describing for a predictor:
-    # feature order and category lists, with no call to MLflow at serving time.
-    with open(os.path.join(model_dir, PROFILE_FILE), "w") as handle:
-        json.dump(profile, handle, indent=1, sort_keys=True)
+    write_model_folder(result.booster, profile, model_dir)
     return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, resolved_device)

@@ -1,0 +1,13 @@
+"""The model contract: what every step that trains, scores or serves a model agrees on.
+
+- `profile`: the reference profile (`ctloop.reference_profile/v1`), typed, loaded and checked
+  in one place.
+- `model_input`: the feature schema and the one way rows become model input (`to_frame`) and
+  scores (`predict_scores`).
+- `model_folder`: the model folder's file names, writing one, and loading one back.
+- `model_uri`: turning a model URI (path, file://, MLflow `models:/` or `runs:/`) into a folder.
+
+Training, evaluation, batch scoring, drift and serving import this package; serving imports
+nothing else of `components/`, so the serving image copies only these modules. Nothing here
+imports kfp, and mlflow only when an MLflow URI is resolved.
+"""

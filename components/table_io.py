@@ -1,0 +1,301 @@
+"""The one way this project reads and writes tables: whole or streamed, written atomically.
+
+Reading: `read_table` loads a Parquet file or folder, or a CSV file (gzipped or not), local or
+behind any URI pyarrow has a filesystem for, so a bad URI or a file that is not a table fails at
+the load step with one message naming the URI, rather than deep inside training.
+`iter_batches` streams the same sources with bounded memory: a Parquet window is read one
+column at a time if the caller wants (drift counts column by column), in batches of a bounded
+number of rows, never a whole column chunk at once; a CSV, which cannot be read by column, is
+read in blocks of rows.
+
+Writing: every file a step leaves behind appears only once complete (`partial_then_rename`,
+`write_parquet`), so a failed step never leaves a half-written artifact that a later step
+would read as good data.
+"""
+
+import codecs
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.dataset as pa_dataset
+import pyarrow.fs as pa_fs
+import pyarrow.parquet as pq
+
+PARQUET_MAGIC = b"PAR1"
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+SNIFF_BYTES = 64 * 1024
+
+DEFAULT_BATCH_ROWS = 65_536
+
+READ_BUFFER_BYTES = 1 << 20
+"""Parquet is streamed through a buffer of this size, never a whole column chunk at once."""
+
+CSV_BLOCK_BYTES = 1 << 18
+"""CSV is parsed in blocks of this size; the streaming reader's memory grows with it."""
+
+
+class DatasetError(ValueError):
+    """A dataset URI that cannot be read as a non-empty table."""
+
+
+def read_table(uri: str) -> pa.Table:
+    """Read a Parquet file, a folder of Parquet files, or a CSV file (optionally gzipped).
+
+    Args:
+        uri: A local path or any URI pyarrow has a filesystem for (file://, s3://, gs://,
+            hdfs://...). The format comes from the extension (.parquet/.pq, .csv/.csv.gz);
+            without one, a Parquet magic number means Parquet and readable text means CSV.
+
+    Raises:
+        DatasetError: the URI does not exist, is empty (0 bytes or no rows), or is neither
+            Parquet nor CSV.
+    """
+    filesystem, path = _filesystem(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == pa_fs.FileType.NotFound:
+        raise DatasetError(f"dataset {uri!r} does not exist")
+    if info.type == pa_fs.FileType.Directory:
+        table = _read_parquet_folder(uri, filesystem, path)
+    elif info.size == 0:
+        raise DatasetError(f"dataset {uri!r} is empty (0 bytes)")
+    else:
+        table = _read_file(uri, filesystem, path)
+    if table.num_rows == 0:
+        raise DatasetError(f"dataset {uri!r} has no rows (columns: {table.column_names})")
+    return table
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write `table` as one Parquet file at a local `path`, atomically (`partial_then_rename`)."""
+    with partial_then_rename(path) as partial:
+        pq.write_table(table, partial)
+
+
+@contextlib.contextmanager
+def partial_then_rename(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed to `path` only when the block succeeds.
+
+    Readers never see a half-written file: on any error the partial file is removed and
+    whatever was at `path` before is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_uri(table: pa.Table, uri: str) -> str:
+    """Write `table` as one Parquet file at a local path or pyarrow filesystem URI.
+
+    Local paths go through `write_parquet` (atomic rename). Object stores (s3://, gs://)
+    publish an object only when its upload completes, so a failed write leaves nothing.
+    Returns `uri`.
+    """
+    if not uri.lower().endswith(PARQUET_SUFFIXES):
+        raise DatasetError(f"output {uri!r} must name a Parquet file ({PARQUET_SUFFIXES})")
+    filesystem, path = _filesystem(uri)
+    if isinstance(filesystem, pa_fs.LocalFileSystem):
+        write_parquet(table, path)
+        return uri
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        pq.write_table(table, stream)
+    return uri
+
+
+class ParquetBatches:
+    """A Parquet file or folder read lazily with bounded memory (see `iter_batches`).
+
+    Iterating gives record batches of every requested column, as `Dataset.to_batches` would
+    (each file's batches cast to the dataset's schema); `column` reads one column alone, so
+    counting columns one after the other holds one column's pages and one batch at a time.
+    No read buffers the file or a whole column chunk: pages stream through a
+    `READ_BUFFER_BYTES` buffer. Each iteration reads the files again from the start.
+    """
+
+    def __init__(
+        self, dataset: pa_dataset.FileSystemDataset, columns: list[str], batch_rows: int
+    ) -> None:
+        self.schema = pa.schema([dataset.schema.field(name) for name in columns])
+        self.batch_rows = batch_rows
+        self._dataset = dataset
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of all the files (from their footers)."""
+        return sum(self._open(path).metadata.num_rows for path in self._dataset.files)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for path in self._dataset.files:
+            parquet = self._open(path)
+            for batch in parquet.iter_batches(self.batch_rows, columns=self.schema.names):
+                yield batch if batch.schema == self.schema else batch.cast(self.schema)
+
+    def column(self, name: str, *, as_dictionary: bool = False) -> Iterator[pa.Array]:
+        """One column, batch by batch; text as dictionary arrays when `as_dictionary` (the
+        values stay dictionary-encoded, as Parquet usually stores text)."""
+        for path in self._dataset.files:
+            parquet = self._open(path, read_dictionary=[name] if as_dictionary else None)
+            for batch in parquet.iter_batches(self.batch_rows, columns=[name], use_threads=False):
+                yield batch.column(0)
+
+    def _open(self, path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
+        return pq.ParquetFile(
+            path,
+            filesystem=self._dataset.filesystem,
+            read_dictionary=read_dictionary,
+            pre_buffer=False,
+            buffer_size=READ_BUFFER_BYTES,
+        )
+
+
+def iter_batches(
+    uri: str, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterable[pa.RecordBatch]:
+    """Record batches of a Parquet file or folder, or a CSV file, without reading it whole.
+
+    Args:
+        uri: Local path or any URI pyarrow has a filesystem for; CSV when the name ends in
+            .csv / .csv.gz (empty cells are nulls, as in `read_table`), Parquet otherwise.
+        columns: Columns to read (all when None).
+        batch_rows: Most rows per batch.
+
+    Returns:
+        Parquet: a `ParquetBatches` (iterable again, and by column); CSV: the batches once,
+        read in blocks of `CSV_BLOCK_BYTES`.
+
+    Raises:
+        DatasetError: the URI cannot be opened or lacks a requested column.
+    """
+    location = uri if "://" in uri else os.path.abspath(uri)
+    if uri.lower().endswith(CSV_SUFFIXES):
+        return _csv_batches(uri, location, columns, batch_rows)
+    try:
+        dataset = pa_dataset.dataset(location, format="parquet")
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
+    _require_columns(uri, dataset.schema.names, columns)
+    names = dataset.schema.names if columns is None else columns
+    return ParquetBatches(dataset, names, batch_rows)
+
+
+def _csv_batches(
+    uri: str, location: str, columns: list[str] | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    try:
+        filesystem, path = pa_fs.FileSystem.from_uri(location)
+        reader = _open_csv(filesystem, path, None)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
+    _require_columns(uri, reader.schema.names, columns)
+    if columns is not None:  # read again, converting only those columns
+        reader.close()
+        reader = _open_csv(filesystem, path, columns)
+    return _slices(reader, batch_rows)
+
+
+def _open_csv(
+    filesystem: pa_fs.FileSystem, path: str, columns: list[str] | None
+) -> pa_csv.CSVStreamingReader:
+    # open_input_stream decompresses by the file name's suffix (.gz).
+    return pa_csv.open_csv(
+        filesystem.open_input_stream(path),
+        read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        convert_options=pa_csv.ConvertOptions(
+            strings_can_be_null=True, include_columns=columns or []
+        ),
+    )
+
+
+def _slices(reader: pa_csv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in reader:
+        for start in range(0, batch.num_rows, batch_rows):
+            yield batch.slice(start, batch_rows)
+
+
+def _require_columns(uri: str, names: list[str], columns: list[str] | None) -> None:
+    absent = [name for name in columns or [] if name not in names]
+    if absent:
+        raise DatasetError(f"dataset {uri!r} has no column(s) {absent}; columns are {names}")
+
+
+def _filesystem(uri: str) -> tuple[pa_fs.FileSystem, str]:
+    if "://" not in uri:
+        return pa_fs.LocalFileSystem(), os.path.abspath(uri)
+    try:
+        return pa_fs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DatasetError(f"dataset {uri!r}: no filesystem can open this URI: {error}") from error
+
+
+def _read_parquet_folder(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
+    try:
+        return pa_dataset.dataset(path, filesystem=filesystem, format="parquet").to_table()
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(
+            f"dataset {uri!r} is a folder, and a folder must hold only Parquet files: {error}"
+        ) from error
+
+
+def _read_file(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
+    name = path.lower()
+    with filesystem.open_input_stream(path, compression=None) as stream:
+        head = stream.read(SNIFF_BYTES)
+    if name.endswith(PARQUET_SUFFIXES) or (
+        not name.endswith(CSV_SUFFIXES) and head.startswith(PARQUET_MAGIC)
+    ):
+        return _read_parquet(uri, filesystem, path)
+    compression = "gzip" if head.startswith(GZIP_MAGIC) else None
+    if compression:
+        with filesystem.open_input_stream(path, compression=compression) as stream:
+            head = stream.read(SNIFF_BYTES)
+    if not _looks_like_text(head):
+        raise DatasetError(
+            f"dataset {uri!r} is neither Parquet (no PAR1 magic number) nor CSV "
+            f"(its first bytes are binary, not UTF-8 text: {head[:8]!r})"
+        )
+    return _read_csv(uri, filesystem, path, compression)
+
+
+def _read_parquet(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
+    try:
+        return pq.read_table(path, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"dataset {uri!r} is not a readable Parquet file: {error}") from error
+
+
+def _read_csv(
+    uri: str, filesystem: pa_fs.FileSystem, path: str, compression: str | None
+) -> pa.Table:
+    # Empty cells in text columns are missing values, as they are in numeric columns.
+    options = pa_csv.ConvertOptions(strings_can_be_null=True)
+    try:
+        with filesystem.open_input_stream(path, compression=compression) as stream:
+            return pa_csv.read_csv(stream, convert_options=options)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"dataset {uri!r} is not a readable CSV file: {error}") from error
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        # Incremental decoding tolerates a multi-byte character cut at the sniff boundary.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
