@@ -172,6 +172,7 @@ def _train_and_log(tracking_uri: str, seed: int, max_depth: int) -> dict:
         EXPERIMENT,
         run_name=f"train-{seed}",
         tags={"ctloop.dataset.content_hash": DATASET_HASH, "kfp.run_id": f"kfp-{seed}"},
+        params={"max_depth": max_depth},
     ) as run:
         mlflow_registry.log_iteration_metrics(run.info.run_id, history["validation"])
         model_uri = mlflow_registry.log_model_with_profile(booster, profile, example)
@@ -201,6 +202,7 @@ def test_training_run_logs_iteration_metrics_with_steps_through_the_server(mlflo
     run = MlflowClient(uri).get_run(first["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["ctloop.dataset.content_hash"] == DATASET_HASH
+    assert run.data.params["max_depth"] == "2"  # logged by training_run as the run starts
 
 
 def test_artifacts_are_proxied_by_the_server_into_its_destination(mlflow_server, trained):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xgboost as xgb
 
 from ctloop.components.contract.model_folder import folder_booster
@@ -24,6 +23,7 @@ from ctloop.components.evaluate.metrics import (
     scoring_latency,
 )
 from ctloop.components.registry import mlflow_registry
+from ctloop.components.table_io import read_table
 
 
 def _metrics(task: str, labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -51,7 +51,7 @@ def evaluate_candidate(
     the reference profile plus the candidate's prediction distribution on the test rows.
     """
     task, target = profile["task"], profile["target"]
-    table = pq.read_table(test_path)
+    table = read_table(test_path)
     labels = table.column(target).to_numpy(zero_copy_only=False)
     booster = folder_booster(model_dir)
     frame = to_frame(table, feature_schema(profile))

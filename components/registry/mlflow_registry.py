@@ -73,12 +73,20 @@ def training_run(
     *,
     run_name: str,
     tags: Mapping[str, str],
+    params: Mapping[str, object],
     artifact_location: str = "",
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one training step; failed steps leave the run marked FAILED."""
+    """An MLflow run for one training step, with its parameters logged; failed steps leave
+    the run marked FAILED."""
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+        mlflow.log_params(dict(params))
         yield run
+
+
+def log_metrics(metrics: Mapping[str, float]) -> None:
+    """Log a step's final figures (best iteration, row counts) to the active run."""
+    mlflow.log_metrics(dict(metrics))
 
 
 def log_iteration_metrics(

@@ -32,14 +32,12 @@ def prepare_retraining_data(
     Returns:
         The URI written, for the training pipeline's `data_uri`.
     """
-    import pyarrow.parquet as pq
-
     from ctloop.components.retrain.retraining_data import retraining_data_uri, retraining_table
     from ctloop.components.table_io import read_table, write_parquet_uri
 
     table = retraining_table(
         read_table(reference_uri),
-        pq.read_table(current.path),
+        read_table(current.path),
         target=target,
         mode=mode,
         max_rows=max_rows,

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import mlflow
-import pyarrow.parquet as pq
-
 from ctloop.components.contract.model_folder import write_model_folder
 from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import ReferenceProfile, feature_schema
 from ctloop.components.registry import mlflow_registry
+from ctloop.components.table_io import iter_batches
 from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
 from ctloop.components.train.trainer import train_booster
 
@@ -67,9 +65,9 @@ def train_and_log(
         experiment,
         run_name=run_tags.get("kfp.run_name") or "ctloop-training",
         tags=tags,
+        params={**params, "device": resolved_device, "features": len(schema.features)},
         artifact_location=artifact_location,
     ) as run:
-        mlflow.log_params({**params, "device": resolved_device, "features": len(schema.features)})
         result = train_booster(
             train_path,
             validation_path,
@@ -79,14 +77,14 @@ def train_and_log(
             device=resolved_device,
         )
         mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
-        mlflow.log_metrics(
+        mlflow_registry.log_metrics(
             {
                 "best_iteration": result.best_iteration,
                 "train_rows": result.train_rows,
                 "validation_rows": result.validation_rows,
             }
         )
-        example = to_frame(pq.ParquetFile(validation_path).read_row_group(0).slice(0, 5), schema)
+        example = to_frame(next(iter(iter_batches(validation_path, batch_rows=5))), schema)
         model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
     write_model_folder(result.booster, profile, model_dir)
     return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, resolved_device)
