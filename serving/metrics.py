@@ -21,7 +21,7 @@ SCORE_BUCKETS = tuple(round(0.05 * step, 2) for step in range(1, 21))
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upper bounds in seconds of the latency histogram: prometheus_client's defaults start at
-5 ms, under which most requests fall (0.2-1 ms), so every p99 would read ~4.95 ms and a canary
+5 ms, under which most requests fall, so every p99 would read just under 5 ms and a canary
 several times slower than its primary could look the same. These start at 0.5 ms and go in
 1-2.5-5 steps up to 10 s (the 200 ms latency alert reads between 0.1 and 0.25)."""
 

@@ -45,21 +45,18 @@ from ctloop.serving import metrics
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
 
 DEFAULT_MAX_BATCH_ROWS = 10_000
-"""Largest batch accepted: 10,000 Telco rows are 1.5 MB (lists) to 4.7 MB (objects) of JSON
-and ~45 ms to decode and score."""
+"""Largest batch accepted: a bound on the JSON a request may make the server decode and score
+(size and time at this bound: docs/performance.md)."""
 
 DEFAULT_PARALLEL_ROWS = 50
-"""Batches up to this size are scored on one thread, larger ones on `usable_cpus()` threads.
-Measured in-process with the serving benchmark's model (30 features, 200 trees of depth 6;
-2 CPUs): a second OpenMP thread saves under 10 us up to 30 rows and 21 us at 50; at 100 rows
-it saves 91 us (438 -> 347 us), at 1,000 rows 0.8 ms (2.35 -> 1.55 ms). Over HTTP at 100 rows
-it raised throughput by ~12 % for ~8 % more CPU per request, with the OpenMP spin count
-`ctloop.serving.server` sets; with libgomp's default the CPU per request doubled."""
+"""Batches up to this size are scored on one thread, larger ones on `usable_cpus()` threads:
+below it a second OpenMP thread saves next to nothing and costs CPU, above it the saving grows
+with the batch (measured by tests/benchmarks/bench_serving.py: docs/performance.md)."""
 
 DEFAULT_INLINE_ROWS = 100
-"""Batches up to this size are scored on the event loop while no batch is in a worker thread.
-Measured with a 200-tree, depth-6 model (2 CPUs): 100 rows block the loop for ~1 ms, which no
-probe notices, and skipping the thread hop saves ~0.1 ms of a 1-row request's ~0.8 ms."""
+"""Batches up to this size are scored on the event loop while no batch is in a worker thread:
+they block the loop for less than a probe notices, and skipping the hop to a thread is a
+measurable share of a small request's time (docs/performance.md)."""
 
 PROBABILITIES = "probabilities"
 LABELS = "labels"

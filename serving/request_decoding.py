@@ -3,9 +3,9 @@
 The matrix holds numeric features as float32 and categorical features as their category
 codes: the position in the profile's sorted category list, which is the pandas
 `CategoricalDtype` training used, so `booster.inplace_predict(matrix)` gives the same scores
-as `predict_scores(booster, to_frame(...))` without building a pandas frame (about 15x
-faster at one row). As in `to_frame`, a missing value (null) and a category unseen at
-training time both become NaN, which the trees treat as missing.
+as `predict_scores(booster, to_frame(...))` without building a pandas frame, which dominates
+a small request's cost (docs/performance.md). As in `to_frame`, a missing value (null) and a
+category unseen at training time both become NaN, which the trees treat as missing.
 
 Every problem with a request is an `InvalidRequest` (HTTP 400) naming the row, the feature
 or tensor, the offending value and the rule.

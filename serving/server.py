@@ -11,14 +11,14 @@ address from uvicorn's start-up line, so a KServe release that reorders `start` 
 
 Per-request log lines (uvicorn's access line, KServe's latency line, and the two lines of
 KServe's timing middleware, which is left out with them) are off unless `--request-logs` asks
-for them: together they cost ~0.3-0.4 ms of CPU per request, about a third of the server's work
-on a one-row request. `/metrics` has the counts and latencies.
+for them: together they are a large share of the server's work on a small request
+(docs/performance.md). `/metrics` has the counts and latencies.
 
 Without request logs, two more things cut the CPU a request costs (measured by
-tests/benchmarks/bench_serving.py: 0.42 ms at one row and 1.0 ms at 100 rows on two threads,
-where a minimal `kserve.Model` spends 1.5 and 2.4-2.6 ms): v1 predict of a ctloop predictor is
-answered by `V1PredictRoute` in front of KServe's FastAPI app (`ctloop.serving.v1_route`; every
-other request still goes to KServe), and the event loop is uvloop's.
+tests/benchmarks/bench_serving.py against a minimal `kserve.Model`): v1 predict of a ctloop
+predictor is answered by `V1PredictRoute` in front of KServe's FastAPI app
+(`ctloop.serving.v1_route`; every other request still goes to KServe), and the event loop is
+uvloop's.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import os
 # XGBoost's OpenMP runtime (libgomp) reads this once, when XGBoost is imported below. After
 # each parallel region its threads spin 300,000 times (for the next region) before sleeping:
 # scoring a 100-row batch on 2 threads then costs twice the CPU of 1 thread, which a CPU
-# autoscaler reads as twice the load and neighbouring processes lose. With 1,000 spins it
-# costs ~8 % more CPU and is ~0.1 ms faster (tests/benchmarks/bench_serving.py).
+# autoscaler reads as twice the load and neighbouring processes lose. 1,000 spins keep most of
+# the second thread's speed for little CPU (docs/performance.md).
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import argparse  # noqa: E402

@@ -1,9 +1,9 @@
 """`V1PredictRoute`: answers v1 predict for ctloop predictors in front of KServe's FastAPI app.
 
-A one-row v1 request through KServe 0.21's app spends more CPU in FastAPI than in scoring:
-routing over ~30 routes, the endpoint's dependency machinery, a dict copy of the headers,
-`DataPlane.decode`/`infer`/`encode`, `Model.__call__`'s three timed stages, and the response
-class. This ASGI app sits between uvicorn and KServe's app and, for
+A one-row v1 request through KServe 0.21's app spends more CPU in FastAPI than in scoring
+(docs/performance.md): routing over its routes, the endpoint's dependency machinery, a dict
+copy of the headers, `DataPlane.decode`/`infer`/`encode`, `Model.__call__`'s three timed
+stages, and the response class. This ASGI app sits between uvicorn and KServe's app and, for
 `POST /v1/models/<name>:predict` to a loaded `CtloopPredictor` with a JSON body, does only
 what that request needs: read the body, `orjson.loads`, `CtloopPredictor.predict` (which
 decodes, scores inline or in a worker thread, and records ctloop's metrics), `orjson.dumps`,

@@ -4,14 +4,11 @@ The split step writes Parquet; reading a whole file into pandas and handing it t
 `xgboost.DMatrix` keeps three copies of the data alive at once (Arrow, pandas with Python
 string objects, and XGBoost's own CSR matrix). Here the files are streamed record batch by
 record batch through an `xgboost.DataIter` into `xgboost.QuantileDMatrix`, which keeps only
-the quantised histogram index. That index is the in-memory floor: with missing values it costs
-about 5.4 bytes a cell (a 4-byte global bin id per cell plus a column-major copy for the hist
-updater; 2.5 when dense), so 2M rows x 30 features with categoricals still hold ~470 MB. For
-large files (`external_memory`) `xgboost.ExtMemQuantileDMatrix` writes the same quantised
-pages to a temporary folder on disk and training reads them back page by page, so resident
-memory is one batch, a few pages and the per-row gradients; the model is the same and on 2 CPU
-cores training takes about as long (within ~10%).
-`tests/benchmarks/bench_training.py` measures both against the naive pandas path.
+the quantised histogram index, the in-memory floor. For large files (`external_memory`)
+`xgboost.ExtMemQuantileDMatrix` writes the same quantised pages to a temporary folder on disk
+and training reads them back page by page, so resident memory is one batch, a few pages and the
+per-row gradients, and the model is the same. `tests/benchmarks/bench_training.py` measures
+both against the naive pandas path (figures: docs/performance.md).
 
 Rows become model input through the model contract's `to_frame`, as they do for evaluation,
 batch scoring and serving.
@@ -41,7 +38,7 @@ TRAINING_LOOP_KEYS = ("num_boost_round", "early_stopping_rounds")
 EXTERNAL_MEMORY_MIN_ROWS = 1_000_000
 """Training rows from which `external_memory="auto"` caches the quantised pages on disk.
 
-Below it the in-memory index is small (under ~300 MB at 50 features) and skips the disk.
+Below it the in-memory index is small enough to skip the disk (docs/performance.md).
 """
 
 
@@ -166,7 +163,7 @@ def train_booster(
         callbacks: Extra `xgboost.callback.TrainingCallback`s, e.g. a metrics logger.
         external_memory: Cache the quantised training and validation pages on disk (in a
             temporary folder under `tempfile.gettempdir()`, i.e. `$TMPDIR`, removed afterwards)
-            instead of in memory: about 1/3 of the peak memory at 2M rows. "auto" does so on
+            instead of in memory, for a fraction of the peak memory. "auto" does so on
             CPU from `EXTERNAL_MEMORY_MIN_ROWS` training rows. CPU only: XGBoost's GPU external
             memory needs batches already on the GPU, so "auto" keeps the in-memory path on
             "cuda" (which builds the index on the host and moves it to the GPU).
