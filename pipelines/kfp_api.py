@@ -1,4 +1,7 @@
-"""The one KFP API access point: a `kfp.Client` with the right credentials for where it runs.
+"""The command line's KFP API access: a `kfp.Client` with the right credentials for where it runs.
+
+(A running pipeline step cannot import `kfp.Client`; the retraining step reaches the same API
+through `ctloop.components.retrain.kfp_runs`, with the same credentials.)
 
 Inside a cluster (a pipeline step, a CI job in a pod) the client must send the projected
 service-account token, or a multi-user Kubeflow rejects it; `kfp.Client(host=...)` alone
