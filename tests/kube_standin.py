@@ -17,6 +17,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from kubernetes import client
+
 _PATH = re.compile(
     r"/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/]+))?"
 )
@@ -53,6 +55,10 @@ class KubeStandIn:
     @property
     def host(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def custom_objects_api(self) -> client.CustomObjectsApi:
+        """The real client's API for custom resources, pointed at this stand-in."""
+        return client.CustomObjectsApi(client.ApiClient(client.Configuration(host=self.host)))
 
     def start(self) -> KubeStandIn:
         self._thread.start()

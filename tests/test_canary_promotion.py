@@ -5,10 +5,10 @@ Each test deploys version 1 (100 %) and version 2 as a canary through the real d
 Serverless mode it keeps Knative revisions (a new one only when the predictor's config other
 than `canaryTrafficPercent` changes) and splits traffic between the latest revision and the
 last one rolled out, as KServe does. Every PATCH sent is replayed on the object and checked
-against the real KServe CRD.
+against the real KServe CRD. The stand-ins are `tests.kube_standin` (the Kubernetes API) and
+`tests.prometheus_standin` (the analysis's metrics).
 """
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,21 +34,9 @@ from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.registry.mlflow_registry import RegistryError
 from ctloop.pipelines.cli import main
-
-
-def _load(file_name: str):
-    spec = importlib.util.spec_from_file_location(
-        Path(file_name).stem, Path(__file__).with_name(file_name)
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-deploy_tests = _load("test_deploy_cluster.py")
-kube_standin = deploy_tests.kube_standin
-canned = _load("test_canary_analysis.py")
-standin, api = deploy_tests.standin, deploy_tests.api  # the stand-in and a client for it
+from tests import kube_standin
+from tests.fake_clock import FakeClock
+from tests.prometheus_standin import NOW, CannedPrometheus, version_figures
 
 NAMESPACE = "ml"
 OLD_URI, NEW_URI = "s3://models/churn/1", "s3://models/churn/2"
@@ -108,6 +96,13 @@ def standard_controller(obj: dict, gets_since_write: int) -> dict | None:
         percent = obj["spec"]["canary"][0]["trafficPercent"]
         status["canaryStatuses"] = [{"name": "canary-0", "ready": True, "trafficPercent": percent}]
     return status
+
+
+@pytest.fixture
+def standin():
+    server = kube_standin.KubeStandIn().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +176,12 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(request, standin, api, tracking_uri):
+def deployment(request, standin, tracking_uri):
     def make(mode: str) -> Deployment:
         model = (
             request.node.name.split("[")[0].replace("_", "-")[5:45].strip("-") + mode[:3].lower()
         )
-        return Deployment(standin, api, tracking_uri, model, mode)
+        return Deployment(standin, standin.custom_objects_api(), tracking_uri, model, mode)
 
     return make
 
@@ -415,13 +410,13 @@ def test_mode_given_must_be_the_services_mode(deployment):
 
 @pytest.fixture
 def prometheus():
-    server = canned.CannedPrometheus({"1": canned.version_figures(), "2": canned.version_figures()})
+    server = CannedPrometheus({"1": version_figures(), "2": version_figures()})
     yield server
     server.stop()
 
 
 def conclude(served: Deployment, prometheus, version: str = "2"):
-    clock = canned.FakeClock(canned.NOW)
+    clock = FakeClock(NOW)
     return promotion.conclude_canary(
         served.api,
         PrometheusClient(prometheus.url),
@@ -454,7 +449,7 @@ def test_healthy_canary_is_analysed_then_promoted(deployment, prometheus, mode):
 
 def test_failing_canary_is_analysed_then_rolled_back_with_the_reasons(deployment, prometheus):
     served = deployment("Standard")
-    prometheus.figures["2"] = canned.version_figures(ok=9.0, error=1.0)
+    prometheus.figures["2"] = version_figures(ok=9.0, error=1.0)
 
     decision, outcome = conclude(served, prometheus)
 

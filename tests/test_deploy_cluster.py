@@ -1,11 +1,10 @@
 """cluster.py against a Kubernetes API stand-in on 127.0.0.1, through the real `kubernetes` client.
 
-The stand-in (tests/kube_standin.py) stores InferenceServices and applies merge patches the
+The stand-in (`tests.kube_standin`) stores InferenceServices and applies merge patches the
 way the API server does; each test plays the KServe controller by scripting the status
 the service reports on successive GETs.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,12 +20,7 @@ from ctloop.components.deploy.cluster import (
     wait_until_ready,
 )
 from ctloop.components.deploy.inference_service import DeploymentError, desired_inference_service
-
-_spec = importlib.util.spec_from_file_location(
-    "kube_standin", Path(__file__).with_name("kube_standin.py")
-)
-kube_standin = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(kube_standin)
+from tests.kube_standin import KubeStandIn
 
 ROLE = Path(__file__).resolve().parents[1] / "manifests" / "rbac" / "role.yaml"
 NAME, NAMESPACE = "churn", "ml"
@@ -36,14 +30,14 @@ FAST = {"timeout_s": 5.0, "poll_s": 0.01}
 
 @pytest.fixture
 def standin():
-    server = kube_standin.KubeStandIn().start()
+    server = KubeStandIn().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
 def api(standin) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(client.ApiClient(client.Configuration(host=standin.host)))
+    return standin.custom_objects_api()
 
 
 def revision(generation: int) -> str:
