@@ -7,8 +7,16 @@ The champion is then served on loopback by ctloop's KServe predictor, which answ
 rows over v1 and v2. Last, the monitoring pipeline checks two production windows against the
 champion: a steady one (no drift, nothing happens) and one of seniors, a population the
 champion barely saw, which drifts and retrains through the same gate and canary.
+
+A person follows it in the terminal: each pipeline run shows one line per task and then what
+it decided, while kfp.local's whole output (thousands of lines of task logs) goes to a file a
+run under the work directory's `logs/`, named before the run starts. A failing task shows the
+end of its output in the terminal too, the rest being in that file.
 """
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.demo_data import demo_tables, export_telco_churn
+from ctloop.pipelines.local_logs import LocalRunError
 from ctloop.pipelines.local_run import Workdir, run_monitoring, run_training
 from ctloop.serving.local_server import free_port, running_server, server_command
 
@@ -26,10 +35,24 @@ SERVED_ROWS = 3
 REQUEST_TIMEOUT_S = 30.0
 
 
-def _describe(title: str, summary: dict) -> str:
+@contextmanager
+def _run_log(work: Workdir, log_name: str, title: str) -> Iterator[dict]:
+    """Announce a local pipeline run; yield the `run_training`/`run_monitoring` arguments that
+    send its whole output to `logs/<log_name>.log` and one line per task to stdout."""
+    log_path = work.logs / f"{log_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {title}\n   log: {log_path}", flush=True)
+    with log_path.open("w") as log:
+        try:
+            yield {"log_stream": log, "console": sys.stdout}
+        except LocalRunError:
+            print(f"   the whole log: {log_path}", flush=True)
+            raise
+
+
+def _describe(summary: dict) -> str:
     metrics = summary["metrics"]
     lines = [
-        f"== {title}",
         f"   test roc_auc {metrics.get('roc_auc', float('nan')):.4f}  "
         f"log_loss {metrics.get('log_loss', float('nan')):.4f}",
         f"   gate: {'passed' if summary['gate_passed'] else 'failed'}",
@@ -47,19 +70,26 @@ def _describe(title: str, summary: dict) -> str:
 
 
 def ask_served_model(
-    model_uri: str, version: str, data: Path, rows: int = SERVED_ROWS, name: str = SERVED_NAME
+    model_uri: str,
+    version: str,
+    data: Path,
+    rows: int = SERVED_ROWS,
+    name: str = SERVED_NAME,
+    output_path: Path | None = None,
 ) -> dict:
     """Serve `model_uri` on a free loopback port, score `rows` rows of `data`, stop the server.
 
     The rows go once as a v1 request (feature-keyed objects, labels asked for) and once as a
     v2 request (one tensor per feature). Returns the rows, both answers and the server URL.
+    The server's output is kept at `output_path` when given.
 
     Raises:
         ServerStartError: the server did not start (the message carries its output).
         RuntimeError: a request failed, timed out or was answered with an error.
     """
     port = free_port()
-    with running_server(server_command(model_uri, name, port, version), port) as server:
+    command = server_command(model_uri, name, port, version)
+    with running_server(command, port, output_path=output_path) as server:
         # The v2 metadata lists one input per feature, in order, BYTES for categorical ones.
         metadata = _call("GET", f"{server.url}/v2/models/{name}")
         features = [tensor["name"] for tensor in metadata["inputs"]]
@@ -103,7 +133,7 @@ def _describe_serving(title: str, answers: dict) -> str:
     name, v1, v2 = answers["name"], answers["v1"], answers["v2"]
     outputs = {output["name"]: output["data"] for output in v2["outputs"]}
     lines = [
-        f"== {title}: {name} on {answers['url']} (ctloop's KServe predictor)",
+        f"\n== {title}: {name} on {answers['url']} (ctloop's KServe predictor)",
         f"   v1 POST /v1/models/{name}:predict, rows as feature-keyed objects "
         f"(model_version {v1['model_version']}):",
     ]
@@ -131,9 +161,8 @@ def latest_champion(*summaries: dict) -> dict | None:
     )
 
 
-def _describe_monitoring(title: str, summary: dict) -> str:
+def _describe_monitoring(summary: dict) -> str:
     lines = [
-        f"== {title}",
         f"   drift: {'detected' if summary['drift_detected'] else 'none'} "
         f"(share {summary['drift_share']:.2f}"
         + (f"; {', '.join(summary['drifted_features'][:5])}" if summary["drifted_features"] else "")
@@ -143,43 +172,55 @@ def _describe_monitoring(title: str, summary: dict) -> str:
     if not summary["retrained"]:
         lines.append(f"   {summary['retraining'].get('reason', 'not retrained')}")
         return "\n".join(lines)
-    retrained = _describe("retrained on history + window", summary["training"])
-    return "\n".join(lines + ["   " + line for line in retrained.splitlines()])
+    retrained = _describe(summary["training"])
+    retrained = ["   " + line for line in retrained.splitlines()]
+    return "\n".join(lines + ["   retrained on history + window:"] + retrained)
 
 
 def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -> int:
     work = Workdir(Path(workdir).resolve())
     full = export_telco_churn(work.root / "data" / "telco_churn.parquet")
     tables = demo_tables(full, work.root / "data")
-    data = tables.history
-    first = run_training(str(data), TARGET, work.root, {})
-    second = run_training(str(data), TARGET, work.root, {"hyperparameters": SECOND_HYPERPARAMETERS})
-    compiled = compile_all(build_dir)
-    print()
-    print(_describe("run 1: first model (default hyperparameters)", first))
-    print(_describe(f"run 2: challenger {SECOND_HYPERPARAMETERS}", second))
+    data = str(tables.history)
+    print(f"ctloop demo in {work.root}; kfp.local's whole output of each run in {work.logs}/")
+    with _run_log(work, "1-training", "run 1: first model (default hyperparameters)") as logs:
+        first = run_training(data, TARGET, work.root, {}, **logs)
+    print(_describe(first))
+    challenger = {"hyperparameters": SECOND_HYPERPARAMETERS}
+    with _run_log(work, "2-training", f"run 2: challenger {SECOND_HYPERPARAMETERS}") as logs:
+        second = run_training(data, TARGET, work.root, challenger, **logs)
+    print(_describe(second))
     champion = latest_champion(first, second)
-    print()
     if champion is None:
-        print("== no champion to serve or monitor with: no model passed the gate")
+        print("\n== no champion to serve or monitor with: no model passed the gate")
         return 0
     answers = ask_served_model(
-        champion["deployment"]["model_artifact_uri"], champion["model_version"], data
+        champion["deployment"]["model_artifact_uri"],
+        champion["model_version"],
+        tables.history,
+        output_path=work.logs / "serving.log",
     )
     print(_describe_serving(f"serving the champion, v{champion['model_version']}", answers))
-    steady = run_monitoring(str(tables.steady), str(data), TARGET, work.root, {})
-    shifted = run_monitoring(str(tables.shifted), str(data), TARGET, work.root, {})
-    print()
-    print(
-        _describe_monitoring("monitoring 1: a steady window (customers like the history)", steady)
-    )
-    print(_describe_monitoring("monitoring 2: a window of seniors (rare in the history)", shifted))
+    title = "monitoring 1: a steady window (customers like the history)"
+    with _run_log(work, "3-monitoring-steady", title) as logs:
+        steady = run_monitoring(str(tables.steady), data, TARGET, work.root, {}, **logs)
+    print(_describe_monitoring(steady))
+    title = "monitoring 2: a window of seniors (rare in the history)"
+    with _run_log(work, "4-monitoring-seniors", title) as logs:
+        shifted = run_monitoring(str(tables.shifted), data, TARGET, work.root, {}, **logs)
+    print(_describe_monitoring(shifted))
+    compiled = compile_all(build_dir)
     print()
     print("Where everything is:")
+    print(f"  work directory            {work.root}/")
     print(f"  data                      {tables.history.parent}/")
     print(f"  MLflow UI                 mlflow ui --backend-store-uri {work.tracking_uri}")
+    print(f"  models (MLflow artifacts) {work.artifact_location}/")
     print(f"  InferenceService manifest {first['inference_service_manifest']}")
+    print(f"  drift reports (HTML)      {steady['drift_report']}")
+    print(f"                            {shifted['drift_report']}")
+    print(f"  logs                      {work.logs}/")
+    print(f"  kfp.local outputs         {work.pipeline_root}/")
     print(f"  compiled pipelines        {compiled[0].parent.resolve()}/")
     print(f"  compiled components       {compiled[-1].parent.resolve()}/")
-    print(f"  kfp.local outputs         {work.pipeline_root}")
     return 0

@@ -39,6 +39,11 @@ class Workdir:
     def pipeline_root(self) -> Path:
         return self.root / "pipeline-root"
 
+    @property
+    def logs(self) -> Path:
+        """kfp.local's whole output of each run the demo makes, one file a run."""
+        return self.root / "logs"
+
     def local_arguments(self) -> dict:
         """Pipeline arguments that point a run at this work directory."""
         return {
@@ -52,13 +57,19 @@ class Workdir:
 
 
 def run_training(
-    data_uri: str, target: str, workdir: str | Path, arguments: dict, log_stream=None
+    data_uri: str,
+    target: str,
+    workdir: str | Path,
+    arguments: dict,
+    log_stream=None,
+    console=None,
 ) -> dict:
     """Run the training pipeline locally; return the summary the CLI prints.
 
-    kfp.local's task output goes to `log_stream` (default stdout). Raises LocalRunError,
-    naming the step and its error, when a step fails; a gate that says no is not a
-    failure: the run completes and the summary says why.
+    kfp.local's whole output goes to `log_stream` (default stdout) and, when `console` is
+    given, one line per task there (see `local_logs`). Raises LocalRunError, naming the step
+    and its error, when a step fails; a gate that says no is not a failure: the run
+    completes and the summary says why.
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
@@ -66,6 +77,7 @@ def run_training(
         {"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments},
         work,
         log_stream,
+        console,
     )
     return training_summary(
         bool(outputs["gate_passed"]),
@@ -100,11 +112,12 @@ def run_monitoring(
     workdir: str | Path,
     arguments: dict,
     log_stream=None,
+    console=None,
 ) -> dict:
     """Run the monitoring pipeline locally (retraining nested); return the CLI's summary.
 
     The champion comes from the work directory's MLflow store, so a training run must have
-    registered one there first.
+    registered one there first. `log_stream` and `console` as for `run_training`.
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
@@ -118,6 +131,7 @@ def run_monitoring(
         },
         work,
         log_stream,
+        console,
     )
     drift = json.loads(Path(outputs["drift"].path).read_text())
     retraining = json.loads(outputs["retraining"])
@@ -142,14 +156,14 @@ def run_monitoring(
     return summary
 
 
-def _run_locally(pipeline, arguments: dict, work: Workdir, log_stream) -> dict:
+def _run_locally(pipeline, arguments: dict, work: Workdir, log_stream, console) -> dict:
     work.root.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(work.pipeline_root),
         raise_on_error=True,
     )
-    with local_run_output(log_stream), warnings.catch_warnings():
+    with local_run_output(log_stream, console), warnings.catch_warnings():
         # kfp.local says, for every task, that GPU and resource settings do not apply here.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         # ...and that the project image is not plain Python: locally, this environment is it.
