@@ -44,7 +44,7 @@ def decide(prometheus, canary_policy, window_s=300.0) -> CanaryDecision:
 
 
 def failed(decision) -> list[tuple[str, str]]:
-    return [(c["check"], c["metric"]) for c in decision.checks if not c["passed"]]
+    return [(c.kind, c.subject) for c in decision.checks if not c.passed]
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_healthy_canary_is_promoted_with_every_check_passed(prometheus):
 
     assert (decision.verdict, decision.action) == ("promote", "promote")
     assert decision.reasons == [] and failed(decision) == []
-    assert [(c["check"], c["metric"]) for c in decision.checks] == [
+    assert [(c.kind, c.subject) for c in decision.checks] == [
         ("error_rate", "error_rate"),
         ("latency_p99_ms", "p99_ms"),
         ("score_shift", "psi"),
@@ -132,9 +132,9 @@ def test_canary_rejecting_requests_the_primary_scores_is_rolled_back(prometheus)
     decision = decide(prometheus, policy())
 
     assert (decision.verdict, decision.action) == ("rollback", "rollback")
-    [check] = [c for c in decision.checks if not c["passed"]]
-    assert (check["check"], check["canary"], check["primary"]) == ("error_rate", 0.1, 0.0)
-    assert check["threshold"] == pytest.approx(0.01)
+    [check] = [c for c in decision.checks if not c.passed]
+    assert (check.kind, check.value, check.baseline) == ("error_rate", 0.1, 0.0)
+    assert check.threshold == pytest.approx(0.01)
     assert decision.reasons == ["error_rate 0.1 > primary's + 0.01 0.01"]
 
 
@@ -148,7 +148,7 @@ def test_bad_requests_rejected_by_both_versions_do_not_fail_the_canary(prometheu
 
     strict = decide(prometheus, policy(error_rate={"max": 0.05, "max_increase": 0.01}))
     assert strict.verdict == "rollback" and failed(strict) == [("error_rate", "error_rate")]
-    assert strict.reasons == ["error_rate 0.1018 > max 0.05"]  # 1.02 of 10.02 a second
+    assert strict.reasons == ["error_rate 0.101796 > max 0.05"]  # 1.02 of 10.02 a second
 
 
 def test_slow_canary_fails_absolute_and_relative_latency_limits(prometheus):
@@ -172,24 +172,22 @@ def test_shifted_score_distribution_is_rolled_back(prometheus):
     assert decision.verdict == "rollback"
     assert failed(decision) == [("score_shift", "psi"), ("score_shift", "ks")]
     psi = decision.checks[-2]
-    assert psi["canary"] > 1.0 and psi["threshold"] == 0.2
-    assert (
-        psi["rule"].startswith("score psi ") and "150000 canary and 150000 primary" in psi["rule"]
-    )
+    assert psi.value > 1.0 and psi.threshold == 0.2
+    assert psi.rule.startswith("score psi ") and "150000 canary and 150000 primary" in psi.rule
 
 
 def test_small_samples_use_the_noise_bound_not_the_effect_threshold(prometheus):
     # 5 requests x 2 rows: a mild shift is within sampling noise at 10 scores.
     prometheus.figures["2"] = version_figures(shares=SHARES + 3, ok=1.0, rows=2)
     few = decide(prometheus, policy(min_requests=1, score_shift={"psi_max": 0.05}), 5.0)
-    [check] = [c for c in few.checks if c["check"] == "score_shift"]
-    assert check["passed"] and check["threshold"] > 0.05
-    assert "(small-sample noise bound)" in check["rule"]
+    [check] = [c for c in few.checks if c.kind == "score_shift"]
+    assert check.passed and check.threshold > 0.05
+    assert "(small-sample noise bound)" in check.rule
 
     prometheus.figures["2"] = version_figures(shares=SHARES + 3, ok=10.0, rows=500)
     many = decide(prometheus, policy(score_shift={"psi_max": 0.05}))
-    [check] = [c for c in many.checks if c["check"] == "score_shift"]
-    assert not check["passed"] and check["threshold"] == 0.05
+    [check] = [c for c in many.checks if c.kind == "score_shift"]
+    assert not check.passed and check.threshold == 0.05
 
 
 def test_too_few_requests_is_inconclusive_and_rolls_back_unless_the_policy_says_promote(
@@ -219,8 +217,8 @@ def test_relative_checks_are_skipped_when_the_primary_served_nothing(prometheus)
     decision = decide(prometheus, policy())
 
     assert decision.verdict == "promote"
-    assert all(check["skipped"] for check in decision.checks)
-    assert decision.checks[0]["rule"] == (
+    assert all(check.skipped for check in decision.checks)
+    assert decision.checks[0].rule == (
         "skipped (primary's + 0.01): the primary served nothing to compare with"
     )
 

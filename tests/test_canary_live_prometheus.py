@@ -27,6 +27,7 @@ from ctloop.components.canary.decision import observe_canary
 from ctloop.components.canary.measurement import CanaryTarget
 from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError
+from ctloop.components.checks import Check
 from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import feature_schema
 from ctloop.components.data.validation import validate_training_table
@@ -243,8 +244,8 @@ def decide(prometheus, load, version: str):
     return observe_canary(prometheus, POLICY, target, started_at=load - 1)
 
 
-def checks(decision) -> dict[str, dict]:
-    return {check["check"]: check for check in decision.checks}
+def checks(decision) -> dict[str, Check]:
+    return {check.kind: check for check in decision.checks}
 
 
 def test_healthy_canary_is_promoted_from_live_metrics(prometheus, load):
@@ -268,7 +269,7 @@ def test_canary_rejecting_the_production_schema_is_rolled_back(prometheus, load)
 
     assert decision.verdict == "rollback"
     error_rate = checks(decision)["error_rate"]
-    assert not error_rate["passed"] and error_rate["canary"] == 1.0
+    assert not error_rate.passed and error_rate.value == 1.0
     assert decision.reasons[0].startswith("error_rate 1 > primary's + 0.02")
     assert decision.canary.p99_ms is None  # nothing succeeded to be timed
     assert sum(row.get("canary_failed", 0) for row in decision.timeline) >= 0.8 * REQUESTS
@@ -279,10 +280,8 @@ def test_slow_canary_is_rolled_back_on_its_p99_latency(prometheus, load):
 
     assert decision.verdict == "rollback"
     latency = checks(decision)["latency_p99_ms"]
-    assert not latency["passed"] and latency["canary"] > 3 * decision.primary.p99_ms, (
-        decision.checks
-    )
-    assert latency["rule"] in decision.reasons
+    assert not latency.passed and latency.value > 3 * decision.primary.p99_ms, decision.checks
+    assert latency.rule in decision.reasons
 
 
 def test_series_of_another_namespace_are_not_read(prometheus, load):

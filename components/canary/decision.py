@@ -9,7 +9,9 @@ fewer (or none at all, whatever `min_requests` says): acted on as `inconclusive`
 (default: roll back, so an unobserved model never takes all traffic; a low-traffic
 environment can choose to promote).
 
-The policy's shape is `ctloop.components.canary.policy`, the figures come from
+Each check is a `ctloop.components.checks.Check`, as the gate's and drift's are: its
+`value` is the canary's figure, its `baseline` the primary's, so a reader of one decision can
+read the others. The policy's shape is `ctloop.components.canary.policy`, the figures come from
 `ctloop.components.canary.measurement`, and `ctloop.components.canary.report` renders the
 decision for a person.
 """
@@ -34,11 +36,10 @@ from ctloop.components.canary.policy import (
     ScoreShiftRule,
 )
 from ctloop.components.canary.prometheus import PrometheusClient
+from ctloop.components.checks import Check, format_number, limit_check
 from ctloop.components.drift import statistics
 
 _WAITING = "waiting"
-# Float noise must not fail a canary that sits exactly on a limit.
-_SLACK = 1e-12
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class CanaryDecision:
     end: float
     canary: Measurement
     primary: Measurement
-    checks: list[dict[str, Any]]
+    checks: list[Check]
+    """Each check's `value` is the canary's figure, its `baseline` the primary's."""
     reasons: list[str]
     timeline: list[dict[str, Any]] = field(default_factory=list)
 
@@ -105,12 +107,12 @@ def analyze_window(
     canary = measure(prometheus, target, target.canary_version, start, end)
     primary = measure(prometheus, target, target.primary_version, start, end)
     checks = evaluate(policy, canary, primary)
-    failures = [check["rule"] for check in checks if not check["passed"]]
+    failures = [check.rule for check in checks if not check.passed]
     if canary.requests < max(policy.min_requests, 1e-9):
         verdict = INCONCLUSIVE if final else _WAITING
         failures = [
-            f"the canary served {format_figure(canary.requests)} requests in {end - start:.0f} s, "
-            f"fewer than min_requests {format_figure(policy.min_requests)}: too few to judge"
+            f"the canary served {format_number(canary.requests)} requests in {end - start:.0f} s, "
+            f"fewer than min_requests {format_number(policy.min_requests)}: too few to judge"
         ]
     elif failures:
         verdict = ROLLBACK
@@ -132,7 +134,7 @@ def analyze_window(
     return replace(decision, timeline=timeline(prometheus, target, start, end, policy.step_s))
 
 
-def evaluate(policy: CanaryPolicy, canary: Measurement, primary: Measurement) -> list[dict]:
+def evaluate(policy: CanaryPolicy, canary: Measurement, primary: Measurement) -> list[Check]:
     """Every check the policy asks for, on the two versions' figures."""
     checks = []
     if policy.error_rate is not None:
@@ -167,7 +169,7 @@ def _error_rate_ceilings(
     ceilings = [("max", rule.max)] if rule.max is not None else []
     if rule.max_increase is not None:
         relative = None if primary is None else primary + rule.max_increase
-        ceilings.append((f"primary's + {format_figure(rule.max_increase)}", relative))
+        ceilings.append((f"primary's + {format_number(rule.max_increase)}", relative))
     return ceilings
 
 
@@ -177,36 +179,9 @@ def _latency_ceilings(rule: LatencyRule, primary: float | None) -> list[tuple[st
     if rule.max_increase_relative is not None:
         factor = 1.0 + rule.max_increase_relative
         ceilings.append(
-            (f"primary's x {format_figure(factor)}", None if primary is None else primary * factor)
+            (f"primary's x {format_number(factor)}", None if primary is None else primary * factor)
         )
     return ceilings
-
-
-def _check(
-    check: str,
-    metric: str,
-    canary: float | None,
-    primary: float | None,
-    threshold: float | None,
-    rule: str,
-    passed: bool,
-    skipped: bool = False,
-) -> dict[str, Any]:
-    return {
-        "check": check,
-        "metric": metric,
-        "canary": canary,
-        "primary": primary,
-        "threshold": threshold,
-        "rule": rule,
-        "passed": passed,
-        "skipped": skipped,
-    }
-
-
-def format_figure(value: float) -> str:
-    """A figure as the rules and the report write it: four significant digits."""
-    return f"{value:.4g}"
 
 
 def _ceiling_checks(
@@ -217,42 +192,42 @@ def _ceiling_checks(
     primary: float | None,
     ceilings: list[tuple[str, float | None]],
     missing: str,
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     """`canary <= limit` for each (name, limit); a None limit is relative to a primary that
     served nothing, so it is skipped."""
     checks = []
     for name, limit in ceilings:
         if limit is None:
             rule = f"skipped ({name}): the primary served nothing to compare with"
-            checks.append(_check(check, metric, canary, primary, None, rule, True, skipped=True))
-        elif canary is None:
-            checks.append(_check(check, metric, None, primary, limit, missing, passed=False))
-        else:
-            ok = canary <= limit + _SLACK
-            relation = "<=" if ok else ">"
-            rule = (
-                f"{metric} {format_figure(canary)}{unit} {relation} "
-                f"{name} {format_figure(limit)}{unit}"
+            checks.append(
+                Check(check, metric, canary, None, rule, True, skipped=True, baseline=primary)
             )
-            checks.append(_check(check, metric, canary, primary, limit, rule, passed=ok))
+        elif canary is None:
+            checks.append(Check(check, metric, None, limit, missing, False, baseline=primary))
+        else:
+            checks.append(
+                limit_check(
+                    check, metric, canary, limit, limit_name=name, unit=unit, baseline=primary
+                )
+            )
     return checks
 
 
 def _score_shift_checks(
     rule: ScoreShiftRule, canary: Measurement, primary: Measurement
-) -> list[dict[str, Any]]:
+) -> list[Check]:
     asked = [(name, limit) for name, limit in (("psi", rule.psi_max), ("ks", rule.ks_max))]
     asked = [(name, limit) for name, limit in asked if limit is not None]
     if primary.score_counts is None:
         rule_text = "skipped: the primary scored nothing to compare with"
         return [
-            _check("score_shift", name, None, None, None, rule_text, True, skipped=True)
+            Check("score_shift", name, None, None, rule_text, True, skipped=True)
             for name, _limit in asked
         ]
     if canary.score_counts is None:
         rule_text = "the canary scored nothing in the window: its score shift is unknown"
         return [
-            _check("score_shift", name, None, None, limit, rule_text, passed=False)
+            Check("score_shift", name, None, limit, rule_text, passed=False)
             for name, limit in asked
         ]
     c, p = canary.score_counts, primary.score_counts
@@ -270,12 +245,15 @@ def _score_shift_checks(
     }
     checks = []
     for name, limit in asked:
-        applied = max(limit, noise[name])
-        ok = values[name] <= applied + _SLACK
         source = " (small-sample noise bound)" if noise[name] > limit else ""
-        rule_text = (
-            f"score {name} {format_figure(values[name])} {'<=' if ok else '>'} "
-            f"{format_figure(applied)}{source} between {n:.0f} canary and {m:.0f} primary scores"
+        checks.append(
+            limit_check(
+                "score_shift",
+                name,
+                values[name],
+                max(limit, noise[name]),
+                label=f"score {name}",
+                note=f"{source} between {n:.0f} canary and {m:.0f} primary scores",
+            )
         )
-        checks.append(_check("score_shift", name, values[name], None, applied, rule_text, ok))
     return checks

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ctloop.components.canary.decision import CanaryDecision, format_figure
+from ctloop.components.canary.decision import CanaryDecision
 from ctloop.components.canary.measurement import Measurement
+from ctloop.components.checks import checks_table, format_number
 
 
 def decision_markdown(decision: CanaryDecision) -> str:
@@ -32,8 +33,8 @@ def decision_markdown(decision: CanaryDecision) -> str:
     ]
     for side, version in (("canary", target.canary_version), ("primary", target.primary_version)):
         figures: Measurement = getattr(decision, side)
-        rate = "—" if figures.error_rate is None else format_figure(figures.error_rate)
-        p99 = "—" if figures.p99_ms is None else f"{format_figure(figures.p99_ms)} ms"
+        rate = "—" if figures.error_rate is None else format_number(figures.error_rate)
+        p99 = "—" if figures.p99_ms is None else f"{format_number(figures.p99_ms)} ms"
         lines.append(
             f"| {side} ({version}) | {figures.requests:.0f} | {figures.failed:.0f} "
             f"| {rate} | {p99} |"
@@ -41,19 +42,8 @@ def decision_markdown(decision: CanaryDecision) -> str:
     if decision.checks:
         lines += [
             "",
-            "| check | metric | canary | primary | threshold | result | rule |",
-            "| --- | --- | ---: | ---: | ---: | --- | --- |",
+            checks_table(decision.checks, value_header="canary", baseline_header="primary"),
         ]
-        for check in decision.checks:
-            result = "skipped" if check["skipped"] else ("pass" if check["passed"] else "**FAIL**")
-            values = [
-                "—" if check[key] is None else format_figure(check[key])
-                for key in ("canary", "primary", "threshold")
-            ]
-            lines.append(
-                f"| {check['check']} | {check['metric']} | {' | '.join(values)} | {result} "
-                f"| {check['rule']} |"
-            )
     if decision.timeline:
         lines += [
             "",
@@ -68,7 +58,7 @@ def decision_markdown(decision: CanaryDecision) -> str:
                 failed = row.get(f"{side}_failed", 0.0)
                 cells += [
                     f"{requests:.0f}",
-                    format_figure(failed / requests) if requests > 0 else "—",
+                    format_number(failed / requests) if requests > 0 else "—",
                 ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
