@@ -13,22 +13,15 @@ import sys
 
 def _serve(args) -> int:
     from ctloop.serving.server import serve
+    from ctloop.serving.server_options import server_options
 
-    serve(
-        args.model_uri,
-        args.name,
-        args.host,
-        args.port,
-        args.version,
-        max_batch_rows=args.max_batch_rows,
-        threads=args.threads,
-        tracking_uri=args.mlflow_tracking_uri,
-        request_logs=args.request_logs,
-    )
+    serve(args.model_uri, tracking_uri=args.mlflow_tracking_uri, **server_options(args))
     return 0
 
 
 def add_serve(commands) -> None:
+    from ctloop.serving.server_options import add_server_options
+
     parser = commands.add_parser(
         "serve",
         help="serve a model with ctloop's KServe predictor (loopback by default)",
@@ -43,32 +36,10 @@ def add_serve(commands) -> None:
         "file:// URI, or MLflow models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH",
     )
     parser.add_argument(
-        "--name",
-        default="ctloop-model",
-        help="model name in the URLs (default: %(default)s, the InferenceService's default)",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (%(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (%(default)s)")
-    parser.add_argument(
-        "--version", help="version to report (default: version.txt or the registry's, else unknown)"
-    )
-    parser.add_argument(
-        "--max-batch-rows", type=int, default=10_000, help="most rows a request (%(default)s)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        help="scoring threads for batches over 50 rows (default: the CPUs it may use)",
-    )
-    parser.add_argument(
         "--mlflow-tracking-uri",
         help="MLflow server for models:/ and runs:/ URIs (default: $MLFLOW_TRACKING_URI)",
     )
-    parser.add_argument(
-        "--request-logs",
-        action="store_true",
-        help="log a line per request (off by default: it costs ~0.2 ms of CPU a request)",
-    )
+    add_server_options(parser, default_name="ctloop-model")
 
 
 def _drift(args) -> int:

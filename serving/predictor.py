@@ -43,10 +43,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from ctloop.components.contract.model_folder import LoadedModel, describe, load_model
 from ctloop.serving import metrics
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
-
-DEFAULT_MAX_BATCH_ROWS = 10_000
-"""Largest batch accepted: a bound on the JSON a request may make the server decode and score
-(size and time at this bound: docs/performance.md)."""
+from ctloop.serving.server_options import DEFAULT_MAX_BATCH_ROWS
 
 DEFAULT_PARALLEL_ROWS = 50
 """Batches up to this size are scored on one thread, larger ones on `usable_cpus()` threads:

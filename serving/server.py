@@ -46,11 +46,16 @@ from kserve.model_server import app as kserve_app  # noqa: E402
 
 from ctloop.components.contract.model_folder import ModelLoadingError  # noqa: E402
 from ctloop.components.contract.model_uri import local_model_dir  # noqa: E402
-from ctloop.serving.predictor import DEFAULT_MAX_BATCH_ROWS, CtloopPredictor  # noqa: E402
+from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
+from ctloop.serving.server_options import (  # noqa: E402
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_PORT,
+    add_server_options,
+    server_options,
+)
 from ctloop.serving.v1_route import V1PredictRoute  # noqa: E402
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 REQUEST_LOGGERS = ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME)
 """Loggers that write a line per request; set to WARNING unless request logs are asked for."""
 
@@ -162,41 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ctloop.serving.server", description="Serve a ctloop model with KServe."
     )
     parser.add_argument("--model-dir", required=True, help="local folder or file:// URI")
-    parser.add_argument("--name", required=True, help="model name in the URLs")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="0.0.0.0 inside a container")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--version", default=None, help="default: version.txt, else unknown")
-    parser.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="scoring threads for batches over 50 rows (default: the CPUs the container may use)",
-    )
-    parser.add_argument(
-        "--request-logs",
-        action="store_true",
-        help="log a line per request (uvicorn access, KServe latency); default: off",
-    )
+    add_server_options(parser, default_name=None)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads {args.threads} must be >= 1")
     try:
-        serve(
-            args.model_dir,
-            args.name,
-            args.host,
-            args.port,
-            args.version,
-            max_batch_rows=args.max_batch_rows,
-            threads=args.threads,
-            request_logs=args.request_logs,
-        )
+        options = server_options(args)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        serve(args.model_dir, **options)
     except ModelLoadingError as error:  # one line in the pod's log, not a traceback
         parser.exit(2, f"{parser.prog}: {error}\n")
 
