@@ -127,13 +127,15 @@ def _run(args) -> int:
             )
         summary = {"run_id": run.run_id, "host": args.host}
     else:
-        from ctloop.pipelines.local_run import run_monitoring, run_training
+        from ctloop.pipelines.local_run import run_monitoring_pipeline, run_training_pipeline
 
         log_stream = sys.stderr if args.json else None  # keep stdout for the JSON line
         if args.pipeline == "training":
-            summary = run_training(args.data, args.target, args.workdir, arguments, log_stream)
+            summary = run_training_pipeline(
+                args.data, args.target, args.workdir, arguments, log_stream
+            )
         else:
-            summary = run_monitoring(
+            summary = run_monitoring_pipeline(
                 args.current, args.reference, args.target, args.workdir, arguments, log_stream
             )
     if args.json:

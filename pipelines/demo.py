@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.demo_data import demo_tables, export_telco_churn
 from ctloop.pipelines.local_logs import LocalRunError
-from ctloop.pipelines.local_run import Workdir, run_monitoring, run_training
+from ctloop.pipelines.local_run import Workdir, run_monitoring_pipeline, run_training_pipeline
 from ctloop.serving.local_server import free_port, running_server, server_command
 
 TARGET = "churn"
@@ -37,8 +37,9 @@ REQUEST_TIMEOUT_S = 30.0
 
 @contextmanager
 def _run_log(work: Workdir, log_name: str, title: str) -> Iterator[dict]:
-    """Announce a local pipeline run; yield the `run_training`/`run_monitoring` arguments that
-    send its whole output to `logs/<log_name>.log` and one line per task to stdout."""
+    """Announce a local pipeline run; yield the `run_training_pipeline` /
+    `run_monitoring_pipeline` arguments that send its whole output to `logs/<log_name>.log` and
+    one line per task to stdout."""
     log_path = work.logs / f"{log_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"\n== {title}\n   log: {log_path}", flush=True)
@@ -184,11 +185,11 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     data = str(tables.history)
     print(f"ctloop demo in {work.root}; kfp.local's whole output of each run in {work.logs}/")
     with _run_log(work, "1-training", "run 1: first model (default hyperparameters)") as logs:
-        first = run_training(data, TARGET, work.root, {}, **logs)
+        first = run_training_pipeline(data, TARGET, work.root, {}, **logs)
     print(_describe(first))
     challenger = {"hyperparameters": SECOND_HYPERPARAMETERS}
     with _run_log(work, "2-training", f"run 2: challenger {SECOND_HYPERPARAMETERS}") as logs:
-        second = run_training(data, TARGET, work.root, challenger, **logs)
+        second = run_training_pipeline(data, TARGET, work.root, challenger, **logs)
     print(_describe(second))
     champion = latest_champion(first, second)
     if champion is None:
@@ -203,11 +204,11 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     print(_describe_serving(f"serving the champion, v{champion['model_version']}", answers))
     title = "monitoring 1: a steady window (customers like the history)"
     with _run_log(work, "3-monitoring-steady", title) as logs:
-        steady = run_monitoring(str(tables.steady), data, TARGET, work.root, {}, **logs)
+        steady = run_monitoring_pipeline(str(tables.steady), data, TARGET, work.root, {}, **logs)
     print(_describe_monitoring(steady))
     title = "monitoring 2: a window of seniors (rare in the history)"
     with _run_log(work, "4-monitoring-seniors", title) as logs:
-        shifted = run_monitoring(str(tables.shifted), data, TARGET, work.root, {}, **logs)
+        shifted = run_monitoring_pipeline(str(tables.shifted), data, TARGET, work.root, {}, **logs)
     print(_describe_monitoring(shifted))
     compiled = compile_all(build_dir)
     print()

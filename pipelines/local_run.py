@@ -56,7 +56,7 @@ class Workdir:
         }
 
 
-def run_training(
+def run_training_pipeline(
     data_uri: str,
     target: str,
     workdir: str | Path,
@@ -105,7 +105,7 @@ def training_summary(
     }
 
 
-def run_monitoring(
+def run_monitoring_pipeline(
     current_uri: str,
     reference_uri: str,
     target: str,
@@ -117,7 +117,7 @@ def run_monitoring(
     """Run the monitoring pipeline locally (retraining nested); return the CLI's summary.
 
     The champion comes from the work directory's MLflow store, so a training run must have
-    registered one there first. `log_stream` and `console` as for `run_training`.
+    registered one there first. `log_stream` and `console` as for `run_training_pipeline`.
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(

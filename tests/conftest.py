@@ -23,11 +23,11 @@ def telco_churn_parquet(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def training_loop(tmp_path_factory, telco_churn_parquet):
     """(workdir, first summary, second summary) of two local training runs."""
-    from ctloop.pipelines.local_run import run_training
+    from ctloop.pipelines.local_run import run_training_pipeline
 
     workdir = tmp_path_factory.mktemp("ctloop")
-    first = run_training(str(telco_churn_parquet), "churn", workdir, {})
-    second = run_training(
+    first = run_training_pipeline(str(telco_churn_parquet), "churn", workdir, {})
+    second = run_training_pipeline(
         str(telco_churn_parquet),
         "churn",
         workdir,

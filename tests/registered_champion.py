@@ -1,7 +1,7 @@
 """A churn model registered as `churn@champion`, the way the training loop leaves one.
 
 `churn_champion` trains on half of the Telco churn rows the way the training step does
-(`train_and_log`, SQLite MLflow), logs the scored profile the way evaluation does, and registers
+(`run_training`, SQLite MLflow), logs the scored profile the way evaluation does, and registers
 the model; batch scoring, drift and the `ctloop drift` tests score the other half with it.
 """
 
@@ -19,7 +19,7 @@ from ctloop.components.data.profile import profile_table, with_prediction_distri
 from ctloop.components.evaluate.metrics import classification_metrics
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.table_io import read_table, write_parquet
-from ctloop.components.train.training_run import train_and_log
+from ctloop.components.train.training_run import run_training
 
 FAST = '{"num_boost_round": 60, "early_stopping_rounds": 10, "max_depth": 3, "eta": 0.3}'
 
@@ -48,7 +48,7 @@ def churn_champion(root: Path, telco_parquet: Path) -> ChurnChampion:
     write_parquet(reference.slice(0, 3000), root / "train.parquet")
     write_parquet(reference.slice(3000), root / "validation.parquet")
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    outcome = train_and_log(
+    outcome = run_training(
         train_path=str(root / "train.parquet"),
         validation_path=str(root / "validation.parquet"),
         profile=profile,

@@ -11,7 +11,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from ctloop.components.batch_scoring.scoring import ScoringError, write_predictions
+from ctloop.components.batch_scoring.scoring import ScoringError, run_scoring
 from ctloop.components.contract.model_folder import ModelLoadingError, load_model
 from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.model_uri import load_model_uri
@@ -34,7 +34,7 @@ def test_scores_equal_in_process_scoring_and_stream_in_several_batches(champion,
     source = tmp_path / "current.parquet"
     pq.write_table(champion.current, source)  # one row group: batches are exactly 1000 rows
     caplog.set_level(logging.INFO, logger="ctloop.components.batch_scoring.scoring")
-    summary = write_predictions(
+    summary = run_scoring(
         str(source),
         load_model_uri(str(champion.folder)),
         tmp_path / "predictions.parquet",
@@ -61,7 +61,7 @@ def test_registered_champion_is_scored_from_csv_with_its_version(champion, tmp_p
     model = load_model_uri("models:/churn@champion", champion.tracking_uri)
     assert model.version == "1"
     assert model.profile["prediction"]["bin_edges"][:2] == [0.0, 0.05]  # the evaluated profile
-    summary = write_predictions(str(source), model, tmp_path / "predictions.parquet")
+    summary = run_scoring(str(source), model, tmp_path / "predictions.parquet")
     predictions = pq.read_table(tmp_path / "predictions.parquet")
     assert predictions.column_names == ["score", "model_version"]
     assert set(predictions.column("model_version").to_pylist()) == {"1"}
@@ -77,16 +77,14 @@ def test_a_missing_feature_column_fails_naming_it_and_writes_nothing(champion, t
     source = tmp_path / "window.parquet"
     pq.write_table(champion.current.drop_columns(["tenure"]), source)
     with pytest.raises(DatasetError, match="tenure"):
-        write_predictions(
-            str(source), load_model_uri(str(champion.folder)), tmp_path / "out.parquet"
-        )
+        run_scoring(str(source), load_model_uri(str(champion.folder)), tmp_path / "out.parquet")
     assert list(tmp_path.iterdir()) == [source]
 
 
 def test_bad_key_columns_and_unknown_models_are_refused(champion, tmp_path):
     model = load_model_uri(str(champion.folder))
     with pytest.raises(ScoringError, match="score"):
-        write_predictions("unused.parquet", model, tmp_path / "out.parquet", key_columns=["score"])
+        run_scoring("unused.parquet", model, tmp_path / "out.parquet", key_columns=["score"])
     with pytest.raises(ModelLoadingError, match="not a folder"):
         load_model_uri(str(tmp_path / "nowhere"))
     with pytest.raises(ModelLoadingError, match="models:/churn@retired"):

@@ -417,7 +417,7 @@ def prometheus():
 
 def conclude(served: Deployment, prometheus, version: str = "2"):
     clock = FakeClock(NOW)
-    return promotion.conclude_canary(
+    return promotion.run_canary_analysis(
         served.api,
         PrometheusClient(prometheus.url),
         parse_canary_policy('{"bake_time_s": 60, "step_s": 30, "error_rate": {"max": 0.01}}'),

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ctloop.components.gate.decision import decide_from_evaluation, decision_markdown, evaluate_gate
+from ctloop.components.gate.decision import decision_markdown, evaluate_gate, run_gate
 from ctloop.components.gate.policy import (
     DEFAULT_GATE_POLICY,
     Bounds,
@@ -208,14 +208,14 @@ def test_blank_policy_uses_the_tasks_default():
         "champion": None,
         "latency": FAST,
     }
-    decision = decide_from_evaluation("  ", evaluation)
+    decision = run_gate("  ", evaluation)
     assert _failed(decision) == [("threshold", "roc_auc")]
     assert decision.failures[0].threshold == 0.6
 
 
 def test_given_policy_overrides_the_default():
     evaluation = {"task": "binary", "candidate": {"roc_auc": 0.55}, "champion": None}
-    assert decide_from_evaluation('{"thresholds": {"roc_auc": {"min": 0.5}}}', evaluation).passed
+    assert run_gate('{"thresholds": {"roc_auc": {"min": 0.5}}}', evaluation).passed
 
 
 @pytest.mark.parametrize("blank", ["", "  \n"])
@@ -231,7 +231,7 @@ def test_blank_policy_without_a_task_is_rejected():
 
 def test_blank_policy_for_unknown_task_is_rejected():
     with pytest.raises(GatePolicyError, match="evaluation task 'ranking' has no default"):
-        decide_from_evaluation("", {"task": "ranking", "candidate": {}})
+        run_gate("", {"task": "ranking", "candidate": {}})
 
 
 def test_decision_markdown_leads_with_verdict_and_failed_rule():

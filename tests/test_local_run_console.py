@@ -45,7 +45,7 @@ def chatty_then_failing(lines: int = CHATTY_LINES):
 
 @pytest.fixture(autouse=True)
 def local_runner(tmp_path):
-    """kfp.local set up as `run_training` sets it up."""
+    """kfp.local set up as `run_training_pipeline` sets it up."""
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(tmp_path / "pipeline-root"),

@@ -289,7 +289,7 @@ def test_register_blessed_candidate_tags_the_version_with_gate_metrics_dataset_a
     name = "churn-blessed"
     first = trained[0]
     evaluation = {"candidate": {"roc_auc": 0.81, "log_loss": 0.45}, "champion_version": None}
-    version, alias = mlflow_registry.register_blessed_candidate(
+    version, alias = mlflow_registry.run_registration(
         uri,
         name,
         run_id=first["run_id"],

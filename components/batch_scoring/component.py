@@ -35,12 +35,12 @@ def score_dataset(
         batch_rows: Most rows per record batch.
         log_every_rows: Rows between two progress lines in the log.
     """
-    from ctloop.components.batch_scoring.scoring import write_predictions
+    from ctloop.components.batch_scoring.scoring import run_scoring
     from ctloop.components.contract.model_uri import load_model_uri
     from ctloop.components.contract.profile import write_profile
 
     model = load_model_uri(model_uri, mlflow_tracking_uri)
-    summary = write_predictions(
+    summary = run_scoring(
         dataset.path,
         model,
         predictions.path,

@@ -70,7 +70,7 @@ def iter_scores(
         yield batch, predict_scores(model.booster, to_frame(batch, model.schema))
 
 
-def write_predictions(
+def run_scoring(
     dataset_uri: str,
     model: LoadedModel,
     output_path: str | Path,

@@ -56,12 +56,12 @@ def analyze_canary(
     """
     from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.canary.prometheus import PrometheusClient
-    from ctloop.components.canary.promotion import conclude_canary
+    from ctloop.components.canary.promotion import run_canary_analysis
     from ctloop.components.canary.report import outcome_markdown
     from ctloop.components.deploy.cluster import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
 
-    analysed, outcome = conclude_canary(
+    analysed, outcome = run_canary_analysis(
         kube_api(),
         PrometheusClient(prometheus_url),
         parse_canary_policy(policy),

@@ -176,7 +176,7 @@ def roll_back(
     return _outcome("rollback", isvc, served, registry, version)
 
 
-def conclude_canary(
+def run_canary_analysis(
     api: client.CustomObjectsApi,
     prometheus: PrometheusClient,
     policy: CanaryPolicy,

@@ -73,10 +73,9 @@ def deploy_model(
         service_account=service_account,
         capacity=parse_serving_capacity(serving_capacity),
     )
-    if target == "render":
-        outcome = rollout.render(request, render_dir)
-    else:
-        outcome = rollout.apply(request, timeout_s)
+    outcome = rollout.run_deployment(
+        request, target=target, render_dir=render_dir, timeout_s=timeout_s
+    )
     with open(manifest.path, "w") as handle:
         handle.write(render_yaml(outcome.pop("manifest")))
     manifest.metadata.update({"display_name": "InferenceService", "action": outcome["action"]})

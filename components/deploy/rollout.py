@@ -66,6 +66,16 @@ def _desired(request: RolloutRequest, current: dict | None) -> dict:
     )
 
 
+def run_deployment(
+    request: RolloutRequest, *, target: str, render_dir: str, timeout_s: float
+) -> dict:
+    """The deploy step: `render` the InferenceService into a folder, or `apply` it to the
+    cluster (`target` "render" or "cluster")."""
+    if target == "render":
+        return render(request, render_dir)
+    return apply(request, timeout_s)
+
+
 def render(request: RolloutRequest, render_dir: str) -> dict:
     """Compute, validate and write the InferenceService into `render_dir` (no cluster).
 

@@ -51,13 +51,13 @@ def evaluate_model(
     """
     import json
 
-    from ctloop.components.evaluate.evaluation import evaluate_candidate
+    from ctloop.components.evaluate.evaluation import run_evaluation
     from ctloop.components.evaluate.metrics import comparison_markdown
     from ctloop.components.registry import mlflow_registry
 
     with open(reference_profile.path) as handle:
         profile = json.load(handle)
-    result, profile_with_scores = evaluate_candidate(
+    result, profile_with_scores = run_evaluation(
         test_path=test.path,
         model_dir=model.path,
         profile=profile,

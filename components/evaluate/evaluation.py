@@ -36,7 +36,7 @@ def _score(booster: xgb.Booster, table: pa.Table, profile: ReferenceProfile) -> 
     return predict_scores(booster, to_frame(table, feature_schema(profile)))
 
 
-def evaluate_candidate(
+def run_evaluation(
     *,
     test_path: str,
     model_dir: str,

@@ -34,11 +34,11 @@ def quality_gate(
     """
     import json
 
-    from ctloop.components.gate.decision import decide_from_evaluation, decision_markdown
+    from ctloop.components.gate.decision import decision_markdown, run_gate
 
     with open(evaluation.path) as handle:
         result = json.load(handle)
-    gate = decide_from_evaluation(policy, result)
+    gate = run_gate(policy, result)
     with open(decision.path, "w") as handle:
         handle.write(decision_markdown(gate))
     decision.metadata["display_name"] = "Quality gate: " + ("passed" if gate.passed else "failed")

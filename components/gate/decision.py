@@ -159,7 +159,7 @@ def evaluate_gate(
     )
 
 
-def decide_from_evaluation(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
+def run_gate(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
     """The gate step's whole job: parse the policy (blank: the task's default) and apply it.
 
     Args:

@@ -39,11 +39,11 @@ def register_model(
     """
     import json
 
-    from ctloop.components.registry.mlflow_registry import register_blessed_candidate
+    from ctloop.components.registry.mlflow_registry import run_registration
 
     with open(evaluation.path) as handle:
         result = json.load(handle)
-    return register_blessed_candidate(
+    return run_registration(
         mlflow_tracking_uri,
         registered_model_name,
         run_id=run_id,

@@ -311,7 +311,7 @@ def log_evaluation(tracking_uri: str, run_id: str, evaluation: dict, profile: di
     mlflow_client.log_dict(run_id, profile, PROFILE_FILE)
 
 
-def register_blessed_candidate(
+def run_registration(
     tracking_uri: str,
     name: str,
     *,

@@ -48,11 +48,11 @@ def train_model(
     """
     import json
 
-    from ctloop.components.train.training_run import train_and_log
+    from ctloop.components.train.training_run import run_training
 
     with open(reference_profile.path) as handle:
         profile = json.load(handle)
-    outcome = train_and_log(
+    outcome = run_training(
         train_path=train.path,
         validation_path=validation.path,
         profile=profile,

@@ -27,7 +27,7 @@ class TrainingOutcome:
     device: str
 
 
-def train_and_log(
+def run_training(
     *,
     train_path: str,
     validation_path: str,

@@ -20,7 +20,7 @@ from pathlib import Path
 from ctloop.pipelines.demo import TARGET
 from ctloop.pipelines.demo_data import export_telco_churn
 from ctloop.pipelines.local_logs import ANSI
-from ctloop.pipelines.local_run import run_training
+from ctloop.pipelines.local_run import run_training_pipeline
 
 TASK_START = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - Executing task '([^']+)'")
 EXECUTOR = re.compile(r"\[KFP Executor \d{4}-\d\d-\d\d (\d\d:\d\d:\d\d,\d+) INFO\]: (.*)")
@@ -55,7 +55,7 @@ def main() -> None:
         for run in range(1, args.runs + 1):
             log = io.StringIO()
             started = time.perf_counter()
-            run_training(str(data), TARGET, Path(tmp) / "work", {}, log_stream=log)
+            run_training_pipeline(str(data), TARGET, Path(tmp) / "work", {}, log_stream=log)
             wall = time.perf_counter() - started
             work = step_work(log.getvalue())
             total_work = sum(work.values())
