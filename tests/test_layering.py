@@ -9,6 +9,8 @@
 """
 
 import ast
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,28 @@ def test_step_families_import_each_other_without_cycles():
 def test_the_cycle_finder_finds_a_cycle_and_passes_a_chain():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "tests" / "benchmarks").glob("*.py")), ids=lambda p: p.name
+)
+def test_benchmarks_import_only_names_that_exist(path):
+    """pytest does not collect the benchmarks, so a moved module would break `make bench`
+    unnoticed: every ctloop name they import must still be there."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ctloop"):
+            module = importlib.import_module(node.module)
+            missing += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if not hasattr(module, alias.name) and not _is_submodule(node.module, alias.name)
+            ]
+    assert missing == [], f"{path.name} imports names that no longer exist: {missing}"
+
+
+def _is_submodule(package: str, name: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{package}.{name}") is not None
+    except ModuleNotFoundError:  # `package` is a module, not a package
+        return False

@@ -173,7 +173,8 @@ def child_profile(folder: Path, args: argparse.Namespace) -> dict:
 
 def child_ctloop(folder: Path, args: argparse.Namespace) -> dict:
     from ctloop.components.drift.detection import detect_drift
-    from ctloop.components.drift.window_profile import iter_batches, window_profile
+    from ctloop.components.drift.window_profile import window_profile
+    from ctloop.components.table_io import iter_batches
 
     profile = json.loads((folder / "profile.json").read_text())
     memory = Memory()

@@ -140,8 +140,9 @@ def train_model(folder: Path) -> tuple[object, dict, object, list[list[float]]]:
     import pyarrow as pa
     import xgboost as xgb
 
+    from ctloop.components.contract.model_input import to_frame
+    from ctloop.components.contract.profile import feature_schema
     from ctloop.components.data.profile import reference_profile
-    from ctloop.components.train.trainer import feature_schema, to_frame
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(TRAIN_ROWS, len(FEATURES))).astype(np.float32)

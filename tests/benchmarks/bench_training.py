@@ -84,13 +84,9 @@ def _params(rounds: int, depth: int) -> dict:
 def child_ctloop(folder: Path, rounds: int, depth: int, *, external_memory: bool) -> dict:
     import numpy as np
 
+    from ctloop.components.contract.model_input import FeatureSchema, predict_scores
     from ctloop.components.evaluate.metrics import roc_auc
-    from ctloop.components.train.trainer import (
-        FeatureSchema,
-        iter_frames,
-        predict_scores,
-        train_booster,
-    )
+    from ctloop.components.train.trainer import iter_frames, train_booster
 
     schema = FeatureSchema(features=NUMERIC + CATEGORICAL, categories=dict(LEVELS))
     started = time.perf_counter()
