@@ -9,7 +9,8 @@ exactly what this module builds. After changing a panel:
     .venv/bin/python manifests/dashboard.py --check  # exit 1 when the JSON is stale
 
 The module lives beside the manifests, outside the `ctloop` package: it is a build step of a
-manifest, and the package (and the images built from it) must not depend on the SDK.
+manifest, and the package (and the images built from it) must not depend on the SDK. It is one
+module, longer than most here, because its panels read top to bottom as the dashboard does.
 
 Every query reads the predictor's series (serving/metrics.py) as the PodMonitor labels them
 (job="ctloop-predictor") and counts as the alerts and canary analysis do: errors are every

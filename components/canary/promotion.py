@@ -22,6 +22,10 @@ KServe 0.21, by deployment mode (see `ctloop.components.deploy.inference_service
   removes `spec.canary`.
 
 The service's `ctloop.model-version` label ends up naming the version that serves.
+
+Promotion and rollback share one module, a little over the size this project aims for: they are
+two ends of one state machine over the same service and aliases, and share every step helper
+(the patches, the waits, the champion to restore); split, each half would need the other's.
 """
 
 from __future__ import annotations
