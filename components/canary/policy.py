@@ -43,7 +43,7 @@ from typing import Any
 from ctloop.components.json_parameter import (
     json_number,
     json_object,
-    parse_json_object,
+    parse_json_parameter,
     reject_unknown_keys,
 )
 
@@ -127,9 +127,9 @@ def parse_canary_policy(text: str) -> CanaryPolicy:
     Raises:
         CanaryPolicyError: naming the section, key and value that break the shape.
     """
-    if not text.strip():
-        text = json.dumps(DEFAULT_CANARY_POLICY)
-    root = parse_json_object(text, "canary policy", CanaryPolicyError)
+    root = parse_json_parameter(
+        text, "canary policy", CanaryPolicyError, default=DEFAULT_CANARY_POLICY
+    )
     reject_unknown_keys(root, _ROOT_KEYS, "canary policy", CanaryPolicyError)
     scalars = {
         key: _number(root, key, "canary policy", *bounds)
