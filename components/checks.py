@@ -9,10 +9,15 @@ Numbers print with six significant digits (`format_number`): a value just under 
 must not print as equal to it (0.79996 < min 0.8 would read "0.8 < min 0.8" with four).
 Comparisons allow `SLACK`: float noise (0.8 - 0.795 > 0.005) must not fail a figure that sits
 exactly on its limit.
+
+Every Markdown artifact shows names and values that come from data or parameters (column
+names, category values, policy keys); the KFP UI renders Markdown with its HTML, so each such
+text goes through `markdown_text` first, or `<img src=x onerror=...>` in a cell would run.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,6 +74,32 @@ def format_number(value: float) -> str:
     return f"{value:.6g}"
 
 
+MARKDOWN_ENTITIES = {
+    "|": "&#124;",
+    "[": "&#91;",
+    "]": "&#93;",
+    "`": "&#96;",
+    "\\": "&#92;",
+    "\n": " ",
+    "\r": " ",
+}
+"""What `markdown_text` replaces besides HTML's own specials: table pipes (a cell boundary),
+link brackets (`[x](javascript:...)`), code-span backticks and backslash escapes, and line
+breaks (which would end a table row). Entities rather than backslash escapes, because an
+entity is never a pipe when a renderer splits a table row, whatever its flavour."""
+
+
+def markdown_text(value: object) -> str:
+    """`value` as text that Markdown shows literally, fit for a table cell or a sentence.
+
+    HTML special characters become entities (`<` -> `&lt;`, quotes included), so no tag from
+    the data renders; the characters of `MARKDOWN_ENTITIES` are replaced too. A renderer shows
+    the original characters back.
+    """
+    escaped = html.escape(str(value), quote=True)
+    return "".join(MARKDOWN_ENTITIES.get(char, char) for char in escaped)
+
+
 def is_finite_number(value: Any) -> bool:
     """True for an int or float that is finite; False for None, booleans, text, NaN, inf."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -122,7 +153,8 @@ def checks_table(
 ) -> str:
     """The checks as one Markdown table: kind, subject, value (and baseline, when
     `baseline_header` names its column), threshold, result, rule. A figure that is not a
-    finite number shows as "—"."""
+    finite number shows as "—". Kind, subject and rule are escaped (`markdown_text`): they
+    carry metric names and policy keys."""
     figures = [value_header, *([baseline_header] if baseline_header else []), "threshold"]
     lines = [
         f"| check | metric | {' | '.join(figures)} | result | rule |",
@@ -132,7 +164,8 @@ def checks_table(
         cells = [check.value, *([check.baseline] if baseline_header else []), check.threshold]
         shown = [format_number(cell) if is_finite_number(cell) else "—" for cell in cells]
         result = "skipped" if check.skipped else ("pass" if check.passed else "**FAIL**")
-        lines.append(
-            f"| {check.kind} | {check.subject} | {' | '.join(shown)} | {result} | {check.rule} |"
+        kind, subject, rule = (
+            markdown_text(text) for text in (check.kind, check.subject, check.rule)
         )
+        lines.append(f"| {kind} | {subject} | {' | '.join(shown)} | {result} | {rule} |")
     return "\n".join(lines)

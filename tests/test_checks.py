@@ -1,3 +1,4 @@
+import html
 import json
 import math
 
@@ -11,7 +12,10 @@ from ctloop.components.checks import (
     format_number,
     is_finite_number,
     limit_check,
+    markdown_text,
 )
+
+HOSTILE = "<img src=x onerror=alert(1)> a|b [x](javascript:alert(1)) `c` \\ \"q\" 's' &amp;"
 
 
 def test_check_json_keeps_the_gate_artifacts_keys():
@@ -85,10 +89,10 @@ def test_table_lists_every_check_with_its_result():
     assert checks_table(checks).splitlines() == [
         "| check | metric | value | threshold | result | rule |",
         "| --- | --- | ---: | ---: | --- | --- |",
-        "| threshold | roc_auc | 0.612 | 0.7 | **FAIL** | roc_auc 0.612 < min 0.7 |",
+        "| threshold | roc_auc | 0.612 | 0.7 | **FAIL** | roc_auc 0.612 &lt; min 0.7 |",
         "| champion_comparison | roc_auc | 0.612 | — | skipped | skipped |",
         "| threshold | log_loss | — | 0.6 | **FAIL** | log_loss is missing |",
-        "| latency | p95_ms | 5 | 50 | pass | p95_ms 5 ms <= max 50 ms |",
+        "| latency | p95_ms | 5 | 50 | pass | p95_ms 5 ms &lt;= max 50 ms |",
     ]
 
 
@@ -98,3 +102,20 @@ def test_table_shows_the_baseline_in_its_own_column_when_asked():
     assert lines[0] == "| check | metric | canary | primary | threshold | result | rule |"
     assert lines[1] == "| --- | --- | ---: | ---: | ---: | --- | --- |"
     assert lines[2] == "| error_rate | error_rate | 0.1 | 0 | 0.01 | **FAIL** | r |"
+
+
+def test_markdown_text_shows_data_literally_and_renders_no_tag_link_or_cell():
+    shown = markdown_text(HOSTILE)
+    assert not set(shown) & set("<>|[]`\\\"'")
+    # What a Markdown renderer shows is the original text, character for character.
+    assert html.unescape(shown) == HOSTILE
+    assert markdown_text("a\nb\r\nc") == "a b  c"
+
+
+def test_table_escapes_names_and_rules_from_policies_and_data():
+    subject = "<img src=x onerror=alert(1)>|x"
+    check = Check("threshold", subject, 0.5, 0.7, f"{subject} 0.5 < min 0.7", passed=False)
+    row = checks_table([check]).splitlines()[2]
+    assert "<img" not in row
+    assert row.count("|") == 7  # six cells: no pipe from the name split the row
+    assert row.startswith("| threshold | &lt;img src=x onerror=alert(1)&gt;&#124;x | 0.5 |")
