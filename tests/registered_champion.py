@@ -66,5 +66,7 @@ def churn_champion(root: Path, telco_parquet: Path) -> ChurnChampion:
     evaluation = {"candidate": classification_metrics(validation.column("churn"), scores)}
     scored = with_prediction_distribution(profile, scores)
     mlflow_registry.log_evaluation(tracking_uri, outcome.run_id, evaluation, scored)
-    mlflow_registry.register_version(tracking_uri, "churn", outcome.run_id, outcome.model_uri, {})
+    mlflow_registry.register_version(
+        tracking_uri, "churn", outcome.run_id, outcome.model_uri, {}, compared_champion=None
+    )
     return ChurnChampion(root / "model", tracking_uri, profile, reference, current)

@@ -25,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 
 from ctloop.components.registry import mlflow_registry
-from ctloop.components.registry.mlflow_registry import RegistryError
+from ctloop.components.registry.mlflow_registry import ChampionChangedError, RegistryError
 
 EXPERIMENT = "ctloop-server-test"
 DATASET_HASH = "sha256:" + "ab" * 32
@@ -230,20 +230,16 @@ def test_first_version_is_champion_later_is_challenger_and_reregistering_is_idem
     uri, _ = mlflow_server
     name = "churn-aliases"
     first, second = trained
-    assert mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {}) == (
-        "1",
-        "champion",
-    )
-    assert mlflow_registry.register_version(
-        uri, name, second["run_id"], second["model_uri"], {}
-    ) == ("2", "challenger")
-    assert mlflow_registry.register_version(
-        uri, name, second["run_id"], second["model_uri"], {}
-    ) == ("2", "challenger")
-    assert mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {}) == (
-        "1",
-        "champion",
-    )
+
+    def register(run, compared):
+        return mlflow_registry.register_version(
+            uri, name, run["run_id"], run["model_uri"], {}, compared_champion=compared
+        )
+
+    assert register(first, None) == ("1", "champion")
+    assert register(second, "1") == ("2", "challenger")
+    assert register(second, "1") == ("2", "challenger")
+    assert register(first, None) == ("1", "champion")  # a retried step that already won
     versions = MlflowClient(uri).search_model_versions(f"name = '{name}'")
     assert sorted(v.version for v in versions) == ["1", "2"]
     assert mlflow_registry.aliases_of(uri, name, "1") == ["champion"]
@@ -256,8 +252,12 @@ def test_model_by_alias_returns_the_version_its_profile_and_a_booster_that_score
     uri, _ = mlflow_server
     name = "churn-by-alias"
     first, second = trained
-    mlflow_registry.register_version(uri, name, first["run_id"], first["model_uri"], {})
-    mlflow_registry.register_version(uri, name, second["run_id"], second["model_uri"], {})
+    mlflow_registry.register_version(
+        uri, name, first["run_id"], first["model_uri"], {}, compared_champion=None
+    )
+    mlflow_registry.register_version(
+        uri, name, second["run_id"], second["model_uri"], {}, compared_champion="1"
+    )
 
     champion = mlflow_registry.model_by_alias(uri, name, "champion")
     assert (champion.name, champion.version, champion.run_id) == (name, "1", first["run_id"])
@@ -313,6 +313,81 @@ def test_register_version_of_a_missing_run_raises_naming_the_run(mlflow_server):
     missing = "0123456789abcdef0123456789abcdef"
     with pytest.raises(RegistryError, match=missing):
         mlflow_registry.register_version(
-            uri, "churn-missing-run", missing, f"runs:/{missing}/model", {}
+            uri, "churn-missing-run", missing, f"runs:/{missing}/model", {}, compared_champion=None
         )
     assert MlflowClient(uri).search_model_versions("name = 'churn-missing-run'") == []
+
+
+def _register(uri: str, name: str, run: dict, champion_version: str | None) -> tuple[str, str]:
+    return mlflow_registry.run_registration(
+        uri,
+        name,
+        run_id=run["run_id"],
+        model_uri=run["model_uri"],
+        evaluation={"candidate": {"roc_auc": 0.8}, "champion_version": champion_version},
+        kfp_run={"id": "", "name": ""},
+    )
+
+
+def test_a_run_that_evaluated_before_another_registered_is_refused_and_registers_nothing(
+    mlflow_server, trained
+):
+    uri, _ = mlflow_server
+    name = "churn-interleaved"
+    run_a, run_b = trained
+    # Both runs evaluate while there is no champion: each gate records "no champion yet".
+    assert mlflow_registry.model_by_alias(uri, name) is None  # run A's evaluation
+    assert mlflow_registry.model_by_alias(uri, name) is None  # run B's evaluation
+    assert _register(uri, name, run_a, None) == ("1", "champion")
+    message = (
+        "champion of 'churn-interleaved' is now version 1, but the quality gate compared this "
+        "candidate with no champion"
+    )
+    with pytest.raises(ChampionChangedError, match=message):
+        _register(uri, name, run_b, None)
+    versions = MlflowClient(uri).search_model_versions(f"name = '{name}'")
+    assert [(v.version, v.run_id) for v in versions] == [("1", run_a["run_id"])]
+    assert mlflow_registry.version_with_alias(uri, name, "challenger") is None
+    # Judged again against version 1, the same candidate registers as the challenger.
+    assert _register(uri, name, run_b, "1") == ("2", "challenger")
+
+
+def test_a_champion_that_moves_while_the_version_is_created_refuses_and_deletes_that_version(
+    mlflow_server, trained, monkeypatch
+):
+    uri, _ = mlflow_server
+    name = "churn-moved-during-registration"
+    run_a, run_b = trained
+    _register(uri, name, run_a, None)
+    create_version = mlflow.register_model
+
+    def promoted_meanwhile(*args, **kwargs):
+        created = create_version(*args, **kwargs)
+        # Another run promotes its model between the first champion read and the alias write.
+        other = create_version(run_a["model_uri"], name)
+        MlflowClient(uri).set_registered_model_alias(name, "champion", other.version)
+        return created
+
+    monkeypatch.setattr(mlflow, "register_model", promoted_meanwhile)
+    with pytest.raises(ChampionChangedError, match="is now version 3, .* with version 1"):
+        _register(uri, name, run_b, "1")
+    versions = MlflowClient(uri).search_model_versions(f"name = '{name}'")
+    assert sorted(v.version for v in versions) == ["1", "3"]  # version 2 (run B) was deleted
+    assert run_b["run_id"] not in {v.run_id for v in versions}
+    assert mlflow_registry.version_with_alias(uri, name, "challenger") is None
+
+
+def test_registration_refuses_an_evaluation_that_does_not_name_the_champion_compared(
+    mlflow_server, trained
+):
+    uri, _ = mlflow_server
+    with pytest.raises(RegistryError, match="evaluation has no 'champion_version'"):
+        mlflow_registry.run_registration(
+            uri,
+            "churn-unnamed-champion",
+            run_id=trained[0]["run_id"],
+            model_uri=trained[0]["model_uri"],
+            evaluation={"candidate": {"roc_auc": 0.8}},
+            kfp_run={},
+        )
+    assert MlflowClient(uri).search_model_versions("name = 'churn-unnamed-champion'") == []

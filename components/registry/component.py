@@ -22,7 +22,9 @@ def register_model(
 
     The first version becomes `champion`; later ones `challenger` while they are canaries.
     The version is tagged with the gate result, its test metrics, the dataset hash and the
-    KFP run, so the registry alone says why a version exists.
+    KFP run, so the registry alone says why a version exists. When the `champion` alias no
+    longer names the version the evaluation compared with (another run registered or promoted
+    a model meanwhile), the step fails and registers nothing, so nothing unjudged is deployed.
 
     Args:
         run_id: The candidate's MLflow run.

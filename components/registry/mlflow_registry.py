@@ -3,7 +3,9 @@
 Every step that touches MLflow goes through here, so the tracking URI, the artifact
 location and the alias conventions (`champion` serves production, `challenger` is the
 canary) are decided in one place. Locally the tracking URI is an embedded SQLite store;
-on a cluster it is the MLflow server's HTTP URI; nothing else changes.
+on a cluster it is the MLflow server's HTTP URI; nothing else changes. It is one module,
+longer than most, for that reason: a second place calling MLflow would be a second place
+deciding those conventions.
 """
 
 from __future__ import annotations
@@ -165,7 +167,13 @@ def load_booster(model_uri: str) -> xgb.Booster:
 
 
 def register_version(
-    tracking_uri: str, name: str, run_id: str, model_uri: str, tags: Mapping[str, str]
+    tracking_uri: str,
+    name: str,
+    run_id: str,
+    model_uri: str,
+    tags: Mapping[str, str],
+    *,
+    compared_champion: str | None,
 ) -> tuple[str, str]:
     """Register the run's logged model and give it an alias; return (version, alias).
 
@@ -173,6 +181,24 @@ def register_version(
     become `challenger` while they serve as a canary, until promotion moves `champion`.
     Registering the same run twice returns the existing version (a retried step must not
     create a second version).
+
+    `compared_champion` is the version the quality gate compared the candidate with (None:
+    there was no champion). The alias is a compare-and-set on `champion`: when another run
+    registered or promoted a model since the evaluation, registering now would deploy a model
+    judged against nothing or against a champion that no longer serves, so this refuses and
+    registers nothing. The champion is read before the version is created and again just
+    before the alias is written; a version created here is deleted when the second read
+    refuses.
+
+    What remains: MLflow has no conditional alias write, so a run that moves `champion` in
+    the one round trip between the second read and `set_registered_model_alias` still wins
+    unseen (two first runs can then both write `champion`, the later one keeping it). Closing
+    that needs runs of one model serialised (a recurring run's `max_concurrency` 1 does so
+    for scheduled runs, not for runs started by hand).
+
+    Raises:
+        RegistryError: the run does not exist.
+        ChampionChangedError: `champion` no longer names `compared_champion`.
     """
     mlflow_client = client(tracking_uri)
     try:
@@ -181,22 +207,51 @@ def register_version(
         if not _missing(error):
             raise
         raise RegistryError(f"MLflow run {run_id!r} does not exist: {error}") from error
-    existing = [
-        v
-        for v in mlflow_client.search_model_versions(f"name = {json.dumps(name)}")
-        if v.run_id == run_id
-    ]
-    if existing:
-        version = existing[0]
-    else:
-        version = mlflow.register_model(model_uri, name, tags=dict(tags))
-    current_champion = _version_by_alias(mlflow_client, name, CHAMPION)
-    if current_champion is None or str(current_champion.version) == str(version.version):
-        alias = CHAMPION
-    else:
-        alias = CHALLENGER
+    existing = next(
+        (
+            v
+            for v in mlflow_client.search_model_versions(f"name = {json.dumps(name)}")
+            if v.run_id == run_id
+        ),
+        None,
+    )
+    own = None if existing is None else str(existing.version)
+    _champion_as_compared(mlflow_client, name, compared_champion, own)
+    version = existing or mlflow.register_model(model_uri, name, tags=dict(tags))
+    try:
+        champion = _champion_as_compared(
+            mlflow_client, name, compared_champion, str(version.version)
+        )
+    except ChampionChangedError:
+        if existing is None:
+            mlflow_client.delete_model_version(name, version.version)
+        raise
+    alias = CHAMPION if champion in (None, str(version.version)) else CHALLENGER
     mlflow_client.set_registered_model_alias(name, alias, version.version)
     return str(version.version), alias
+
+
+class ChampionChangedError(RuntimeError):
+    """The champion moved between the evaluation and the registration (a concurrent run)."""
+
+
+def _champion_as_compared(
+    mlflow_client: MlflowClient, name: str, compared: str | None, own: str | None
+) -> str | None:
+    """The version holding `champion` now, when it is still `compared` (or the candidate's own
+    version: a retried step that already won); else ChampionChangedError."""
+    current = _version_by_alias(mlflow_client, name, CHAMPION)
+    current = None if current is None else str(current.version)
+    if current == compared or (current is not None and current == own):
+        return current
+    now = "no version" if current is None else f"version {current}"
+    then = "no champion" if compared is None else f"version {compared}"
+    raise ChampionChangedError(
+        f"{CHAMPION} of {name!r} is now {now}, but the quality gate compared this candidate "
+        f"with {then} (another run registered or promoted a model meanwhile); nothing was "
+        "registered: run the training pipeline again to judge the candidate against the "
+        f"{CHAMPION} as it is now"
+    )
 
 
 def tag_run(tracking_uri: str, run_id: str, tags: Mapping[str, object]) -> None:
@@ -320,17 +375,37 @@ def run_registration(
     evaluation: dict,
     kfp_run: Mapping[str, str],
 ) -> tuple[str, str]:
-    """Register a candidate the gate passed, tagged with why it exists; (version, alias)."""
+    """Register a candidate the gate passed, tagged with why it exists; (version, alias).
+
+    Registration is refused, with nothing registered, when `champion` has moved since the
+    evaluation recorded `champion_version` (see `register_version`), rather than evaluated
+    again here: the gate's decision artifact would otherwise describe a comparison that the
+    registered version never had, and a rerun of the pipeline judges and reports it afresh.
+
+    Raises:
+        RegistryError: the evaluation does not say which champion it compared with.
+        ChampionChangedError: the champion is no longer the one the gate compared with.
+    """
+    if "champion_version" not in evaluation:
+        raise RegistryError(
+            "evaluation has no 'champion_version' (the champion version the gate compared "
+            "the candidate with, null when there was none): registering it could deploy a "
+            "model never compared with the champion; use the evaluate step's evaluation"
+        )
+    compared = evaluation["champion_version"]
+    compared_champion = None if compared is None else str(compared)
     dataset_hash = (
         client(tracking_uri).get_run(run_id).data.tags.get("ctloop.dataset.content_hash", "")
     )
     tags = {
         "ctloop.gate": "passed",
         "ctloop.test_metrics": json.dumps(evaluation["candidate"], sort_keys=True),
-        "ctloop.champion_compared": str(evaluation.get("champion_version") or "none"),
+        "ctloop.champion_compared": compared_champion or "none",
         "ctloop.dataset.content_hash": dataset_hash,
         "kfp.run_id": kfp_run.get("id", ""),
         "kfp.run_name": kfp_run.get("name", ""),
     }
     tag_run(tracking_uri, run_id, {"ctloop.gate": "passed"})
-    return register_version(tracking_uri, name, run_id, model_uri, tags)
+    return register_version(
+        tracking_uri, name, run_id, model_uri, tags, compared_champion=compared_champion
+    )
