@@ -238,10 +238,18 @@ def test_decision_markdown_leads_with_verdict_and_failed_rule():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.612, "log_loss": 0.45}, None, FAST)
     text = decision_markdown(decision)
     assert text.startswith("## Quality gate FAILED")
-    assert "- **threshold**: roc_auc 0.612 < min 0.7" in text
+    assert "- **threshold**: roc_auc 0.612 &lt; min 0.7" in text
     assert "No champion yet" in text
     assert "| threshold | roc_auc | 0.612 | 0.7 | **FAIL** |" in text
     assert "| champion_comparison | roc_auc | 0.612 | — | skipped |" in text
+
+
+def test_decision_markdown_shows_policy_metric_names_as_text_never_as_html():
+    hostile = "<img src=x onerror=alert(1)>"
+    policy = parse_gate_policy(json.dumps({"thresholds": {hostile: {"min": 0.5}}}))
+    text = decision_markdown(evaluate_gate(policy, GOOD, None, None))
+    assert "<img" not in text
+    assert "- **threshold**: &lt;img src=x onerror=alert(1)&gt; is missing" in text
 
 
 def test_decision_is_json_serialisable():

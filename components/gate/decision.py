@@ -21,6 +21,7 @@ from ctloop.components.checks import (
     format_number,
     is_finite_number,
     limit_check,
+    markdown_text,
 )
 from ctloop.components.gate.policy import GatePolicy, GatePolicyError, parse_gate_policy
 
@@ -175,12 +176,19 @@ def run_gate(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
 
 
 def decision_markdown(decision: GateDecision) -> str:
-    """The decision as Markdown for the Kubeflow UI: verdict first, then every check."""
+    """The decision as Markdown for the Kubeflow UI: verdict first, then every check.
+
+    Rules name metrics from the policy parameter, so they are escaped (`markdown_text`): the
+    UI renders the Markdown's HTML, and a metric named `<img src=x onerror=...>` would run.
+    """
     verdict = "PASSED" if decision.passed else "FAILED"
     lines = [f"## Quality gate {verdict}", ""]
     if decision.failures:
         lines.append(f"{len(decision.failures)} check(s) failed:")
-        lines += [f"- **{failure.kind}**: {failure.rule}" for failure in decision.failures]
+        lines += [
+            f"- **{markdown_text(failure.kind)}**: {markdown_text(failure.rule)}"
+            for failure in decision.failures
+        ]
         lines.append("")
     if not decision.champion_compared:
         lines += ["No champion yet: the comparison with a champion was skipped.", ""]
