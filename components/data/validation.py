@@ -5,6 +5,13 @@ Validation runs once, before anything is trained, so that a wrong target column,
 the value and the rule. Columns that cannot help a model (all missing, constant, of a type
 XGBoost cannot take) are removed, and every removal is listed in the report: nothing is
 dropped, or used, silently.
+
+What XGBoost itself refuses is refused here, minutes before training would, naming every such
+column in one message: feature names holding `[`, `]` or `<` (XGBoost's own rule, in
+`DMatrix.feature_names`), and values that are infinite or beyond float32, which XGBoost
+converts every feature and label to (1e39 becomes inf). Such columns are refused, not renamed
+or cleaned: a feature's name is what the served model asks clients for, and an infinite value
+is not a missing one, so only the person who knows the data can say what either should be.
 """
 
 from collections.abc import Sequence
@@ -23,6 +30,10 @@ KNOWN_LABEL_PAIRS = (
     ("negative", "positive"),
 )
 MAX_LISTED_VALUES = 10
+XGBOOST_NAME_FORBIDS = ("[", "]", "<")
+"""Characters XGBoost refuses in a feature name (xgboost.core.DMatrix.feature_names)."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32; XGBoost reads a larger magnitude as inf, and refuses it."""
 
 
 class DataValidationError(ValueError):
@@ -71,7 +82,8 @@ def validate_training_table(
         time_column: A column the split orders by: kept in the table, never a feature.
 
     Raises:
-        DataValidationError: with the column, the offending value and the rule.
+        DataValidationError: with the column, the offending value and the rule; every
+            feature whose name or values XGBoost refuses, in one message.
     """
     passthrough = [time_column] if time_column else []
     _check_columns(table, target, task, [*drop_columns, *passthrough])
@@ -101,6 +113,7 @@ def validate_training_table(
         raise DataValidationError(
             f"no usable feature columns besides target {target!r}; dropped: {reasons}"
         )
+    _check_trainable(kept, target, label)
 
     cleaned = pa.table(
         {
@@ -136,6 +149,43 @@ def _check_columns(table: pa.Table, target: str, task: str, drop_columns: Sequen
         )
     if target in drop_columns:
         raise DataValidationError(f"drop_columns names the target column {target!r}")
+
+
+def _check_trainable(
+    features: dict[str, pa.ChunkedArray], target: str, label: pa.ChunkedArray
+) -> None:
+    """Refuse, in one message, the feature names and values XGBoost would refuse."""
+    problems = []
+    bad_names = [name for name in features if any(c in name for c in XGBOOST_NAME_FORBIDS)]
+    if bad_names:
+        problems.append(
+            f"feature name(s) {bad_names} contain [, ] or <, which XGBoost refuses in feature "
+            "names: rename them in the source, or list them in drop_columns"
+        )
+    too_large = {
+        name: count
+        for name, column in [*features.items(), (target, label)]
+        if (count := _float32_overflow_count(column))
+    }
+    if too_large:
+        counts = ", ".join(
+            f"{name!r} ({count} of {len(label)} rows)" for name, count in too_large.items()
+        )
+        problems.append(
+            f"infinite values or values beyond float32 (XGBoost's number type, max "
+            f"{FLOAT32_MAX:.6g}) in {counts}: make them missing (null) or finite in the source, "
+            "or list the features in drop_columns"
+        )
+    if problems:
+        raise DataValidationError("XGBoost cannot train on this table: " + "; ".join(problems))
+
+
+def _float32_overflow_count(column: pa.ChunkedArray) -> int:
+    """Values that are ±inf once XGBoost converts them to float32 (NaN and nulls are missing)."""
+    if not (pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)):
+        return 0  # integers and booleans always fit; text is categorical
+    as_float32 = pc.cast(column, pa.float32(), safe=False)
+    return pc.sum(pc.is_inf(as_float32)).as_py() or 0
 
 
 def _missing_count(column: pa.ChunkedArray) -> int:
