@@ -1,11 +1,8 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
-import xgboost as xgb
 
-from ctloop.components.evaluate import metrics
 from ctloop.components.evaluate.metrics import (
     MetricsError,
     average_precision,
@@ -15,7 +12,6 @@ from ctloop.components.evaluate.metrics import (
     regression_metrics,
     roc_auc,
     roc_curve,
-    scoring_latency,
 )
 
 Y = [0, 0, 1, 1]
@@ -143,43 +139,6 @@ def test_confusion_matrix_uses_original_label_names():
 def test_confusion_matrix_rejects_label_names_not_covering_both_classes():
     with pytest.raises(MetricsError, match="must name class 0 and class 1 once each"):
         confusion_matrix(Y, S, 0.5, {"No": 0, "Maybe": 2})
-
-
-@pytest.fixture(scope="module")
-def booster_and_frame():
-    rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"a": rng.random(300, dtype=np.float32), "b": rng.random(300)})
-    label = (frame["a"] > 0.5).astype(int)
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 2},
-        xgb.DMatrix(frame, label=label),
-        num_boost_round=5,
-    )
-    return booster, frame
-
-
-def test_scoring_latency_times_the_same_fixed_batch(booster_and_frame, monkeypatch):
-    booster, frame = booster_and_frame
-    seen = []
-    real_predict = metrics.predict_scores
-
-    def recording_predict(model, batch):
-        seen.append(batch)
-        return real_predict(model, batch)
-
-    monkeypatch.setattr(metrics, "predict_scores", recording_predict)
-    latency = scoring_latency(booster, frame, batch_rows=1000, repeats=5)
-    assert len(seen) == 6  # one warm-up, then the timed repeats
-    assert all(len(batch) == 1000 for batch in seen)
-    pd.testing.assert_frame_equal(seen[0].iloc[300:600].reset_index(drop=True), frame)
-    assert 0 < latency["p50_ms"] <= latency["p95_ms"]
-    assert (latency["batch_rows"], latency["repeats"]) == (1000, 5)
-
-
-def test_scoring_latency_rejects_empty_frame(booster_and_frame):
-    booster, frame = booster_and_frame
-    with pytest.raises(MetricsError, match="empty frame"):
-        scoring_latency(booster, frame.iloc[:0])
 
 
 def test_comparison_table_shows_delta_against_champion():

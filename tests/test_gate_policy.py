@@ -20,12 +20,20 @@ POLICY = parse_gate_policy(
                 "roc_auc": {"direction": "higher", "max_regression": 0.01},
                 "log_loss": {"direction": "lower", "max_regression": 0.02},
             },
-            "latency": {"p95_ms_max": 50.0},
+            "latency": {"max_ratio_to_champion": 1.5, "median_ms_max": 50.0},
         }
     )
 )
 GOOD = {"roc_auc": 0.82, "log_loss": 0.45}
-FAST = {"p50_ms": 3.0, "p95_ms": 5.0}
+
+
+def _timed(candidate_ms: float, champion_ms: float | None) -> dict:
+    """An evaluation's latency section: medians of the two models timed interleaved."""
+    champion = None if champion_ms is None else {"median_ms": champion_ms, "min_ms": champion_ms}
+    return {"candidate": {"median_ms": candidate_ms, "min_ms": candidate_ms}, "champion": champion}
+
+
+FAST = _timed(3.0, 2.5)
 
 
 def _failed(decision):
@@ -35,7 +43,7 @@ def _failed(decision):
 def test_policy_parses_into_typed_rules():
     assert POLICY.thresholds == {"roc_auc": Bounds(min=0.7), "log_loss": Bounds(max=0.6)}
     assert POLICY.champion_comparison["roc_auc"] == ChampionRule("higher", max_regression=0.01)
-    assert POLICY.latency == LatencyRule(p95_ms_max=50.0)
+    assert POLICY.latency == LatencyRule(max_ratio_to_champion=1.5, median_ms_max=50.0)
 
 
 def test_every_section_is_optional():
@@ -50,7 +58,7 @@ def test_gate_passes_good_candidate_against_worse_champion():
     assert decision.passed
     assert decision.failures == []
     assert decision.champion_compared
-    assert len(decision.checks) == 5
+    assert len(decision.checks) == 6
     assert all(check.passed and not check.skipped for check in decision.checks)
 
 
@@ -113,15 +121,15 @@ def test_both_tolerances_must_hold_when_both_are_given():
 
 
 def test_comparison_is_skipped_and_recorded_without_champion():
-    decision = evaluate_gate(POLICY, GOOD, None, FAST)
+    decision = evaluate_gate(POLICY, GOOD, None, _timed(3.0, None))
     assert decision.passed
     assert not decision.champion_compared
     skipped = [c for c in decision.checks if c.skipped]
-    assert [(c.kind, c.subject) for c in skipped] == [
-        ("champion_comparison", "roc_auc"),
-        ("champion_comparison", "log_loss"),
+    assert [(c.kind, c.subject, c.rule) for c in skipped] == [
+        ("champion_comparison", "roc_auc", "skipped: no champion yet"),
+        ("champion_comparison", "log_loss", "skipped: no champion yet"),
+        ("latency", "median_ms_vs_champion", "skipped: no champion timed beside the candidate"),
     ]
-    assert all(c.rule == "skipped: no champion yet" for c in skipped)
 
 
 def test_metric_missing_from_candidate_fails():
@@ -137,16 +145,45 @@ def test_metric_missing_from_champion_is_skipped_not_failed():
     assert skipped.rule == "skipped: champion has no log_loss to compare with"
 
 
-def test_gate_rejects_slow_candidate():
-    decision = evaluate_gate(POLICY, GOOD, None, {"p50_ms": 30.0, "p95_ms": 120.5})
-    assert _failed(decision) == [("latency", "p95_ms")]
-    assert decision.failures[0].rule == "p95_ms 120.5 ms > max 50 ms"
+def test_gate_rejects_candidate_slower_than_the_ratio_to_the_champion_timed_beside_it():
+    decision = evaluate_gate(POLICY, GOOD, None, _timed(4.0, 2.5))
+    assert _failed(decision) == [("latency", "median_ms_vs_champion")]
+    failure = decision.failures[0]
+    assert (failure.value, failure.threshold, failure.baseline) == (4.0, 3.75, 2.5)
+    assert failure.rule == "median_ms 4 ms > champion's 2.5 ms x 1.5 = 3.75 ms"
+
+
+def test_a_busy_node_slowing_both_models_alike_does_not_fail_the_candidate():
+    # The first model's figure (102.5 ms) that a fixed 100 ms budget refused on shared CPUs.
+    default = parse_gate_policy("", "binary")
+    assert evaluate_gate(default, GOOD, None, _timed(102.5, 90.0)).passed
+    assert evaluate_gate(default, GOOD, None, _timed(102.5, None)).passed
+
+
+def test_latency_against_the_champion_is_skipped_and_said_so_without_one():
+    decision = evaluate_gate(parse_gate_policy("", "binary"), GOOD, None, _timed(102.5, None))
+    [latency] = [c for c in decision.checks if c.kind == "latency"]
+    assert latency.skipped and latency.passed
+    assert latency.rule == "skipped: no champion timed beside the candidate"
+
+
+def test_absolute_budget_applies_only_when_the_policy_sets_one():
+    decision = evaluate_gate(POLICY, GOOD, None, _timed(60.5, 50.0))
+    assert _failed(decision) == [("latency", "median_ms")]
+    assert decision.failures[0].rule == "median_ms 60.5 ms > max 50 ms"
 
 
 def test_gate_rejects_candidate_without_latency_measurement():
     decision = evaluate_gate(POLICY, GOOD, None, None)
-    assert _failed(decision) == [("latency", "p95_ms")]
-    assert "missing" in decision.failures[0].rule
+    assert _failed(decision) == [("latency", "median_ms")]
+    assert decision.failures[0].rule == (
+        "the candidate's median scoring time is missing in the evaluation"
+    )
+
+
+def test_an_evaluation_timed_the_old_way_fails_the_latency_rule_instead_of_passing():
+    decision = evaluate_gate(POLICY, GOOD, None, {"p50_ms": 3.0, "p95_ms": 5.0})
+    assert _failed(decision) == [("latency", "median_ms")]
 
 
 @pytest.mark.parametrize(
@@ -184,9 +221,17 @@ def test_gate_rejects_candidate_without_latency_measurement():
             '{"champion_comparison": {"auc": {"direction": "higher", "tolerance": 1}}}',
             "champion_comparison.auc has unknown key(s) ['tolerance']",
         ),
-        ('{"latency": {"p99_ms_max": 5}}', "'latency' has unknown key(s) ['p99_ms_max']"),
-        ('{"latency": {"p95_ms_max": "fast"}}', "latency: 'p95_ms_max' = \"fast\" must be"),
-        ('{"latency": {"p95_ms_max": -5}}', "latency: 'p95_ms_max' = -5 must be >= 0"),
+        (
+            '{"latency": {"p95_ms_max": 5}}',
+            "'latency' has unknown key(s) ['p95_ms_max']; allowed: max_ratio_to_champion, "
+            "median_ms_max",
+        ),
+        ('{"latency": {"median_ms_max": "fast"}}', "latency: 'median_ms_max' = \"fast\" must be"),
+        ('{"latency": {"median_ms_max": -5}}', "latency: 'median_ms_max' = -5 must be >= 0"),
+        (
+            '{"latency": {"max_ratio_to_champion": 0}}',
+            "latency: 'max_ratio_to_champion' = 0 must be > 0",
+        ),
     ],
 )
 def test_bad_policies_are_rejected_with_a_message_naming_the_problem(text, message):
@@ -198,7 +243,7 @@ def test_bad_policies_are_rejected_with_a_message_naming_the_problem(text, messa
 @pytest.mark.parametrize("task", ["binary", "regression"])
 def test_default_policies_parse(task):
     policy = parse_gate_policy(json.dumps(DEFAULT_GATE_POLICY[task]))
-    assert policy.latency == LatencyRule(p95_ms_max=100.0)
+    assert policy.latency == LatencyRule(max_ratio_to_champion=1.5)
 
 
 def test_blank_policy_uses_the_tasks_default():

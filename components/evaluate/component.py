@@ -40,7 +40,8 @@ def evaluate_model(
         run_id: The candidate's MLflow run; metrics and the scored profile are logged to it.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
         registered_model_name: Registered model whose `champion` alias is compared with.
-        metrics: Candidate metrics (and champion_* when a champion exists), for the UI.
+        metrics: Candidate metrics and median scoring time (and champion_* when a champion
+            exists), for the UI.
         classification_metrics: ROC curve and confusion matrix, for the UI.
         comparison: Candidate vs champion table, for the UI.
         evaluation: Every figure as JSON (what the quality gate reads).
@@ -68,7 +69,9 @@ def evaluate_model(
         metrics.log_metric(name, value)
     for name, value in (result["champion"] or {}).items():
         metrics.log_metric(f"champion_{name}", value)
-    metrics.log_metric("scoring_p95_ms", result["latency"]["p95_ms"])
+    for model, timing in (("", "candidate"), ("champion_", "champion")):
+        if result["latency"][timing] is not None:
+            metrics.log_metric(f"{model}scoring_median_ms", result["latency"][timing]["median_ms"])
     if "roc_curve" in result:
         points = result["roc_curve"]
         classification_metrics.log_roc_curve(

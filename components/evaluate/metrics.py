@@ -1,4 +1,4 @@
-"""Model quality and scoring-latency metrics, computed with numpy/scipy only.
+"""Model quality metrics, computed with numpy/scipy only (scoring time: `latency`).
 
 The evaluation step's numbers feed the quality gate and the Kubeflow UI (Metrics,
 ClassificationMetrics, Markdown), so every value here is a plain Python float and every
@@ -10,16 +10,11 @@ precision as a step-wise sum, thresholds as "score >= threshold is positive").
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import xgboost as xgb
 from scipy.stats import rankdata
-
-from ctloop.components.contract.model_input import predict_scores
 
 _LOG_LOSS_EPS = 1e-15
 
@@ -194,33 +189,6 @@ def _category_names(label_names: Mapping[str, int] | Sequence[str] | None) -> li
     if len(label_names) != 2 or None in names or len(set(names)) != 2:
         raise MetricsError(f"label names {label_names!r} must name class 0 and class 1 once each")
     return names
-
-
-def scoring_latency(
-    booster: xgb.Booster, frame: pd.DataFrame, batch_rows: int = 1000, repeats: int = 20
-) -> dict[str, float]:
-    """Wall time of scoring one fixed batch with `predict_scores`, after one warm-up call.
-
-    The batch is the first `batch_rows` rows of `frame`, cycled to that length when the
-    frame is shorter, so candidate and champion are timed on identical input.
-    """
-    if frame.empty:
-        raise MetricsError("cannot time scoring on an empty frame")
-    if batch_rows < 1 or repeats < 1:
-        raise MetricsError(f"batch_rows ({batch_rows}) and repeats ({repeats}) must be >= 1")
-    batch = frame.iloc[np.resize(np.arange(min(batch_rows, len(frame))), batch_rows)]
-    predict_scores(booster, batch)
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predict_scores(booster, batch)
-        timings.append((time.perf_counter() - started) * 1000.0)
-    return {
-        "p50_ms": float(np.percentile(timings, 50)),
-        "p95_ms": float(np.percentile(timings, 95)),
-        "batch_rows": batch_rows,
-        "repeats": repeats,
-    }
 
 
 def _cell(value: Any, signed: bool = False) -> str:

@@ -17,8 +17,10 @@ def quality_gate(
     """Decide whether the candidate may be registered and deployed.
 
     The policy is data, like TFX's blessing: floors and ceilings per metric, the largest
-    regression tolerated against the champion (skipped when there is none) and a scoring
-    latency budget. Every failure names the metric, its value and the threshold.
+    regression tolerated against the champion (skipped when there is none) and a limit on
+    the candidate's median scoring time relative to the champion's, timed beside it (plus an
+    absolute budget only when the policy sets one). Every failure names the metric, its value
+    and the threshold.
 
     Args:
         evaluation: The evaluation of candidate and champion.
@@ -26,7 +28,7 @@ def quality_gate(
         policy: Gate policy as JSON; empty uses ctloop's default for the task, e.g.
             {"thresholds": {"roc_auc": {"min": 0.75}},
              "champion_comparison": {"roc_auc": {"direction": "higher", "max_regression": 0.01}},
-             "latency": {"p95_ms_max": 50}}.
+             "latency": {"max_ratio_to_champion": 1.5, "median_ms_max": 50}}.
 
     Returns:
         passed: True when every check passed.

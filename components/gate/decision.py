@@ -5,7 +5,8 @@ so the Kubeflow UI can say exactly why a candidate was blocked.
 
 A metric named in the policy but absent from the candidate's metrics fails its check: a
 renamed metric must not turn a gate off silently. Without a champion the comparison checks
-are recorded as skipped; without a latency measurement a latency rule fails.
+are recorded as skipped, and so is the latency comparison with the champion's scoring time;
+without a measurement of the candidate's scoring time a latency rule fails.
 """
 
 from __future__ import annotations
@@ -114,22 +115,46 @@ def _comparison_checks(
 
 
 def _latency_checks(policy: GatePolicy, latency: Mapping[str, Any] | None) -> list[Check]:
-    if policy.latency is None:
+    """The candidate's median scoring time against the champion's (timed beside it) and,
+    when the policy sets one, an absolute budget."""
+    rule = policy.latency
+    if rule is None or (rule.max_ratio_to_champion is None and rule.median_ms_max is None):
         return []
-    checks = []
-    for metric, limit in (
-        ("p50_ms", policy.latency.p50_ms_max),
-        ("p95_ms", policy.latency.p95_ms_max),
-    ):
-        if limit is None:
-            continue
-        value = None if latency is None else latency.get(metric)
-        if not is_finite_number(value):
-            text = f"{metric} scoring latency is {_absent(value)} (max {format_number(limit)} ms)"
-            checks.append(Check("latency", metric, value, limit, text, passed=False))
-            continue
-        checks.append(limit_check("latency", metric, value, limit, limit_name="max", unit=" ms"))
+    timings = latency if isinstance(latency, Mapping) else {}
+    value = _median_ms(timings.get("candidate"))
+    if not is_finite_number(value):
+        text = f"the candidate's median scoring time is {_absent(value)} in the evaluation"
+        return [Check("latency", "median_ms", value, None, text, passed=False)]
+    champion = _median_ms(timings.get("champion"))
+    checks, relative = [], "median_ms_vs_champion"
+    if rule.max_ratio_to_champion is not None and not is_finite_number(champion):
+        text = "skipped: no champion timed beside the candidate"
+        checks.append(Check("latency", relative, value, None, text, True, skipped=True))
+    elif rule.max_ratio_to_champion is not None:
+        ratio = format_number(rule.max_ratio_to_champion)
+        checks.append(
+            limit_check(
+                "latency",
+                relative,
+                value,
+                rule.max_ratio_to_champion * champion,
+                label="median_ms",
+                limit_name=f"champion's {format_number(champion)} ms x {ratio} =",
+                unit=" ms",
+                baseline=champion,
+            )
+        )
+    if rule.median_ms_max is not None:
+        checks.append(
+            limit_check(
+                "latency", "median_ms", value, rule.median_ms_max, limit_name="max", unit=" ms"
+            )
+        )
     return checks
+
+
+def _median_ms(timing: Any) -> Any:
+    return timing.get("median_ms") if isinstance(timing, Mapping) else None
 
 
 def evaluate_gate(
@@ -144,7 +169,8 @@ def evaluate_gate(
         policy: From `parse_gate_policy`.
         candidate: The candidate's evaluation metrics (name -> value).
         champion: The champion's metrics on the same test data, or None when there is none.
-        latency: The candidate's `scoring_latency` result, or None when it was not measured.
+        latency: The evaluation's scoring times: "candidate" and "champion" (None without
+            one), each {"median_ms", "min_ms"}; None when nothing was timed.
     """
     checks = [
         *_threshold_checks(policy, candidate),
