@@ -7,6 +7,7 @@ RuntimeError (a failing environment) exits 1.
 """
 
 import argparse
+import os
 import sys
 
 from ctloop import __version__
@@ -24,6 +25,11 @@ _COMMANDS = (
     cli_models.add_drift,
     cli_pipelines.add_demo,
 )
+
+MLFLOW_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+"""MLflow's own limits where the user set none, for the commands and the steps of local runs
+(which inherit this environment). MLflow's defaults, 120 s a try and seven retries with
+backoff, keep a command waiting a quarter of an hour on a server that never answers."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.handler is None:  # no subcommand: say what there is, as argparse does for bad usage
         parser.print_help(sys.stderr)
         return 2
+    for name, value in MLFLOW_HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     try:
         return args.handler(args)
     except ValueError as error:

@@ -6,23 +6,54 @@ through `ctloop.components.retrain.kfp_runs`, with the same credentials.)
 Inside a cluster (a pipeline step, a CI job in a pod) the client must send the projected
 service-account token, or a multi-user Kubeflow rejects it; `kfp.Client(host=...)` alone
 sends none. Outside, no token is sent unless `KF_PIPELINES_SA_TOKEN_PATH` names one.
+
+Every request, the health check `kfp.Client()` makes before it returns included, has a timeout
+(`CTLOOP_KFP_TIMEOUT_S`, 30 s by default) and fails with one line naming the endpoint.
 """
 
 import subprocess
+import warnings
 from pathlib import Path
 
 import kfp
 import yaml
 from kfp.client import ServiceAccountTokenVolumeCredentials
 
-from ctloop.components.retrain.kfp_runs import name_filter, service_account_token_path
+from ctloop.components.retrain.kfp_runs import (
+    KfpConnectionError,
+    bound_requests,
+    name_filter,
+    request_timeout_s,
+    service_account_token_path,
+)
+
+
+class _BoundedClient(kfp.Client):
+    """`kfp.Client` whose requests are bounded (`bound_requests`) from the first one on.
+
+    The constructor asks the health endpoint before it returns, and that call is the first
+    moment the client's API connection exists, so the bound is put on there.
+    """
+
+    def get_kfp_healthz(self, sleep_duration: int = 5):
+        api = bound_requests(self._healthz_api.api_client)
+        try:
+            return super().get_kfp_healthz(sleep_duration)
+        except TimeoutError as error:  # kfp gave up after five error answers
+            raise KfpConnectionError(f"KFP API at {api.configuration.host}: {error}") from error
 
 
 def kfp_client(host: str) -> kfp.Client:
     """A client for the KFP API at `host`, authenticated by a service-account token if any."""
+    request_timeout_s()  # a bad setting is refused before anything is sent
     token_path = service_account_token_path()
     credentials = ServiceAccountTokenVolumeCredentials(path=token_path) if token_path else None
-    return kfp.Client(host=host, credentials=credentials)
+    with warnings.catch_warnings():  # said on every construction, of every server version
+        warnings.filterwarnings("ignore", "This client only works", FutureWarning)
+        client = _BoundedClient(host=host, credentials=credentials)
+    # The constructor skips the health check when a kfp context file names a namespace.
+    bound_requests(client._healthz_api.api_client)
+    return client
 
 
 def default_version_name() -> str:

@@ -80,6 +80,8 @@ class PrometheusClient:
             raise PrometheusError(f"{where} failed: {message}") from error
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, TimeoutError):  # accepted, then silent (or slow to connect)
+                raise PrometheusError(f"{where}: no answer within {self.timeout_s:g} s") from error
             raise PrometheusError(f"{where}: cannot reach {self.url}: {reason}") from error
         try:
             answer = json.loads(body)
