@@ -331,3 +331,21 @@ def test_what_validation_refuses_training_would_refuse(tmp_path, column, values)
         _train_on(table, "y", tmp_path)
     with pytest.raises(xgb.core.XGBoostError if column == "spike" else ValueError):
         xgb.DMatrix(table.select(["x", column]).to_pandas(), label=[0, 1] * 200)
+
+
+def test_report_shows_names_labels_and_values_from_the_data_as_text():
+    hostile = "<img src=x onerror=alert(1)>"
+    table = pa.table(
+        {
+            "a>b & 'c'|d": np.arange(ROWS) % 50,  # a legal feature name (no [, ] or <)
+            hostile: [hostile] * ROWS,  # constant: dropped, its value quoted in the reason
+            f"y{hostile}": [hostile, "ok"] * (ROWS // 2),
+        }
+    )
+    report = validate_training_table(table, f"y{hostile}").report_markdown
+    assert not {"<", ">", "'"} & set(report)
+    assert "| a&gt;b &amp; &#x27;c&#x27;&#124;d | numeric |" in report
+    assert "| &lt;img src=x onerror=alert(1)&gt; | constant: every non-missing value is" in report
+    assert "**Target:** y&lt;img src=x onerror=alert(1)&gt; (binary)" in report
+    cells = {line.count("|") for line in report.splitlines() if line.startswith("| ")}
+    assert cells == {3, 5}  # the dropped / label / feature tables: no pipe split a row

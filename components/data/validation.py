@@ -12,6 +12,9 @@ column in one message: feature names holding `[`, `]` or `<` (XGBoost's own rule
 converts every feature and label to (1e39 becomes inf). Such columns are refused, not renamed
 or cleaned: a feature's name is what the served model asks clients for, and an infinite value
 is not a missing one, so only the person who knows the data can say what either should be.
+
+The report is Markdown the KFP UI renders with its HTML: every column name, label and reason
+in it goes through `markdown_text`, so a value such as `<img src=x onerror=...>` shows as text.
 """
 
 from collections.abc import Sequence
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from ctloop.components.checks import markdown_text
 
 TASKS = ("binary", "regression")
 # Known label pairs, (negative, positive), compared case-insensitively.
@@ -306,10 +311,6 @@ def _examine_feature(
     return column, _ColumnSummary(feature_kind, missing, distinct), None
 
 
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _report(
     table: pa.Table,
     target: str,
@@ -323,7 +324,7 @@ def _report(
     lines = [
         "## Training data validation",
         "",
-        f"**Rows:** {rows} · **Target:** `{_cell(target)}` ({task}) · "
+        f"**Rows:** {rows} · **Target:** {markdown_text(target)} ({task}) · "
         f"**Features:** {len(summaries)} ({len(summaries) - categorical} numeric, "
         f"{categorical} categorical) · **Dropped:** {len(dropped)}",
         "",
@@ -339,7 +340,7 @@ def _report(
             "|---|---|---|---|",
         ]
         for code, count in ((0, rows - ones), (1, ones)):
-            source = _cell(names.get(code, code))
+            source = markdown_text(names.get(code, code))
             lines.append(f"| {code} | {source} | {count} | {count / rows:.1%} |")
     else:
         stats = pc.min_max(label).as_py()
@@ -360,8 +361,13 @@ def _report(
     ]
     for name, summary in summaries.items():
         missing = summary.missing / rows
-        lines.append(f"| {_cell(name)} | {summary.kind} | {missing:.1%} | {summary.distinct} |")
+        lines.append(
+            f"| {markdown_text(name)} | {summary.kind} | {missing:.1%} | {summary.distinct} |"
+        )
     if dropped:
         lines += ["", "### Dropped columns", "", "| column | reason |", "|---|---|"]
-        lines += [f"| {_cell(name)} | {_cell(reason)} |" for name, reason in dropped.items()]
+        lines += [
+            f"| {markdown_text(name)} | {markdown_text(reason)} |"
+            for name, reason in dropped.items()
+        ]
     return "\n".join(lines) + "\n"
