@@ -349,3 +349,22 @@ def test_report_shows_names_labels_and_values_from_the_data_as_text():
     assert "**Target:** y&lt;img src=x onerror=alert(1)&gt; (binary)" in report
     cells = {line.count("|") for line in report.splitlines() if line.startswith("| ")}
     assert cells == {3, 5}  # the dropped / label / feature tables: no pipe split a row
+
+
+def test_columns_unique_per_row_are_kept_with_a_warning_saying_to_drop_them():
+    rng = np.random.default_rng(5)
+    table = labelled(
+        ["no", "yes"],
+        customer_id=[f"C-{i:05d}" for i in rng.permutation(ROWS)],
+        row_number=np.arange(ROWS),
+        charges=rng.normal(size=ROWS),  # measured on a scale: unique, but not an identifier
+    )
+    result = validate_training_table(table, "y")
+    assert {"customer_id", "row_number", "charges"} <= set(result.features)
+    assert list(result.warnings) == ["customer_id", "row_number"]
+    assert "list it in drop_columns" in result.warnings["customer_id"]
+    assert "**Warnings:** 2" in result.report_markdown
+    assert "| customer_id | a different value in each of the 120 rows" in result.report_markdown
+    dropped = validate_training_table(table, "y", drop_columns=["customer_id", "row_number"])
+    assert dropped.warnings == {}
+    assert "Warnings" not in dropped.report_markdown

@@ -110,6 +110,8 @@ def validate_dataset(
     write_parquet(result.table, validated.path)
     validated.metadata.update(dataset.metadata)
     write_profile(profile, reference_profile.path)
+    for name, warning in result.warnings.items():
+        print(f"warning: feature {name!r}: {warning}")
     with open(report.path, "w") as handle:
         handle.write(result.report_markdown)
     report.metadata["display_name"] = "Data validation"

@@ -12,9 +12,6 @@ column in one message: feature names holding `[`, `]` or `<` (XGBoost's own rule
 converts every feature and label to (1e39 becomes inf). Such columns are refused, not renamed
 or cleaned: a feature's name is what the served model asks clients for, and an infinite value
 is not a missing one, so only the person who knows the data can say what either should be.
-
-The report is Markdown the KFP UI renders with its HTML: every column name, label and reason
-in it goes through `markdown_text`, so a value such as `<img src=x onerror=...>` shows as text.
 """
 
 from collections.abc import Sequence
@@ -23,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctloop.components.checks import markdown_text
+from ctloop.components.data.validation_report import ColumnSummary, validation_markdown
 
 TASKS = ("binary", "regression")
 # Known label pairs, (negative, positive), compared case-insensitively.
@@ -39,6 +36,12 @@ XGBOOST_NAME_FORBIDS = ("[", "]", "<")
 """Characters XGBoost refuses in a feature name (xgboost.core.DMatrix.feature_names)."""
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest float32; XGBoost reads a larger magnitude as inf, and refuses it."""
+IDENTIFIER_WARNING = (
+    "a different value in each of the {rows} rows, as an identifier has: a model learns "
+    "nothing from it that holds for new rows; if it identifies rows, list it in drop_columns"
+)
+"""Said of a text or integer feature unique per row (customer ids, row numbers). Kept, not
+dropped: a unique text can be a real feature, and only its owner knows which it is."""
 
 
 class DataValidationError(ValueError):
@@ -57,14 +60,9 @@ class ValidationResult:
     """Source label -> 0/1 when string labels were mapped; None when the labels already were."""
     dropped: dict[str, str]
     """Column -> why it is not a feature (drop_columns, all missing, constant, type)."""
+    warnings: dict[str, str]
+    """Feature -> what looks wrong with it though it is kept (an identifier-like column)."""
     report_markdown: str
-
-
-@dataclass(frozen=True)
-class _ColumnSummary:
-    kind: str
-    missing: int
-    distinct: int
 
 
 def validate_training_table(
@@ -104,7 +102,7 @@ def validate_training_table(
     dropped = {name: "listed in drop_columns" for name in drop_columns}
     dropped.update({name: "time column: orders the split, not a feature" for name in passthrough})
     kept: dict[str, pa.ChunkedArray] = {}
-    summaries: dict[str, _ColumnSummary] = {}
+    summaries: dict[str, ColumnSummary] = {}
     for name in table.column_names:
         if name == target or name in dropped:
             continue
@@ -128,13 +126,21 @@ def validate_training_table(
         }
     )
     features = list(kept)
+    warnings = {
+        name: IDENTIFIER_WARNING.format(rows=table.num_rows)
+        for name, summary in summaries.items()
+        if summary.whole_values and summary.distinct == table.num_rows
+    }
     return ValidationResult(
         table=cleaned,
         features=features,
         categorical_features=[f for f in features if summaries[f].kind == "categorical"],
         label_mapping=label_mapping,
         dropped=dropped,
-        report_markdown=_report(cleaned, target, task, label_mapping, summaries, dropped),
+        warnings=warnings,
+        report_markdown=validation_markdown(
+            cleaned, target, task, label_mapping, summaries, dropped, warnings
+        ),
     )
 
 
@@ -287,7 +293,7 @@ def _is_text(kind: pa.DataType) -> bool:
 
 def _examine_feature(
     column: pa.ChunkedArray, rows: int
-) -> tuple[pa.ChunkedArray, _ColumnSummary | None, str | None]:
+) -> tuple[pa.ChunkedArray, ColumnSummary | None, str | None]:
     """(column as stored for training, its summary, why it is dropped or None)."""
     missing = _missing_count(column)
     if missing == rows:
@@ -308,66 +314,5 @@ def _examine_feature(
     distinct = pc.count_distinct(present).as_py()
     if distinct == 1:
         return column, None, f"constant: every non-missing value is {present[0].as_py()!r}"
-    return column, _ColumnSummary(feature_kind, missing, distinct), None
-
-
-def _report(
-    table: pa.Table,
-    target: str,
-    task: str,
-    label_mapping: dict | None,
-    summaries: dict[str, _ColumnSummary],
-    dropped: dict[str, str],
-) -> str:
-    rows = table.num_rows
-    categorical = sum(s.kind == "categorical" for s in summaries.values())
-    lines = [
-        "## Training data validation",
-        "",
-        f"**Rows:** {rows} · **Target:** {markdown_text(target)} ({task}) · "
-        f"**Features:** {len(summaries)} ({len(summaries) - categorical} numeric, "
-        f"{categorical} categorical) · **Dropped:** {len(dropped)}",
-        "",
-    ]
-    label = table.column(target)
-    if task == "binary":
-        names = {code: name for name, code in (label_mapping or {}).items()}
-        ones = pc.sum(label).as_py()
-        lines += [
-            "### Label balance",
-            "",
-            "| class | source label | rows | share |",
-            "|---|---|---|---|",
-        ]
-        for code, count in ((0, rows - ones), (1, ones)):
-            source = markdown_text(names.get(code, code))
-            lines.append(f"| {code} | {source} | {count} | {count / rows:.1%} |")
-    else:
-        stats = pc.min_max(label).as_py()
-        lines += [
-            "### Target",
-            "",
-            "| min | mean | std | max |",
-            "|---|---|---|---|",
-            f"| {stats['min']:.6g} | {pc.mean(label).as_py():.6g} | "
-            f"{pc.stddev(label).as_py():.6g} | {stats['max']:.6g} |",
-        ]
-    lines += [
-        "",
-        "### Features",
-        "",
-        "| feature | kind | missing | distinct |",
-        "|---|---|---|---|",
-    ]
-    for name, summary in summaries.items():
-        missing = summary.missing / rows
-        lines.append(
-            f"| {markdown_text(name)} | {summary.kind} | {missing:.1%} | {summary.distinct} |"
-        )
-    if dropped:
-        lines += ["", "### Dropped columns", "", "| column | reason |", "|---|---|"]
-        lines += [
-            f"| {markdown_text(name)} | {markdown_text(reason)} |"
-            for name, reason in dropped.items()
-        ]
-    return "\n".join(lines) + "\n"
+    whole_values = feature_kind == "categorical" or pa.types.is_integer(kind)
+    return column, ColumnSummary(feature_kind, missing, distinct, whole_values), None
