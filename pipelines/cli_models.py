@@ -134,7 +134,7 @@ def _print_canary_outcome(args, outcome: dict) -> int:
 
 def _promote(args) -> int:
     from ctloop.components.canary import promotion
-    from ctloop.components.deploy.cluster import kube_api
+    from ctloop.components.deploy.api_client import kube_api
 
     options = _canary_options(args)
     outcome = promotion.promote(kube_api(), args.mlflow_tracking_uri, **options)
@@ -143,7 +143,7 @@ def _promote(args) -> int:
 
 def _roll_back(args) -> int:
     from ctloop.components.canary import promotion
-    from ctloop.components.deploy.cluster import kube_api
+    from ctloop.components.deploy.api_client import kube_api
 
     options = _canary_options(args)
     outcome = promotion.roll_back(

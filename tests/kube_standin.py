@@ -5,6 +5,10 @@ It speaks the wire protocol the client uses: GET/POST/PATCH (JSON merge patch on
 `Status` bodies for 404/409/415, generation and resourceVersion bookkeeping. Every request
 is logged as (method, path, content type, body). A test plays the KServe controller through
 `reconcile(obj, gets_since_write) -> status | None`, called on each GET of an object.
+
+It also plays what a real API server (tests/envtest.py) will not do on demand: `failing`
+maps a method to the error status it answers (a 5xx), and a method in `unanswered` gets no
+answer at all (the connection stays open until the stand-in stops).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ class KubeStandIn:
         self.objects: dict[tuple[str, str], dict] = {}
         self.requests: list[tuple[str, str, str | None, object]] = []
         self.reconcile: Callable[[dict, int], dict | None] | None = None
+        self.failing: dict[str, int] = {}
+        self.unanswered: set[str] = set()
+        self._stopping = threading.Event()
         self._gets_since_write: dict[tuple[str, str], int] = {}
         self._resource_version = 0
         self._lock = threading.Lock()
@@ -65,6 +72,7 @@ class KubeStandIn:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -91,6 +99,9 @@ class KubeStandIn:
         if match is None:
             return 404, _status(404, "NotFound", f"the server could not find {path}")
         namespace, name = match["ns"], match["name"]
+        if method in self.failing:
+            code = self.failing[method]
+            return code, _status(code, "InternalError", f"etcdserver: request timed out ({code})")
         with self._lock:
             if method == "GET" and name:
                 return self._get(namespace, name)
@@ -147,6 +158,9 @@ class KubeStandIn:
                 body = json.loads(self.rfile.read(length)) if length else None
                 content_type = self.headers.get("Content-Type")
                 standin.requests.append((self.command, self.path, content_type, body))
+                if self.command in standin.unanswered:
+                    standin._stopping.wait()
+                    return
                 code, payload = standin._handle(self.command, self.path, content_type, body)
                 data = json.dumps(payload).encode()
                 self.send_response(code)

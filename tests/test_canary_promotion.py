@@ -5,8 +5,9 @@ Each test deploys version 1 (100 %) and version 2 as a canary through the real d
 Serverless mode it keeps Knative revisions (a new one only when the predictor's config other
 than `canaryTrafficPercent` changes) and splits traffic between the latest revision and the
 last one rolled out, as KServe does. Every PATCH sent is replayed on the object and checked
-against the real KServe CRD. The stand-ins are `tests.kube_standin` (the Kubernetes API) and
-`tests.prometheus_standin` (the analysis's metrics).
+against the real KServe CRD. The stand-ins are `tests.kube_standin` (the Kubernetes API, with
+`tests.kserve_status` playing the controller) and `tests.prometheus_standin` (the analysis's
+metrics).
 """
 
 import json
@@ -36,66 +37,13 @@ from ctloop.components.registry.mlflow_registry import RegistryError
 from ctloop.pipelines.cli import main
 from tests import kube_standin
 from tests.fake_clock import FakeClock
+from tests.kserve_status import knative_controller, standard_controller
 from tests.prometheus_standin import NOW, CannedPrometheus, version_figures
 
 NAMESPACE = "ml"
 OLD_URI, NEW_URI = "s3://models/churn/1", "s3://models/churn/2"
 FAST = {"timeout_s": 5.0, "poll_s": 0.01}
 VERSION_LABEL = "ctloop.model-version"
-
-
-def knative_controller():
-    """Plays KServe + Knative for a Serverless service; records every traffic split."""
-    state = {"config": None, "revision": 0, "rolled_out": None, "history": []}
-
-    def reconcile(obj: dict, gets_since_write: int) -> dict | None:
-        if gets_since_write < 2:
-            return None  # the controller has not caught up yet: the old status stays
-        predictor = obj["spec"]["predictor"]
-        config = json.dumps(
-            {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}, sort_keys=True
-        )
-        if config != state["config"]:
-            state["config"], state["revision"] = config, state["revision"] + 1
-        latest = f"{obj['metadata']['name']}-predictor-{state['revision']:05d}"
-        percent = predictor.get("canaryTrafficPercent", 100)
-        traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent}]
-        if percent == 100 or state["rolled_out"] is None:
-            state["rolled_out"] = latest
-            traffic[0]["percent"] = 100
-        else:
-            traffic.append(
-                {
-                    "revisionName": state["rolled_out"],
-                    "latestRevision": False,
-                    "percent": 100 - percent,
-                }
-            )
-        state["history"].append({entry["revisionName"]: entry["percent"] for entry in traffic})
-        return {
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "components": {
-                "predictor": {
-                    "latestCreatedRevision": latest,
-                    "latestReadyRevision": latest,
-                    "latestRolledoutRevision": state["rolled_out"],
-                    "traffic": traffic,
-                }
-            },
-        }
-
-    reconcile.state = state
-    return reconcile
-
-
-def standard_controller(obj: dict, gets_since_write: int) -> dict | None:
-    if gets_since_write < 2:
-        return None
-    status = {"deploymentMode": "Standard", "conditions": [{"type": "Ready", "status": "True"}]}
-    if obj["spec"].get("canary"):
-        percent = obj["spec"]["canary"][0]["trafficPercent"]
-        status["canaryStatuses"] = [{"name": "canary-0", "ready": True, "trafficPercent": percent}]
-    return status
 
 
 @pytest.fixture

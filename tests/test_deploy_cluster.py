@@ -6,12 +6,14 @@ the service reports on successive GETs.
 """
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
 
+from ctloop.components.deploy import api_client
 from ctloop.components.deploy.cluster import (
     DeploymentTimeout,
     apply_inference_service,
@@ -251,6 +253,71 @@ def test_not_ready_in_time_raises_timeout_with_the_last_status(standin, api):
     message = str(raised.value)
     assert "condition Ready is not True" in message
     assert json.dumps(failing, sort_keys=True) in message
+
+
+@pytest.fixture
+def through_kubeconfig(standin, tmp_path, monkeypatch):
+    """`kube_api()` as a step or the CLI makes it: $KUBECONFIG naming the stand-in, and
+    request timeouts short enough for a test."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", standin.host)))
+    monkeypatch.setattr(api_client, "REQUEST_TIMEOUT_S", (1.0, 0.2))
+    return api_client.kube_api()
+
+
+SERVICES = f"/apis/serving.kserve.io/v1beta1/namespaces/{NAMESPACE}/inferenceservices"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", f"{SERVICES}/{NAME}"), ("POST", SERVICES), ("PATCH", f"{SERVICES}/{NAME}")],
+    ids=["GET", "POST", "PATCH"],
+)
+def test_a_request_that_gets_no_answer_fails_in_one_line_naming_the_endpoint(
+    standin, through_kubeconfig, method, path
+):
+    if method == "PATCH":
+        seed_served(standin, "Serverless", serverless_status)
+    standin.unanswered.add(method)
+
+    with pytest.raises(api_client.KubernetesApiError) as raised:
+        deploy_inference_service(through_kubeconfig, desired(None, NEW_URI, "2"), **FAST)
+
+    assert (
+        str(raised.value) == f"Kubernetes API {method} {standin.host}{path}: no answer within 0.2 s"
+    )
+    assert raised.value.status is None
+    sent = [request for request in standin.requests if request[0] == method]
+    assert len(sent) == 1  # not sent again: a POST or PATCH may have been applied
+
+
+def test_an_error_answer_fails_in_one_line_with_the_status_message(standin, through_kubeconfig):
+    seed_served(standin, "Serverless", serverless_status)
+    standin.failing["PATCH"] = 500
+
+    with pytest.raises(api_client.KubernetesApiError) as raised:
+        deploy_inference_service(through_kubeconfig, desired(None, NEW_URI, "2"), **FAST)
+
+    assert str(raised.value) == (
+        f"Kubernetes API PATCH {standin.host}{SERVICES}/{NAME}: 500 Internal Server Error: "
+        "etcdserver: request timed out (500)"
+    )
+    assert raised.value.status == 500
+
+
+def test_a_closed_port_fails_in_one_line_naming_the_endpoint(tmp_path, monkeypatch):
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", host)))
+
+    with pytest.raises(api_client.KubernetesApiError) as raised:
+        get_inference_service(api_client.kube_api(), NAME, NAMESPACE)
+
+    message = str(raised.value)
+    assert message.startswith(f"Kubernetes API GET {host}{SERVICES}/{NAME}: cannot connect: ")
+    assert "Connection refused" in message and "\n" not in message
 
 
 def test_wait_requires_the_expected_traffic_split(standin, api):

@@ -58,7 +58,7 @@ def analyze_canary(
     from ctloop.components.canary.prometheus import PrometheusClient
     from ctloop.components.canary.promotion import run_canary_analysis
     from ctloop.components.canary.report import outcome_markdown
-    from ctloop.components.deploy.cluster import kube_api
+    from ctloop.components.deploy.api_client import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
 
     analysed, outcome = run_canary_analysis(

@@ -1,4 +1,7 @@
-"""The one module that talks to the Kubernetes API: apply an InferenceService and await it.
+"""Apply an InferenceService to the cluster and await it: the one user of the Kubernetes API.
+
+Every request goes through `ctloop.components.deploy.api_client` (a timeout on each, and a
+failure as one line naming the endpoint); `kube_api` there makes the client.
 
 Only three API verbs are used, all on `serving.kserve.io/inferenceservices`: get, create and
 patch (see manifests/rbac/role.yaml, which grants exactly these); promoting and rolling back
@@ -15,12 +18,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client
 
+from ctloop.components.deploy.api_client import KubernetesApiError, send
 from ctloop.components.deploy.inference_service import (
     SERVERLESS,
     DeploymentError,
@@ -38,32 +40,26 @@ class DeploymentTimeout(RuntimeError):
     """The InferenceService did not become Ready with the expected traffic in time."""
 
 
-def kube_api(in_cluster: bool | None = None) -> client.CustomObjectsApi:
-    """A CustomObjectsApi for the pod's service account, or the local kubeconfig.
-
-    `in_cluster=None` decides by `KUBERNETES_SERVICE_HOST`, which Kubernetes sets in every
-    pod. The configuration is private to the returned client (no global default changed).
-    """
-    if in_cluster is None:
-        in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
-    if in_cluster:
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.CustomObjectsApi(client.ApiClient(configuration))
-    # KUBECONFIG read now, not when the kubernetes package was imported.
-    return client.CustomObjectsApi(
-        config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-    )
+def _send(api: client.CustomObjectsApi, method: str, namespace: str, name: str, call, *args, **kw):
+    """One request on the InferenceService `namespace`/`name` (all of them when `name` is
+    empty), through `api_client.send`: a timeout, and a failure named in one line."""
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (f"/{name}" if name else "")
+    return send(api, method, path, call, GROUP, VERSION, namespace, PLURAL, *args, **kw)
 
 
 def get_inference_service(api: client.CustomObjectsApi, name: str, namespace: str) -> dict | None:
     """The InferenceService as it exists now, or None when there is none."""
     try:
-        return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as error:
+        return _send(api, "GET", namespace, name, api.get_namespaced_custom_object, name)
+    except KubernetesApiError as error:
         if error.status == 404:
             return None
         raise
+
+
+def _patch(api: client.CustomObjectsApi, name: str, namespace: str, patch: dict) -> dict:
+    call = api.patch_namespaced_custom_object
+    return _send(api, "PATCH", namespace, name, call, name, patch, field_manager=FIELD_MANAGER)
 
 
 def apply_inference_service(api: client.CustomObjectsApi, desired: dict) -> tuple[dict, str]:
@@ -80,11 +76,17 @@ def apply_inference_service(api: client.CustomObjectsApi, desired: dict) -> tupl
     current = get_inference_service(api, name, namespace)
     if current is None:
         try:
-            created = api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, desired, field_manager=FIELD_MANAGER
+            created = _send(
+                api,
+                "POST",
+                namespace,
+                "",
+                api.create_namespaced_custom_object,
+                desired,
+                field_manager=FIELD_MANAGER,
             )
             return created, "created"
-        except ApiException as error:
+        except KubernetesApiError as error:
             if error.status != 409:  # 409: created concurrently; update it below
                 raise
         current = get_inference_service(api, name, namespace)
@@ -97,10 +99,7 @@ def apply_inference_service(api: client.CustomObjectsApi, desired: dict) -> tupl
     patch = merge_patch(current, desired)
     if patch is None:
         return current, "unchanged"
-    patched = api.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, patch, field_manager=FIELD_MANAGER
-    )
-    return patched, "patched"
+    return _patch(api, name, namespace, patch), "patched"
 
 
 def merge_patch(current: dict, desired: dict) -> dict | None:
@@ -168,9 +167,7 @@ def patch_inference_service(
         return current, "unchanged"
     name, namespace = current["metadata"]["name"], current["metadata"]["namespace"]
     superseded = _predictor_status(current).get("latestCreatedRevision") if new_revision else None
-    api.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, patch, field_manager=FIELD_MANAGER
-    )
+    _patch(api, name, namespace, patch)
     ready = wait_until_ready(
         api,
         name,

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ctloop.components.deploy import cluster
+from ctloop.components.deploy.api_client import kube_api
 from ctloop.components.deploy.crd_schema import default_crd_dir, validate_inference_service
 from ctloop.components.deploy.inference_service import (
     desired_inference_service,
@@ -100,7 +101,7 @@ def render(request: RolloutRequest, render_dir: str) -> dict:
 
 def apply(request: RolloutRequest, timeout_s: float) -> dict:
     """Create or canary-patch the InferenceService on the cluster and wait until Ready."""
-    api = cluster.kube_api()
+    api = kube_api()
     current = cluster.get_inference_service(api, request.name, request.namespace)
     desired = _desired(request, current)
     outcome = cluster.deploy_inference_service(api, desired, timeout_s=timeout_s)
