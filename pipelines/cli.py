@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as error:
         print(f"ctloop {args.command}: {error}", file=sys.stderr)
-        return 1
+        return getattr(error, "exit_code", 1)  # a run stopped by a signal: 128 + its number

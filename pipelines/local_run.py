@@ -2,7 +2,8 @@
 
 The only differences from a cluster run are arguments: MLflow is an embedded SQLite store
 in the work directory and deployment renders (and validates) the InferenceService into
-it instead of applying it. Tasks run as subprocesses of this Python environment.
+it instead of applying it. Tasks run as subprocesses of this Python environment; stopping the
+run (SIGTERM, SIGINT) stops them too (`local_stop`).
 """
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from kfp import local
 
 from ctloop.pipelines.local_logs import local_run_output
+from ctloop.pipelines.local_stop import steps_stopped_on_signal
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.training import build_training_pipeline
 
@@ -163,7 +165,11 @@ def _run_locally(pipeline, arguments: dict, work: Workdir, log_stream, console) 
         pipeline_root=str(work.pipeline_root),
         raise_on_error=True,
     )
-    with local_run_output(log_stream, console), warnings.catch_warnings():
+    with (
+        steps_stopped_on_signal(),
+        local_run_output(log_stream, console),
+        warnings.catch_warnings(),
+    ):
         # kfp.local says, for every task, that GPU and resource settings do not apply here.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         # ...and that the project image is not plain Python: locally, this environment is it.

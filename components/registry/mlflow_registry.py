@@ -11,6 +11,8 @@ deciding those conventions.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,11 +81,35 @@ def training_run(
     artifact_location: str = "",
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one training step, with its parameters logged; failed steps leave
-    the run marked FAILED."""
+    the run marked FAILED, stopped ones (SIGTERM, SIGINT) KILLED."""
     experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run,
+        _killed_when_stopped(),
+    ):
         mlflow.log_params(dict(params))
         yield run
+
+
+@contextmanager
+def _killed_when_stopped() -> Iterator[None]:
+    """SIGTERM or SIGINT (a stopped local run, a deleted pod) end the active run as KILLED and
+    exit with the shell's code for the signal; without this a SIGTERM left the run RUNNING."""
+    if threading.current_thread() is not threading.main_thread():  # no signals there
+        yield
+        return
+
+    def stop(signum, frame):
+        mlflow.end_run("KILLED")
+        raise SystemExit(128 + signum)
+
+    stopping = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.signal(number, stop) for number in stopping}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def log_metrics(metrics: Mapping[str, float]) -> None:
