@@ -1,11 +1,14 @@
 """Drift decisions on whole windows: few false alarms at any size, real shifts caught."""
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from ctloop.components.data.profile import reference_profile
 from ctloop.components.drift.detection import detect_drift
+from ctloop.components.drift.policy import parse_drift_policy
 from ctloop.components.drift.window_profile import window_profile
 
 LEVELS = np.array([f"level{i}" for i in range(10)])
@@ -105,3 +108,43 @@ def test_telco_month_to_month_customers_drift_from_all_customers(telco):
     assert result.drift_detected is True
     assert {"contract", "tenure"} <= set(result.drifted_features)
     assert result.drifted_features[0] == "contract"
+
+
+def _window_without(profile: dict, rows: int, missing: str, seed: int):
+    table = _synthetic(rows, np.random.default_rng(seed))
+    index = table.column_names.index(missing)
+    table = table.set_column(index, missing, pa.nulls(rows, table.schema.field(missing).type))
+    return window_profile(table.to_batches(), profile)
+
+
+@pytest.mark.parametrize("missing", ["lognormal", "category"])
+def test_a_feature_missing_in_every_row_makes_the_window_drift(profile, missing):
+    # Weighted, the missing feature is a small share of the window, as one of many would be.
+    window = _window_without(profile, 2_000, missing, seed=21)
+    many = parse_drift_policy('{"feature_weights": {"normal": 9, "lognormal": 1, "category": 1}}')
+    result = detect_drift(profile, window, many)
+    entry = result.features[missing]
+    assert result.drift_share < many.drift_share
+    assert result.drift_detected is True
+    assert entry["all_missing"] is True and entry["drifted"] is True
+    assert re.fullmatch(
+        r"missing in all 2000 rows of the window \((0|[12]\.\d+) % in the reference\): "
+        "the model sees none of it",
+        entry["reasons"][0],
+    )
+    assert [name for name, e in result.features.items() if e["all_missing"]] == [missing]
+    off = parse_drift_policy(
+        '{"feature_weights": {"normal": 9, "lognormal": 1, "category": 1},'
+        ' "all_missing_drifts": false}'
+    )
+    assert detect_drift(profile, window, off).drift_detected is False
+
+
+def test_an_all_missing_feature_of_weight_zero_or_a_likely_chance_does_not_decide(profile):
+    weightless = parse_drift_policy('{"feature_weights": {"normal": 1, "category": 1}}')
+    result = detect_drift(profile, _window_without(profile, 2_000, "lognormal", 22), weightless)
+    assert result.features["lognormal"]["all_missing"] is True
+    assert result.drift_detected is False
+    # 2 % missing in the reference: one row missing it is likely (0.02 > false_alarm_rate).
+    one_row = detect_drift(profile, _window_without(profile, 1, "lognormal", 23))
+    assert one_row.features["lognormal"]["all_missing"] is False

@@ -55,6 +55,7 @@ def _window(table: pa.Table, profile: dict):
         ('{"feature_weights": {"age": "high"}}', 'feature_weights.age = "high" must be a finite'),
         ('{"feature_weights": {"age": 0}}', "at least one feature a weight above 0"),
         ('{"include_prediction": "yes"}', 'include_prediction = "yes" must be true or false'),
+        ('{"all_missing_drifts": 1}', "all_missing_drifts = 1 must be true or false"),
         ('{"default": {"psi": true}}', "default.psi = true must be a finite number"),
     ],
 )

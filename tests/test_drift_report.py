@@ -1,5 +1,6 @@
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -74,3 +75,14 @@ def test_json_result_has_the_documented_fields_and_no_nan(drifted):
         assert expected <= entry.keys()
     assert document["prediction"]["drifted"] is True
     assert document["rows"] == 5_000
+
+
+def test_html_report_says_which_features_are_missing_in_every_row(drifted):
+    result, profile, window, scores = drifted
+    features = {name: dict(entry) for name, entry in result.features.items()}
+    features["cat_24"].update(all_missing=True, reasons=["missing in all 5000 rows"])
+    features["cat_23"].update(all_missing=True, weight=0.0)
+    page = render_html(replace(result, features=features), profile, window, scores_window=scores)
+    assert "<p>Missing in every row of the window: cat_24; each makes the window drift" in page
+    assert "cat_23;" not in page
+    assert "Missing in every row" not in render_html(result, profile, window, scores_window=scores)

@@ -5,7 +5,8 @@ Each feature (and the model's score distribution) gets its measures from `statis
 measure with a threshold becomes a `Check`, and a feature whose check fails has drifted, its
 failed checks' sentences being its `reasons`. The dataset has drifted when the (weighted)
 share of drifted features exceeds the policy's `drift_share`, or, with `include_prediction`,
-when the scores drifted.
+when the scores drifted, or, with `all_missing_drifts`, when a feature is missing in every row
+of the window though the reference has values of it.
 
 Small windows are noisy. The threshold applied is max(policy threshold, noise bound), where
 the noise bound is the value that sampling alone exceeds with probability `false_alarm_rate`
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ctloop.components.checks import limit_check
+from ctloop.components.checks import format_number, limit_check
 from ctloop.components.drift import statistics
 from ctloop.components.drift.policy import DriftPolicy, DriftPolicyError, Thresholds
 from ctloop.components.drift.report import DriftResult
@@ -87,14 +88,18 @@ def detect_drift(
         weight = 1.0 if policy.feature_weights is None else policy.feature_weights.get(name, 0.0)
         features[name] = {**entry, "weight": weight}
         _decide(features[name], policy.thresholds(name), name)
+        if policy.all_missing_drifts:
+            _decide_all_missing(features[name], counts, window.rows, alpha)
     total_weight = sum(entry["weight"] for entry in features.values())
     drifted_weight = sum(entry["weight"] for entry in features.values() if entry["drifted"])
     share = drifted_weight / total_weight if total_weight > 0 else 0.0
     prediction = _prediction_entry(reference_profile, window, scores_window, policy)
     drifted = [name for name, entry in features.items() if entry["drifted"]]
     drifted.sort(key=lambda name: (-features[name]["severity"], name))
-    detected = share > policy.drift_share or bool(
-        policy.include_prediction and prediction is not None and prediction["drifted"]
+    detected = (
+        share > policy.drift_share
+        or bool(policy.include_prediction and prediction is not None and prediction["drifted"])
+        or any(entry["all_missing"] and entry["weight"] > 0 for entry in features.values())
     )
     return DriftResult(
         drift_detected=detected,
@@ -132,6 +137,7 @@ def _feature_entry(
         "missing_rate_reference": reference_missing,
         "missing_rate_current": current_missing,
         "missing_rate_change": None,
+        "all_missing": False,
         "noise_bounds": {},
     }
     if rows:
@@ -220,6 +226,23 @@ def _decide(entry: dict[str, Any], thresholds: Thresholds, subject: str) -> None
         checks.append(limit_check(measure, subject, value, threshold, label=measure, note=note))
     reasons = [check.rule for check in checks if not check.passed]
     entry.update(thresholds=applied, severity=severity, drifted=bool(reasons), reasons=reasons)
+
+
+def _decide_all_missing(
+    entry: dict[str, Any], counts: FeatureCounts, rows: int, alpha: float
+) -> None:
+    """Mark a feature missing in every row of the window, unless the reference's own missing
+    rate p makes that likely by chance: all of n rows missing has probability p**n, which must
+    not exceed the false-alarm rate (p = 0 for most features: never by chance)."""
+    reference_missing = entry["missing_rate_reference"]
+    if rows == 0 or counts.missing < rows or reference_missing**rows > alpha:
+        return
+    entry.update(all_missing=True, drifted=True)
+    entry["reasons"] = [
+        f"missing in all {rows} rows of the window ({format_number(reference_missing * 100)} % "
+        "in the reference): the model sees none of it",
+        *entry["reasons"],
+    ]
 
 
 def _prediction_entry(

@@ -11,14 +11,19 @@ feature override the default ones)::
       "feature_weights": {"tenure": 0.4, "contract": 0.3},
       "drift_share": 0.3,
       "false_alarm_rate": 0.001,
-      "include_prediction": true
+      "include_prediction": true,
+      "all_missing_drifts": true
     }
 
 A threshold of null switches that measure off for the feature (it is still reported). A
 feature is drifted when any measure exceeds its threshold; the dataset has drifted when the
 share of drifted features, weighted by `feature_weights` when given (features it does not
 name then weigh 0, as a feature with no importance would), exceeds `drift_share`, or, with
-`include_prediction`, when the model's score distribution drifted.
+`include_prediction`, when the model's score distribution drifted, or, with
+`all_missing_drifts`, when a feature the reference has values of is missing in every row of
+the window (and weighs above 0): the model then sees none of it, which is a broken upstream
+field or join rather than a shift of the population, and one such feature among thirty would
+otherwise stay far below `drift_share`.
 
 Why these defaults. Every threshold is an effect size, so a decision means the same at 1k
 rows and at 100M (p-values would flag any trivial difference on large windows):
@@ -90,6 +95,7 @@ class DriftPolicy:
     drift_share: float = 0.3
     false_alarm_rate: float = 0.001
     include_prediction: bool = True
+    all_missing_drifts: bool = True
 
     def thresholds(self, feature: str) -> Thresholds:
         return self.features.get(feature, self.default)
@@ -109,6 +115,7 @@ _ROOT_KEYS = (
     "drift_share",
     "false_alarm_rate",
     "include_prediction",
+    "all_missing_drifts",
 )
 
 
@@ -142,9 +149,6 @@ def parse_drift_policy(text: str) -> DriftPolicy:
                 f"feature_weights = {json.dumps(root['feature_weights'])} must give at least "
                 "one feature a weight above 0"
             )
-    include = root.get("include_prediction", True)
-    if not isinstance(include, bool):
-        raise DriftPolicyError(f"include_prediction = {json.dumps(include)} must be true or false")
     return DriftPolicy(
         default=default,
         features=features,
@@ -161,8 +165,17 @@ def parse_drift_policy(text: str) -> DriftPolicy:
             low_open=True,
             high_open=True,
         ),
-        include_prediction=include,
+        include_prediction=_flag(root, "include_prediction"),
+        all_missing_drifts=_flag(root, "all_missing_drifts"),
     )
+
+
+def _flag(root: dict[str, Any], key: str) -> bool:
+    """A true/false key of the policy, true when absent."""
+    value = root.get(key, True)
+    if not isinstance(value, bool):
+        raise DriftPolicyError(f"{key} = {json.dumps(value)} must be true or false")
+    return value
 
 
 def _thresholds(rule: Any, base: Thresholds, where: str) -> Thresholds:

@@ -97,6 +97,15 @@ def render_html(
         f"Window: {result.rows:,} rows; reference: {result.reference_rows:,} rows.",
         "</p>",
     ]
+    missing = [
+        name for name, entry in ordered if entry.get("all_missing") and entry.get("weight", 1) > 0
+    ]
+    if missing:
+        parts.append(
+            f"<p>Missing in every row of the window: {_text(', '.join(missing))}; "
+            "each makes the window drift on its own (policy <code>all_missing_drifts</code>)."
+            "</p>"
+        )
     if result.prediction is not None:
         state = "drifted" if result.prediction["drifted"] else "did not drift"
         parts.append(f"<p>The model's score distribution {state}{_reasons(result.prediction)}.</p>")
