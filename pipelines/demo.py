@@ -217,7 +217,7 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     print(f"  data                      {tables.history.parent}/")
     print(f"  MLflow UI                 mlflow ui --backend-store-uri {work.tracking_uri}")
     print(f"  models (MLflow artifacts) {work.artifact_location}/")
-    print(f"  InferenceService manifest {first['inference_service_manifest']}")
+    print(f"  InferenceService manifest {champion['inference_service_manifest']}")
     print(f"  drift reports (HTML)      {steady['drift_report']}")
     print(f"                            {shifted['drift_report']}")
     print(f"  logs                      {work.logs}/")
