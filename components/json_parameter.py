@@ -86,7 +86,7 @@ def json_number(
 
     Args:
         value: The parsed JSON value; true and false are not numbers here.
-        where: What the value is, e.g. "drift_share" or "latency: 'p95_ms_max'".
+        where: What the value is, e.g. "drift_share" or "latency: 'median_ms_max'".
         error: The exception class to raise.
         low: Lower bound, inclusive unless `low_open`; -inf: none.
         high: Upper bound, inclusive unless `high_open`; inf: none.
