@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import mlflow
 import pytest
 import yaml
 from kfp import compiler, dsl
@@ -35,11 +34,12 @@ from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.registry.mlflow_registry import RegistryError
 from ctloop.pipelines.cli import main
-from tests import kube_standin
+from tests import kube_standin, sqlite_registry
 from tests.fake_clock import FakeClock
 from tests.kserve_status import knative_controller, standard_controller
 from tests.prometheus_standin import NOW, CannedPrometheus, version_figures
 
+tracking_uri = sqlite_registry.tracking_uri  # a fixture: a SQLite MLflow registry per module
 NAMESPACE = "ml"
 OLD_URI, NEW_URI = "s3://models/churn/1", "s3://models/churn/2"
 FAST = {"timeout_s": 5.0, "poll_s": 0.01}
@@ -51,14 +51,6 @@ def standin():
     server = kube_standin.KubeStandIn().start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory):
-    previous = mlflow.get_tracking_uri()
-    yield f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    mlflow.set_tracking_uri(previous)
-    mlflow.set_registry_uri(previous)
 
 
 class Deployment:

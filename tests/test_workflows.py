@@ -4,9 +4,11 @@ What a `run:` line may be, precisely (anything else fails `test_every_run_line_i
 - `make TARGET... [VAR=VALUE...]`, every target defined in the Makefile: what CI runs is what
   a developer runs;
 - `ctloop SUBCOMMAND ...` (or `.venv/bin/ctloop`), SUBCOMMAND one the CLI has;
-- one of the setup lines in `SETUP_LINES`: installing Debian packages by name, and writing the
-  KFP token from the `KFP_TOKEN` environment variable to a file named by
-  KF_PIPELINES_SA_TOKEN_PATH (and removing it).
+- one of the setup lines in `SETUP_LINES`: installing Debian packages by name, installing
+  controller-runtime's setup-envtest (a release branch) and exporting the folder of the
+  kube-apiserver and etcd it fetches as KUBEBUILDER_ASSETS, and writing the KFP token from the
+  `KFP_TOKEN` environment variable to a file named by KF_PIPELINES_SA_TOKEN_PATH (and
+  removing it).
 A `run:` never holds a `${{ }}` expression (no secret is pasted into a shell line, no
 untrusted text is interpolated); secrets reach steps only as whole `env:`/`with:` values.
 """
@@ -29,6 +31,8 @@ WORKFLOWS = REPO / ".github" / "workflows"
 SETUP_LINES = [
     r"sudo apt-get update -qq",
     r"sudo apt-get install -y -qq --no-install-recommends( [a-z0-9][a-z0-9.+-]*)+",
+    r"go install sigs\.k8s\.io/controller-runtime/tools/setup-envtest@release-0\.\d+",
+    r"""echo "KUBEBUILDER_ASSETS=\$\(setup-envtest use -p path 1\.\d+\.x\)" >> "\$GITHUB_ENV\"""",
     r"umask 077",
     r"""printf '%s' "\$KFP_TOKEN" > "\$RUNNER_TEMP/kfp-token\"""",
     r"""echo "KF_PIPELINES_SA_TOKEN_PATH=\$RUNNER_TEMP/kfp-token" >> "\$GITHUB_ENV\"""",
