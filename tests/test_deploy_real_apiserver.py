@@ -23,7 +23,8 @@ from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.api_client import KubernetesApiError
-from ctloop.components.deploy.inference_service import desired_inference_service
+from ctloop.components.deploy.inference_service import DeploymentError, desired_inference_service
+from ctloop.components.deploy.serving_capacity import parse_serving_capacity
 from ctloop.components.image import SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
 from ctloop.pipelines.cli import main
@@ -303,3 +304,41 @@ def test_cli_promotes_through_the_role_bound_kubeconfig(space, monkeypatch, caps
     assert code == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["inference_service_steps"] == ["promote"]
     assert_serves(ns, "2")
+
+
+# Quantities the Kubernetes client's parse_quantity takes, and some it does not; the server
+# decides which are quantities.
+QUANTITIES = ["1", "0.5", "500m", "2Gi", "1.5Gi", "1e3", "1E3", "+1", "1.", ".5", "1e-3", "1u"]
+QUANTITIES += ["1K", "1mi", " 1", "1 ", "1_000", "inf", "١", "1ki", "1KiB", "2GB", "1e"]
+
+
+def test_serving_capacity_takes_exactly_the_quantities_the_api_server_takes(space):
+    ns = space("Standard")
+    server_takes, ctloop_takes = [], []
+    for quantity in QUANTITIES:
+        desired = desired_inference_service(
+            name=NAME,
+            namespace=ns.namespace,
+            storage_uri=URIS["1"],
+            model_version="1",
+            resources={"limits": {"cpu": quantity}},
+        )
+        try:
+            ns.api.create_namespaced_custom_object(
+                "serving.kserve.io",
+                "v1beta1",
+                ns.namespace,
+                "inferenceservices",
+                desired,
+                dry_run="All",
+            )
+            server_takes.append(quantity)
+        except client.ApiException as error:
+            assert error.status == 422, error.body
+        try:
+            parse_serving_capacity(json.dumps({"limits": {"cpu": quantity}}))
+            ctloop_takes.append(quantity)
+        except DeploymentError:
+            pass
+
+    assert ctloop_takes == server_takes

@@ -11,7 +11,10 @@ Every key is optional; empty text (or `{}`) leaves all of them to KServe and the
 ServingRuntime (whose container resources each overlay sets). `min_replicas: 0` lets a
 Serverless predictor scale to zero. The CPU limit also sets how many threads the predictor
 scores a large batch with (`ctloop.serving.predictor.usable_cpus`). Quantities are Kubernetes
-quantities ("500m", "2Gi", 1), checked with the Kubernetes client's `parse_quantity`. They
+quantities ("500m", "2Gi", 1), checked against the grammar the API server applies (the pattern
+Kubernetes' OpenAPI gives a Quantity, which KServe's CRD copies): the Kubernetes client's
+`parse_quantity` alone also takes "1K", " 1", "1_000" and "inf", which the API server
+refuses with a 422 only at the deploy step, after training. They
 apply to the model being deployed: a canary gets them,
 the running champion keeps its own (until a Serverless rollback, which restores the
 champion's model into the predictor the canary's deploy wrote, capacity included).
@@ -20,6 +23,7 @@ champion's model into the predictor the canary's deploy wrote, capacity included
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,8 @@ from ctloop.components.deploy.inference_service import DeploymentError, check_re
 from ctloop.components.json_parameter import parse_json_parameter, reject_unknown_keys
 
 KEYS = ("min_replicas", "max_replicas", "requests", "limits")
+_NUMBER = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+_QUANTITY = re.compile(rf"[+-]?{_NUMBER}([KMGTPE]i|[numkMGTPE]|[eE][+-]?{_NUMBER})?")
 WHAT = "serving_capacity"
 
 
@@ -82,7 +88,9 @@ def _quantities(value: Any, key: str) -> dict[str, str]:
 def _is_quantity(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return False
+    if not _QUANTITY.fullmatch(str(value)):
+        return False
     try:
-        return parse_quantity(value) >= 0
+        return parse_quantity(str(value)) >= 0
     except ValueError:
         return False
