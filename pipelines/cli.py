@@ -7,6 +7,7 @@ RuntimeError (a failing environment) exits 1.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -56,8 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ValueError as error:
-        print(f"ctloop {args.command}: {error}", file=sys.stderr)
-        return 2
+        return _failed(args, error, 2)
     except RuntimeError as error:
-        print(f"ctloop {args.command}: {error}", file=sys.stderr)
-        return getattr(error, "exit_code", 1)  # a run stopped by a signal: 128 + its number
+        return _failed(args, error, getattr(error, "exit_code", 1))  # a signal: 128 + its number
+
+
+def _failed(args, error: Exception, code: int) -> int:
+    """Say why on stderr; with `--json` (`json_summary`), also as the JSON line on stdout that a
+    script reads, which would otherwise get nothing."""
+    print(f"ctloop {args.command}: {error}", file=sys.stderr)
+    if getattr(args, "json_summary", False):
+        print(json.dumps({"error": f"{error}", "exit_code": code}, sort_keys=True))
+    return code

@@ -9,6 +9,7 @@ flag and the code that reads it are read together. Handlers import their librari
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -104,45 +105,108 @@ def _run(args) -> int:
         from ctloop.pipelines.training import build_training_pipeline
 
         pipeline = build_training_pipeline()
-        required = {"data_uri": args.data}
     else:
         from ctloop.pipelines.monitoring import build_monitoring_pipeline
 
         pipeline = build_monitoring_pipeline()
-        required = {"current_uri": args.current, "reference_uri": args.reference}
-    flags = {"data_uri": "--data", "current_uri": "--current", "reference_uri": "--reference"}
-    missing = [flags[name] for name, value in required.items() if not value]
-    if missing:
-        raise ParameterError(f"run {args.pipeline} needs {' and '.join(missing)}")
     arguments = parse_params(pipeline, args.param)
     check_json_arguments(arguments)
+    taken = {}
+    if args.pipeline == "training":
+        missing = [flag for flag in ("data", "target") if not getattr(args, flag)]
+        if missing:
+            raise ParameterError(f"run training needs {' and '.join(f'--{m}' for m in missing)}")
+        inputs = {"data_uri": args.data, "target": args.target}
+    else:
+        if not args.current:
+            raise ParameterError("run monitoring needs --current")
+        inputs = {"current_uri": args.current, "reference_uri": args.reference}
+        inputs["target"] = args.target
+        taken = _take_missing_from_champion(args, pipeline, arguments, inputs)
+    if not args.host:
+        check_local_inputs(inputs)  # before kfp.local spends its start-up on a missing file
     if args.host:
         from ctloop.pipelines.kfp_api import kfp_client
 
         with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links
             run = kfp_client(args.host).create_run_from_pipeline_func(
                 pipeline,
-                arguments={**required, "target": args.target, **arguments},
+                arguments={**inputs, **arguments},
                 experiment_name=args.experiment,
             )
         summary = {"run_id": run.run_id, "host": args.host}
     else:
         from ctloop.pipelines.local_run import run_monitoring_pipeline, run_training_pipeline
 
-        log_stream = sys.stderr if args.json else None  # keep stdout for the JSON line
+        log_stream = sys.stderr if args.json_summary else None  # keep stdout for the JSON line
         if args.pipeline == "training":
             summary = run_training_pipeline(
                 args.data, args.target, args.workdir, arguments, log_stream
             )
         else:
             summary = run_monitoring_pipeline(
-                args.current, args.reference, args.target, args.workdir, arguments, log_stream
+                inputs["current_uri"],
+                inputs["reference_uri"],
+                inputs["target"],
+                args.workdir,
+                arguments,
+                log_stream,
             )
-    if args.json:
+    if taken:
+        summary["taken_from_champion"] = taken
+    if args.json_summary:
         print(json.dumps(summary, sort_keys=True))
     else:
         print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+def _take_missing_from_champion(args, pipeline, arguments: dict, inputs: dict) -> dict:
+    """Fill the monitoring run's missing reference URI and target from the champion; say so
+    on stderr and return what was taken ({} when both were given)."""
+    missing = [name for name in ("reference_uri", "target") if not inputs[name]]
+    if not missing:
+        return {}
+    from ctloop.pipelines.champion_inputs import champion_training_inputs
+
+    def argument(name: str):
+        return arguments.get(name, pipeline.component_spec.inputs[name].default)
+
+    if arguments.get("mlflow_tracking_uri") or args.host:
+        tracking_uri = argument("mlflow_tracking_uri")
+    else:
+        from ctloop.pipelines.local_run import Workdir
+
+        tracking_uri = Workdir(Path(args.workdir).resolve()).tracking_uri
+    champion = champion_training_inputs(
+        tracking_uri, argument("registered_model_name"), argument("champion_alias")
+    )
+    taken = {name: champion[name] for name in missing}
+    inputs.update(taken)
+    flags = {"reference_uri": "--reference", "target": "--target"}
+    said = ", ".join(f"{flags[name]} {value!r}" for name, value in taken.items())
+    print(
+        f"ctloop run: taken from the champion {champion['model']} (version "
+        f"{champion['version']}): {said}",
+        file=sys.stderr,
+    )
+    return {**taken, "model": champion["model"], "version": champion["version"]}
+
+
+def check_local_inputs(inputs: dict) -> None:
+    """Read each local input table with the load step's reader, so a missing or unreadable
+    file fails now, naming its flag. Remote URIs and {date} templates are the load step's."""
+    from ctloop.components.table_io import DatasetError, read_table
+
+    flags = {"data_uri": "--data", "current_uri": "--current", "reference_uri": "--reference"}
+    for name, flag in flags.items():
+        uri = inputs.get(name, "")
+        if not uri or "{" in uri or ("://" in uri and not uri.startswith("file://")):
+            continue
+        try:
+            read_table(uri)
+        except DatasetError as error:
+            raise DatasetError(f"{flag}: {error}") from error
 
 
 def add_run(commands) -> None:
@@ -157,9 +221,10 @@ def add_run(commands) -> None:
     )
     parser.add_argument(
         "--reference",
-        help="monitoring: the champion's training data, extended with the window on retraining",
+        help="monitoring: the champion's training data, extended with the window on retraining "
+        "(default: the champion's, as its reference profile records it)",
     )
-    parser.add_argument("--target", required=True, help="label column")
+    parser.add_argument("--target", help="label column (monitoring default: the champion's)")
     parser.add_argument("--workdir", default=".ctloop", help="local run folder (MLflow, outputs)")
     parser.add_argument(
         "--param",
@@ -169,7 +234,11 @@ def add_run(commands) -> None:
         help="pipeline parameter (repeatable), typed by the pipeline",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the summary as one JSON object on the last line"
+        "--json",
+        dest="json_summary",
+        action="store_true",
+        help="print the summary (or the failure: error, exit_code) as one JSON object on the "
+        "last line",
     )
     parser.add_argument("--host", help="KFP endpoint: submit the run there instead")
     parser.add_argument("--experiment", default="ctloop", help="KFP experiment (with --host)")

@@ -84,6 +84,8 @@ def check_json_arguments(arguments: dict) -> None:
     The steps parse them again where they are used; checking here means a typo in a
     policy fails in a second with the key and rule named, not after a training run. Each
     parser reads a blank text as its default, so a blank value is checked like any other.
+    A gate policy's metrics must be ones the evaluation reports for the task: the gate
+    alone would find a misspelt one only after training, as a failed check.
     """
     from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.deploy.serving_capacity import parse_serving_capacity
@@ -94,7 +96,7 @@ def check_json_arguments(arguments: dict) -> None:
     task = arguments.get("task", "binary")
     parsers = {
         "hyperparameters": lambda text: parse_hyperparameters(text, task),
-        "gate_policy": lambda text: parse_gate_policy(text, task),
+        "gate_policy": lambda text: _check_gate_metrics(parse_gate_policy(text, task), task),
         "drift_policy": parse_drift_policy,
         "canary_policy": parse_canary_policy,
         "serving_capacity": parse_serving_capacity,
@@ -102,3 +104,29 @@ def check_json_arguments(arguments: dict) -> None:
     for name, parse in parsers.items():
         if name in arguments:
             parse(arguments[name])
+
+
+def evaluation_metric_names(task: str) -> list[str]:
+    """The metrics the evaluation reports for `task`, read off the functions that compute
+    them (scored on two rows), so the list cannot fall behind them."""
+    import numpy as np
+
+    from ctloop.components.evaluate.metrics import classification_metrics, regression_metrics
+
+    if task == "binary":
+        return sorted(classification_metrics(np.array([0, 1]), np.array([0.25, 0.75])))
+    return sorted(regression_metrics(np.array([0.0, 1.0]), np.array([0.0, 1.0])))
+
+
+def _check_gate_metrics(policy, task: str) -> None:
+    known = evaluation_metric_names(task)
+    for section, rules in (
+        ("thresholds", policy.thresholds),
+        ("champion_comparison", policy.champion_comparison),
+    ):
+        unknown = [metric for metric in rules if metric not in known]
+        if unknown:
+            raise ParameterError(
+                f"--param gate_policy: {section}.{unknown[0]}: the {task} evaluation has no "
+                f"metric {unknown[0]!r}; it reports {', '.join(known)}"
+            )

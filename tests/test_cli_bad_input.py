@@ -1,5 +1,6 @@
 """Bad input through `ctloop run training`: one clear message, exit non-zero, nothing registered."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,30 @@ def _png(path: Path) -> str:
 
 
 @pytest.mark.parametrize(
+    ("make_data", "expected"),
+    [
+        (lambda tmp: str(tmp / "absent.parquet"), "absent.parquet' does not exist"),
+        (lambda tmp: _empty(tmp / "empty.csv"), "empty.csv' is empty (0 bytes)"),
+        (lambda tmp: _png(tmp / "picture.png"), "picture.png' is neither Parquet"),
+    ],
+    ids=["missing-uri", "empty-file", "not-a-table"],
+)
+def test_unreadable_local_data_is_refused_before_any_step_runs(tmp_path, make_data, expected):
+    result = _run(tmp_path, make_data(tmp_path))
+    assert result.returncode == 2
+    message = _error_line(result)
+    assert message.startswith("ctloop run: --data: dataset ")
+    assert expected in message
+    assert json.loads(result.stdout) == {
+        "error": message.removeprefix("ctloop run: "),
+        "exit_code": 2,
+    }
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(
     ("make_data", "target", "step", "expected"),
     [
-        (lambda tmp, churn: str(tmp / "absent.parquet"), "churn", "load-dataset", "absent.parquet"),
         (lambda tmp, churn: str(churn), "no_such_column", "validate-dataset", "'no_such_column'"),
         (
             lambda tmp, churn: _three_classes(tmp / "three.parquet"),
@@ -69,10 +91,8 @@ def _png(path: Path) -> str:
             "validate-dataset",
             "'a', 'b', 'c'",
         ),
-        (lambda tmp, churn: _empty(tmp / "empty.csv"), "churn", "load-dataset", "empty"),
-        (lambda tmp, churn: _png(tmp / "picture.png"), "churn", "load-dataset", "picture.png"),
     ],
-    ids=["missing-uri", "missing-target", "three-classes", "empty-file", "not-a-table"],
+    ids=["missing-target", "three-classes"],
 )
 def test_bad_data_fails_its_step_with_one_clear_message(
     tmp_path, telco_churn_parquet, make_data, target, step, expected
@@ -82,7 +102,11 @@ def test_bad_data_fails_its_step_with_one_clear_message(
     message = _error_line(result)
     assert message.startswith(f"ctloop run: step {step} failed: ")
     assert expected in message
-    assert result.stdout.strip() == ""  # no summary printed as if the run had succeeded
+    # No summary as if the run had succeeded: the failure, as the one JSON line.
+    assert json.loads(result.stdout) == {
+        "error": message.removeprefix("ctloop run: "),
+        "exit_code": 1,
+    }
     assert _nothing_registered(tmp_path)
 
 

@@ -40,8 +40,11 @@ def windows(telco_churn_parquet, tmp_path_factory):
 
 
 def _monitor(workdir, current, reference, capsys, *params: str) -> tuple[int, dict]:
-    args = ["run", "monitoring", "--current", str(current), "--reference", str(reference)]
-    args += ["--target", "churn", "--workdir", str(workdir), "--json"]
+    """Run monitoring on `current`; without a `reference`, neither it nor the target is given."""
+    args = ["run", "monitoring", "--current", str(current)]
+    if reference is not None:
+        args += ["--reference", str(reference), "--target", "churn"]
+    args += ["--workdir", str(workdir), "--json"]
     for param in params:
         args += ["--param", param]
     code = main(args)
@@ -61,8 +64,14 @@ def test_a_steady_window_drifts_nowhere_and_keeps_the_champion(
 ):
     steady, _ = windows
     before = _versions(workdir)
-    code, summary = _monitor(workdir, steady, telco_churn_parquet, capsys)
+    code, summary = _monitor(workdir, steady, None, capsys)  # the champion's data and target
     assert code == 0
+    assert summary["taken_from_champion"] == {
+        "reference_uri": str(telco_churn_parquet),
+        "target": "churn",
+        "model": "ctloop-model@champion",
+        "version": "1",
+    }
     assert summary["drift_detected"] is False
     assert summary["drifted_features"] == []
     assert summary["retrained"] is False
