@@ -124,6 +124,8 @@ def _run(args) -> int:
         inputs["target"] = args.target
         taken = _take_missing_from_champion(args, pipeline, arguments, inputs)
     if not args.host:
+        from ctloop.pipelines.run_inputs import check_local_inputs
+
         check_local_inputs(inputs)  # before kfp.local spends its start-up on a missing file
     if args.host:
         from ctloop.pipelines.kfp_api import kfp_client
@@ -167,7 +169,7 @@ def _take_missing_from_champion(args, pipeline, arguments: dict, inputs: dict) -
     missing = [name for name in ("reference_uri", "target") if not inputs[name]]
     if not missing:
         return {}
-    from ctloop.pipelines.champion_inputs import champion_training_inputs
+    from ctloop.pipelines.run_inputs import champion_training_inputs
 
     def argument(name: str):
         return arguments.get(name, pipeline.component_spec.inputs[name].default)
@@ -191,22 +193,6 @@ def _take_missing_from_champion(args, pipeline, arguments: dict, inputs: dict) -
         file=sys.stderr,
     )
     return {**taken, "model": champion["model"], "version": champion["version"]}
-
-
-def check_local_inputs(inputs: dict) -> None:
-    """Read each local input table with the load step's reader, so a missing or unreadable
-    file fails now, naming its flag. Remote URIs and {date} templates are the load step's."""
-    from ctloop.components.table_io import DatasetError, read_table
-
-    flags = {"data_uri": "--data", "current_uri": "--current", "reference_uri": "--reference"}
-    for name, flag in flags.items():
-        uri = inputs.get(name, "")
-        if not uri or "{" in uri or ("://" in uri and not uri.startswith("file://")):
-            continue
-        try:
-            read_table(uri)
-        except DatasetError as error:
-            raise DatasetError(f"{flag}: {error}") from error
 
 
 def add_run(commands) -> None:

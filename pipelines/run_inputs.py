@@ -1,9 +1,15 @@
-"""What a monitoring run takes from the champion when not told: its training data and target.
+"""The input tables of `ctloop run`: checked before a local run starts, and a monitoring run's
+missing ones taken from the champion.
 
-Training records both in the reference profile logged with the model (`dataset.uri`, the
-table the champion learnt from, and `target`), so `ctloop run monitoring --current URI` needs
-nothing else: the window is compared with the champion's profile either way, and retraining
-extends the champion's own training data with it.
+A local run spends its first seconds (kfp.local's start-up, then the load step's) before it
+reads its input, so a local table is read here first with the load step's own reader
+(`table_io.read_table`), and a missing or unreadable one fails at once, naming its flag.
+
+A monitoring run told no reference or target takes the champion's. Training records both in
+the reference profile logged with the model (`dataset.uri`, the table the champion learnt
+from, and `target`), so `ctloop run monitoring --current URI` needs nothing else: the window
+is compared with the champion's profile either way, and retraining extends the champion's
+own training data with it.
 """
 
 from pathlib import Path
@@ -61,3 +67,19 @@ def champion_training_inputs(tracking_uri: str, registered_model: str, alias: st
             f"{' or '.join(RECORDED[name] for name in absent)}; give --reference and --target"
         )
     return {**recorded, "model": where, "version": champion.version}
+
+
+def check_local_inputs(inputs: dict) -> None:
+    """Read each local input table (`data_uri`, `current_uri`, `reference_uri`); remote URIs
+    and {date} templates are left to the load step, which alone can resolve them."""
+    from ctloop.components.table_io import DatasetError, read_table
+
+    flags = {"data_uri": "--data", "current_uri": "--current", "reference_uri": "--reference"}
+    for name, flag in flags.items():
+        uri = inputs.get(name, "")
+        if not uri or "{" in uri or ("://" in uri and not uri.startswith("file://")):
+            continue
+        try:
+            read_table(uri)
+        except DatasetError as error:
+            raise DatasetError(f"{flag}: {error}") from error
