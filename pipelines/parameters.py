@@ -5,6 +5,7 @@ gets an int, a List a JSON list), so a typo fails here, naming the parameter, in
 of as a type error deep inside a step.
 """
 
+import importlib
 import json
 
 from kfp.dsl.base_component import BaseComponent
@@ -78,6 +79,20 @@ def parse_typed_params(types: dict[str, str], pairs: list[str]) -> dict:
     return arguments
 
 
+JSON_PARSERS = {
+    "hyperparameters": ("ctloop.components.train.hyperparameters", "parse_hyperparameters"),
+    "gate_policy": ("ctloop.components.gate.policy", "parse_gate_policy"),
+    "drift_policy": ("ctloop.components.drift.policy", "parse_drift_policy"),
+    "canary_policy": ("ctloop.components.canary.policy", "parse_canary_policy"),
+    "serving_capacity": ("ctloop.components.deploy.serving_capacity", "parse_serving_capacity"),
+}
+"""JSON parameter -> (module, parser). A parser is imported only when its parameter is given:
+some of these modules import XGBoost or the Kubernetes client, which cost a run that sets none
+of them seconds before its inputs are even looked at."""
+TASK_PARSERS = ("hyperparameters", "gate_policy")
+"""The parsers whose defaults and rules depend on the task."""
+
+
 def check_json_arguments(arguments: dict) -> None:
     """Parse the JSON-valued pipeline parameters now, before any step runs.
 
@@ -87,23 +102,14 @@ def check_json_arguments(arguments: dict) -> None:
     A gate policy's metrics must be ones the evaluation reports for the task: the gate
     alone would find a misspelt one only after training, as a failed check.
     """
-    from ctloop.components.canary.policy import parse_canary_policy
-    from ctloop.components.deploy.serving_capacity import parse_serving_capacity
-    from ctloop.components.drift.policy import parse_drift_policy
-    from ctloop.components.gate.policy import parse_gate_policy
-    from ctloop.components.train.hyperparameters import parse_hyperparameters
-
     task = arguments.get("task", "binary")
-    parsers = {
-        "hyperparameters": lambda text: parse_hyperparameters(text, task),
-        "gate_policy": lambda text: _check_gate_metrics(parse_gate_policy(text, task), task),
-        "drift_policy": parse_drift_policy,
-        "canary_policy": parse_canary_policy,
-        "serving_capacity": parse_serving_capacity,
-    }
-    for name, parse in parsers.items():
-        if name in arguments:
-            parse(arguments[name])
+    for name, (module, function) in JSON_PARSERS.items():
+        if name not in arguments:
+            continue
+        parse = getattr(importlib.import_module(module), function)
+        parsed = parse(arguments[name], task) if name in TASK_PARSERS else parse(arguments[name])
+        if name == "gate_policy":
+            _check_gate_metrics(parsed, task)
 
 
 def evaluation_metric_names(task: str) -> list[str]:
