@@ -46,6 +46,7 @@ def steps_stopped_on_signal(grace_s: float = GRACE_S) -> Iterator[None]:
         yield
         return
     received: list[int] = []
+    signalled: list[psutil.Process] = []
     stopped: list[str] = []
 
     def stop(signum, frame):
@@ -53,8 +54,12 @@ def steps_stopped_on_signal(grace_s: float = GRACE_S) -> Iterator[None]:
             _signal_all(psutil.Process().children(recursive=True), signal.SIGKILL)
             return
         received.append(signum)
-        stopped.extend(_stop_descendants(grace_s))
-        raise KeyboardInterrupt  # the one exception kfp.local's task loop does not wait out
+        signalled.extend(psutil.Process().children(recursive=True))
+        stopped.extend(dict.fromkeys(_describe(process) for process in signalled))
+        _signal_all(signalled, signal.SIGTERM)
+        # Out of kfp.local's task loop at once: it closes its end of the step's output pipe,
+        # so a step that writes while it ends gets an error rather than a full pipe to wait on.
+        raise KeyboardInterrupt  # the one exception that loop does not wait out
 
     previous = {number: signal.signal(number, stop) for number in STOPPING_SIGNALS}
     try:
@@ -62,22 +67,13 @@ def steps_stopped_on_signal(grace_s: float = GRACE_S) -> Iterator[None]:
     except KeyboardInterrupt:
         if not received:  # raised by something else: Python's own Ctrl-C
             raise
+        _, alive = psutil.wait_procs(signalled, timeout=grace_s)
+        _signal_all(alive, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
         raise LocalRunStopped(received[0], stopped) from None
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-def _stop_descendants(grace_s: float) -> list[str]:
-    """SIGTERM every process below this one, SIGKILL those still there after `grace_s`;
-    returns what they were (each step once)."""
-    processes = psutil.Process().children(recursive=True)
-    described = list(dict.fromkeys(_describe(process) for process in processes))
-    _signal_all(processes, signal.SIGTERM)
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    _signal_all(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
-    return described
 
 
 def _signal_all(processes: list[psutil.Process], signum: int) -> None:
