@@ -10,8 +10,9 @@ Where the binaries come from, in this order:
   `kube-apiserver` and `etcd` (`setup-envtest use -p path` makes one; the GitHub workflow does);
 - `../shared/envtest/kube-apiserver.xz` beside the checkout (v1.20.2), unpacked for the run,
   with Debian's etcd on PATH (`apt-get install etcd-server`; .ci/run installs it).
-Where neither is, the tests that use the `kube_apiserver` fixture skip with one line saying
-so, unless `CTLOOP_ENVTEST=required` (.ci/run sets it): then they fail, so CI runs them.
+Where neither is, a module that calls `require_apiserver()` is skipped with one line saying
+how to get them, unless `CTLOOP_ENVTEST=required` (.ci/run sets it): then it fails, so CI
+runs them.
 
 What runs (tests/apiserver_process.py): etcd and kube-apiserver on loopback, with RBAC and
 token authentication. Installed before any test: KServe's InferenceService and ServingRuntime
@@ -213,19 +214,33 @@ def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
 _running: ApiServer | None = None
 
 
+def require_apiserver() -> None:
+    """Skip the calling test module, in one line, where no API server can start; fail it
+    instead under `CTLOOP_ENVTEST=required`. Call at the top of a module using the fixture."""
+    missing = _missing()
+    if missing and os.environ.get("CTLOOP_ENVTEST") == "required":
+        pytest.fail(f"CTLOOP_ENVTEST=required, but {missing}", pytrace=False)
+    if missing:
+        pytest.skip(missing, allow_module_level=True)
+
+
+def _missing() -> str | None:
+    """Why no API server can start here, or None."""
+    found = _assets()
+    if isinstance(found, str):
+        return found
+    if default_crd_dir() is None:
+        return "no KServe CRDs for the real-API tests: set $CTLOOP_KSERVE_CRDS"
+    return None
+
+
 def _start() -> ApiServer:
     """The run's one API server: started on first use, stopped when the run ends."""
     global _running
     if _running is not None:
         return _running
+    require_apiserver()
     found, crd_dir = _assets(), default_crd_dir()
-    missing = found if isinstance(found, str) else None
-    if crd_dir is None:
-        missing = "no KServe CRDs for the real-API tests: set $CTLOOP_KSERVE_CRDS"
-    if missing and os.environ.get("CTLOOP_ENVTEST") == "required":
-        pytest.fail(f"CTLOOP_ENVTEST=required, but {missing}", pytrace=False)
-    if missing:
-        pytest.skip(missing)
     control_plane = ControlPlane(Path(tempfile.mkdtemp(prefix="ctloop-envtest-")))
     try:
         control_plane.launch(*found)

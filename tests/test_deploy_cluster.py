@@ -2,7 +2,9 @@
 
 The stand-in (`tests.kube_standin`) stores InferenceServices and applies merge patches the
 way the API server does; each test plays the KServe controller by scripting the status
-the service reports on successive GETs.
+the service reports on successive GETs. It stays for what a real API server will not do on
+demand: a 409 race, a 5xx, a request never answered. The same paths against a real
+kube-apiserver, as the project's Role: tests/test_deploy_real_apiserver.py.
 """
 
 import json

@@ -34,6 +34,7 @@ from tests.fake_clock import FakeClock
 from tests.kserve_status import StatusWriter
 from tests.prometheus_standin import NOW, CannedPrometheus, version_figures
 
+envtest.require_apiserver()
 # Fixtures: the run's API server, and a SQLite MLflow registry for the module.
 kube_apiserver = envtest.kube_apiserver
 tracking_uri = sqlite_registry.tracking_uri
@@ -304,6 +305,48 @@ def test_cli_promotes_through_the_role_bound_kubeconfig(space, monkeypatch, caps
     assert code == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["inference_service_steps"] == ["promote"]
     assert_serves(ns, "2")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deploy_step_applies_its_serving_capacity_through_the_role_bound_kubeconfig(
+    space, mode, monkeypatch, tmp_path
+):
+    """The pipeline's deploy step itself (kube_api() from $KUBECONFIG, as a local run has it)."""
+    from kfp import dsl
+
+    from ctloop.components.deploy.component import deploy_model
+
+    ns = space(mode)
+    monkeypatch.setenv("KUBECONFIG", str(ns.subject.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    capacity = {"min_replicas": 0, "max_replicas": 3}
+    capacity |= {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}}
+
+    def deploy() -> dict:
+        (summary,) = deploy_model.python_func(
+            model=dsl.Model(uri=URIS["1"]),
+            model_version="1",
+            registered_model_name=ns.model,
+            alias="champion",
+            manifest=dsl.Artifact(uri=str(tmp_path / "manifest.yaml")),
+            inference_service_name=NAME,
+            namespace=ns.namespace,
+            deployment_mode=mode,
+            serving_capacity=json.dumps(capacity),
+            timeout_s=30,
+        )
+        return json.loads(summary)
+
+    assert deploy()["action"] == "created"
+    created = ns.stored()
+    predictor = created["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (0, 3)
+    assert predictor["model"]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2"},
+    }
+    assert deploy()["action"] == "unchanged"
+    assert ns.stored()["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
 
 
 # Quantities the Kubernetes client's parse_quantity takes, and some it does not; the server
