@@ -30,6 +30,11 @@ OUTCOMES = ("ok", "invalid", "error")
 
 _MODEL_LABELS = ("model_name", "model_version")
 
+NO_VERSION = ""
+"""`model_version` of a model served without a known version: an empty label value, which
+Prometheus treats as no label, so no made-up version appears on a dashboard or matches a
+canary's version selector."""
+
 PREDICTIONS = Counter(
     "ctloop_predictions",
     "Prediction requests by outcome (ok, invalid, error).",

@@ -16,6 +16,12 @@ categorical values are strings, an unseen category counts as missing):
   protocol says, both unless the request's `outputs` names one. The response's
   `model_version` is the served version. `GET /v2/models/<name>` lists these tensors.
 
+A booster without feature names and without a profile takes rows by position only (v1 lists,
+v2 `input-0`), as KServe's xgbserver does. The served version is the one given, recorded in
+`version.txt` or by the registry; when none is, responses carry `"model_version": null`
+rather than a made-up one, the start-up log says so, and the metrics' `model_version` label
+is empty (`metrics.NO_VERSION`).
+
 A batch has at most `max_batch_rows` rows (default 10,000); anything malformed is an HTTP 400
 whose message names the problem. Batches run in a worker thread so the event loop keeps
 answering health probes while a large batch is scored (XGBoost releases the GIL in
@@ -40,7 +46,13 @@ import xgboost as xgb
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from ctloop.components.contract.model_folder import LoadedModel, describe, load_model
+from ctloop.components.contract.model_folder import (
+    UNKNOWN_VERSION,
+    VERSION_FILE,
+    LoadedModel,
+    describe,
+    load_model,
+)
 from ctloop.serving import metrics
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
 from ctloop.serving.server_options import DEFAULT_MAX_BATCH_ROWS
@@ -81,7 +93,7 @@ class CtloopPredictor(kserve.Model):
         Args:
             name: The model name in the URLs (`/v1/models/<name>:predict`).
             model_dir: Local model folder (`model.json` + `reference_profile.json`, or MLflow).
-            version: Version to report; default `version.txt` in the folder, else "unknown".
+            version: Version to report; default `version.txt` in the folder, else none.
             max_batch_rows: Most rows per request; larger batches get HTTP 400.
             parallel_rows: Batches larger than this use `nthread` threads, others one.
             inline_rows: Batches up to this size are scored on the event loop when no batch
@@ -92,7 +104,7 @@ class CtloopPredictor(kserve.Model):
         if nthread is not None and nthread < 1:
             raise ValueError(f"scoring threads = {nthread} must be >= 1")
         self.model_dir = Path(model_dir)
-        self.version = version or "unknown"
+        self.version: str | None = version
         self.max_batch_rows = max_batch_rows
         self.parallel_rows = parallel_rows
         self.inline_rows = inline_rows
@@ -103,10 +115,13 @@ class CtloopPredictor(kserve.Model):
         self._serial: xgb.Booster | None = None
         self._parallel: xgb.Booster | None = None
         self._in_threads = 0  # batches now in worker threads (changed on the event loop only)
+        self._metric_version = version or metrics.NO_VERSION
 
     def load(self) -> bool:
         model = load_model(self.model_dir, self._requested_version)
-        self._decoder = RequestDecoder(model.schema, self.max_batch_rows)
+        self._decoder = RequestDecoder(
+            model.schema, self.max_batch_rows, named_features=model.named_features
+        )
         # Two handles, each with a fixed thread count: inplace_predict is safe to call from
         # several threads at once, changing a booster's parameters between calls is not.
         self._serial = model.booster
@@ -114,8 +129,25 @@ class CtloopPredictor(kserve.Model):
         self._parallel = model.booster.copy()
         self._parallel.set_param({"nthread": self.nthread})
         self._model = model
-        self.version = model.version
+        self.version = None if model.version == UNKNOWN_VERSION else model.version
+        self._metric_version = self.version or metrics.NO_VERSION
         logger.info("model %r loaded: %s", self.name, describe(model))
+        if self.version is None:
+            logger.warning(
+                "model %r has no version: none given (--version), no %s in %s and no "
+                "registered version; responses carry model_version null",
+                self.name,
+                VERSION_FILE,
+                self.model_dir,
+            )
+        if not model.named_features:
+            logger.warning(
+                "model %r: the booster records no feature names; it takes rows by position "
+                "only (v1 lists of %d values, v2 %r)",
+                self.name,
+                len(model.schema.features),
+                MATRIX_INPUT,
+            )
         self.ready = True
         return self.ready
 
@@ -237,13 +269,14 @@ class CtloopPredictor(kserve.Model):
         return np.asarray(scores, dtype=np.float32)
 
     def _record(self, scores: np.ndarray, started: float) -> None:
-        metrics.LATENCY.labels(self.name, self.version).observe(time.perf_counter() - started)
-        metrics.ROWS_SCORED.labels(self.name, self.version).inc(len(scores))
-        metrics.SCORES.observe_many(self.name, self.version, scores)
+        version = self._metric_version
+        metrics.LATENCY.labels(self.name, version).observe(time.perf_counter() - started)
+        metrics.ROWS_SCORED.labels(self.name, version).inc(len(scores))
+        metrics.SCORES.observe_many(self.name, version, scores)
         self._count("ok")
 
     def _count(self, outcome: str) -> None:
-        metrics.PREDICTIONS.labels(self.name, self.version, outcome).inc()
+        metrics.PREDICTIONS.labels(self.name, self._metric_version, outcome).inc()
 
     def _loaded(self) -> LoadedModel:
         if self._model is None:

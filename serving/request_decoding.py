@@ -5,10 +5,18 @@ codes: the position in the profile's sorted category list, which is the pandas
 `CategoricalDtype` training used, so `booster.inplace_predict(matrix)` gives the same scores
 as `predict_scores(booster, to_frame(...))` without building a pandas frame, which dominates
 a small request's cost (docs/performance.md). As in `to_frame`, a missing value (null) and a
-category unseen at training time both become NaN, which the trees treat as missing.
+category unseen at training time both become NaN, which the trees treat as missing. A number
+that is infinite, or too large for float32 (1e39 would become inf), is refused, as training
+refuses infinite values: the trees would score it as larger than any value they were shown.
+
+A booster that records no feature names (and has no profile) is served positionally, as
+KServe's xgbserver serves it: v1 rows as lists in the booster's order, v2 as one `input-0`
+matrix; objects and per-feature tensors need names, and the error says so.
 
 Every problem with a request is an `InvalidRequest` (HTTP 400) naming the row, the feature
-or tensor, the offending value and the rule.
+or tensor, the offending value and the rule; so is a v2 body that is not an Open Inference
+Protocol request at all (`oip_validation_error_handler`), which FastAPI would answer with a
+422 and pydantic's list of errors.
 """
 
 from __future__ import annotations
@@ -17,8 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from kserve.errors import InvalidInput
+from fastapi.exceptions import RequestValidationError
+from kserve.errors import InvalidInput, invalid_input_handler
 from kserve.protocol.infer_type import InferInput
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ctloop.components.contract.model_input import FeatureSchema
 
@@ -29,6 +40,8 @@ NUMERIC_DATATYPES = ("FP32", "FP64", "INT32", "INT64")
 """v2 datatypes accepted for numeric features (metadata declares FP32)."""
 
 _NUMBER_KINDS = "biuf"  # numpy dtype kinds of booleans, integers and floats
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_VALIDATION_ERRORS_SHOWN = 5
 
 
 class InvalidRequest(InvalidInput):
@@ -36,13 +49,17 @@ class InvalidRequest(InvalidInput):
 
 
 class RequestDecoder:
-    """Decodes requests for one model's feature schema, refusing batches over `max_batch_rows`."""
+    """Decodes requests for one model's feature schema, refusing batches over `max_batch_rows`;
+    with `named_features` false (a booster without feature names), rows only by position."""
 
-    def __init__(self, schema: FeatureSchema, max_batch_rows: int) -> None:
+    def __init__(
+        self, schema: FeatureSchema, max_batch_rows: int, *, named_features: bool = True
+    ) -> None:
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows = {max_batch_rows} must be >= 1")
         self.schema = schema
         self.max_batch_rows = max_batch_rows
+        self.named_features = named_features
         self.numeric_only = not schema.categories
         self._features = schema.features
         self._feature_set = set(schema.features)
@@ -58,26 +75,37 @@ class RequestDecoder:
                 f"'instances' must be a list of rows; got {type(instances).__name__}"
             )
         self._check_rows(len(instances), "'instances'")
-        if isinstance(instances[0], dict):
-            return self._from_objects(instances)
-        if self.numeric_only:
-            fast = _number_matrix(instances, len(self._features))
-            if fast is not None:
-                return fast
-        return self._from_lists(instances)
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            if isinstance(instances[0], dict):
+                matrix = self._from_objects(instances)
+            elif self.numeric_only:
+                fast = _number_matrix(instances, len(self._features))
+                matrix = self._from_lists(instances) if fast is None else fast
+            else:
+                matrix = self._from_lists(instances)
+        return self._finite(matrix, rows_named="instance")
 
     def from_tensors(self, inputs: Sequence[InferInput]) -> np.ndarray:
         """v2 inputs: `input-0` [N, F] for an all-numeric model, or one [N] tensor per feature."""
         names = [tensor.name for tensor in inputs]
-        if names == [MATRIX_INPUT] and MATRIX_INPUT not in self._feature_set:
-            if not self.numeric_only:
+        with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+            if names == [MATRIX_INPUT] and MATRIX_INPUT not in self._feature_set:
+                if not self.numeric_only:
+                    raise InvalidRequest(
+                        f"this model has categorical features {sorted(self.schema.categories)}; "
+                        f"send one tensor per feature named {self._features} instead of "
+                        f"{MATRIX_INPUT!r}"
+                    )
+                matrix = self._from_matrix_tensor(inputs[0])
+            elif not self.named_features:
                 raise InvalidRequest(
-                    f"this model has categorical features {sorted(self.schema.categories)}; "
-                    f"send one tensor per feature named {self._features} instead of "
-                    f"{MATRIX_INPUT!r}"
+                    f"this model's booster records no feature names, so inputs cannot be "
+                    f"matched by name (got {names}): send one {MATRIX_INPUT!r} FP32 tensor of "
+                    f"shape [N, {len(self._features)}], columns in the booster's order"
                 )
-            return self._from_matrix_tensor(inputs[0])
-        return self._from_feature_tensors(inputs)
+            else:
+                matrix = self._from_feature_tensors(inputs)
+        return self._finite(matrix, rows_named="row")
 
     def _check_rows(self, rows: int, what: str) -> None:
         if rows == 0:
@@ -103,7 +131,25 @@ class RequestDecoder:
                 )
         return self._matrix(list(zip(*rows, strict=True)), rows_named="instance")
 
+    def _finite(self, matrix: np.ndarray, rows_named: str) -> np.ndarray:
+        """`matrix`, once no value in it is infinite (given so, or beyond float32's range)."""
+        infinite = np.isinf(matrix)
+        if infinite.any():
+            row, column = np.argwhere(infinite)[0]
+            raise InvalidRequest(
+                f"{rows_named} {row}: numeric feature {self._features[column]!r} is infinite or "
+                f"beyond float32's range (+-{_FLOAT32_MAX:.4g}); send a finite number, or null "
+                "for a missing value"
+            )
+        return matrix
+
     def _from_objects(self, rows: list[Any]) -> np.ndarray:
+        if not self.named_features:
+            raise InvalidRequest(
+                f"this model's booster records no feature names, so instances cannot be "
+                f"objects: send each instance as a list of {len(self._features)} values in the "
+                "booster's feature order"
+            )
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise InvalidRequest(
@@ -226,7 +272,10 @@ def _numeric(name: str, values: Sequence[Any], rows_named: str) -> np.ndarray:
         if value is None:
             column[index] = np.nan
         elif isinstance(value, (int, float, np.number)):
-            column[index] = value
+            try:
+                column[index] = value
+            except OverflowError:  # an integer beyond float64: beyond float32 too
+                column[index] = np.inf
         else:
             raise InvalidRequest(
                 f"{rows_named} {index}: numeric feature {name!r} has non-numeric value "
@@ -261,8 +310,40 @@ def _concrete_shape(tensor: InferInput, what: str) -> list[int]:
 def _as_numpy(tensor: InferInput, what: str) -> np.ndarray:
     try:
         return tensor.as_numpy()
+    except OverflowError as error:  # an integer beyond float64 in JSON data
+        raise InvalidRequest(
+            f"{what}: a value is beyond float32's range (+-{_FLOAT32_MAX:.4g}): {error}"
+        ) from error
     except (ValueError, TypeError) as error:  # data count != shape, or text in a number tensor
         raise InvalidRequest(
             f"{what}: data do not fit shape {list(tensor.shape)} and datatype "
             f"{tensor.datatype}: {error}"
         ) from error
+
+
+async def oip_validation_error_handler(request: Request, error: RequestValidationError) -> Response:
+    """Answer a v2 body that FastAPI could not read as an Open Inference Protocol request (not
+    JSON, or JSON of another shape) with a 400 and one message, as any other bad request.
+
+    KServe 0.21 declares the v2 infer body as `InferenceRequest | bytes`, so pydantic reports
+    each of its fields against both; the `bytes` alternative says nothing to a JSON client."""
+    problems = [_validation_problem(problem) for problem in error.errors()]
+    shown = [problem for problem in problems if problem is not None] or ["unreadable body"]
+    more = len(shown) - _VALIDATION_ERRORS_SHOWN
+    message = "; ".join(shown[:_VALIDATION_ERRORS_SHOWN]) + (
+        f"; and {more} more" if more > 0 else ""
+    )
+    invalid = InvalidRequest(f"not an Open Inference Protocol request: {message}")
+    return await invalid_input_handler(request, invalid)
+
+
+def _validation_problem(problem: dict[str, Any]) -> str | None:
+    """`inputs.0.datatype: Field required` of one pydantic error; None for the `bytes`
+    alternative of the body."""
+    location = [str(part) for part in problem.get("loc", ())]
+    if location[:2] == ["body", "bytes"]:
+        return None
+    if problem.get("type") == "json_invalid":
+        return f"body is not JSON: {problem.get('ctx', {}).get('error', problem.get('msg'))}"
+    where = ".".join(part for part in location if part not in ("body", "InferenceRequest"))
+    return f"{where or 'body'}: {problem.get('msg')}"

@@ -9,6 +9,11 @@ and offers no argument for it. `LoopbackModelServer` sets the host on that confi
 and before serving; uvicorn reads the host only when it binds. The tests check the bound
 address from uvicorn's start-up line, so a KServe release that reorders `start` fails loudly.
 
+Every request passes `BodyLimit` first (`ctloop.serving.body_limit`): a body over
+`--max-body-bytes` gets HTTP 413 before it is read. A v2 body that is not an Open Inference
+Protocol request gets a 400 with one message (`oip_validation_error_handler`), not FastAPI's
+422 with pydantic's error list.
+
 Per-request log lines (uvicorn's access line, KServe's latency line, and the two lines of
 KServe's timing middleware, which is left out with them) are off unless `--request-logs` asks
 for them: together they are a large share of the server's work on a small request
@@ -40,16 +45,20 @@ import tempfile  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import uvloop  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
 from kserve import ModelServer  # noqa: E402
 from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME  # noqa: E402
 from kserve.model_server import app as kserve_app  # noqa: E402
 
 from ctloop.components.contract.model_folder import ModelLoadingError  # noqa: E402
 from ctloop.components.contract.model_uri import local_model_dir  # noqa: E402
+from ctloop.serving.body_limit import BodyLimit  # noqa: E402
 from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
+from ctloop.serving.request_decoding import oip_validation_error_handler  # noqa: E402
 from ctloop.serving.server_options import (  # noqa: E402
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     add_server_options,
     server_options,
@@ -61,12 +70,20 @@ REQUEST_LOGGERS = ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME)
 
 
 class LoopbackModelServer(ModelServer):
-    """KServe's `ModelServer` with the REST listen address as a parameter, and per-request
-    log lines only when `request_logs` is true."""
+    """KServe's `ModelServer` with the REST listen address as a parameter, request bodies
+    limited to `max_body_bytes`, and per-request log lines only when `request_logs` is true."""
 
-    def __init__(self, *, host: str = DEFAULT_HOST, request_logs: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = DEFAULT_HOST,
+        request_logs: bool = False,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        **kwargs,
+    ) -> None:
         self.host = host
         self.request_logs = request_logs
+        self.max_body_bytes = max_body_bytes
         kwargs.setdefault("enable_latency_logging", request_logs)
         super().__init__(**kwargs)  # configures KServe's and uvicorn's loggers
         if not request_logs:
@@ -80,11 +97,14 @@ class LoopbackModelServer(ModelServer):
                 "setup_event_loop; LoopbackModelServer cannot set the listen address"
             )
         self._rest_server.config.host = self.host
+        # uvicorn imports KServe's app by name when it starts; handing it that app object
+        # behind the body limit (and the v1 predict route) leaves KServe adding its routes and
+        # handlers to the same object when the REST server starts.
+        kserve_app.add_exception_handler(RequestValidationError, oip_validation_error_handler)
+        app = kserve_app
         if not self.request_logs and self.access_log_format is None:
-            # uvicorn imports KServe's app by name when it starts; handing it that app object
-            # behind the v1 predict route leaves KServe adding its routes to the same object.
             # With request logs, v1 predict takes KServe's path, which logs its latency line.
-            self._rest_server.config.app = V1PredictRoute(kserve_app, self.dataplane.model_registry)
+            app = V1PredictRoute(kserve_app, self.dataplane.model_registry)
             # uvicorn's X-Forwarded-* rewriting of the client address (a middleware that reads
             # the headers of every request from a trusted proxy, as Knative's queue-proxy on
             # 127.0.0.1 is) is for access logs, which are off.
@@ -95,6 +115,7 @@ class LoopbackModelServer(ModelServer):
             # request (getrusage, route matching, wrapping send). The REST app is built after
             # this step, when the server starts.
             self._rest_server._add_middlewares = _no_middlewares
+        self._rest_server.config.app = BodyLimit(app, self.max_body_bytes)
         super().setup_event_loop()
         # `start` then runs the servers with asyncio.run, which ignores uvicorn's `loop`
         # setting and builds its loop from the policy: uvloop's, whose transports cost less
@@ -115,6 +136,7 @@ def serve(
     version: str | None = None,
     *,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     threads: int | None = None,
     tracking_uri: str | None = None,
     request_logs: bool = False,
@@ -125,7 +147,8 @@ def serve(
     (downloaded to a temporary folder, removed when the server stops; `tracking_uri` names
     the MLflow server). Serves REST only (v1, v2, `/metrics`) with one worker; gRPC is off.
     `request_logs` turns on a log line per request (see the module docstring). `threads`
-    caps the scoring threads of large batches (default: `usable_cpus()`).
+    caps the scoring threads of large batches (default: `usable_cpus()`). Bodies over
+    `max_body_bytes` get HTTP 413 unread.
 
     Once the model is loaded, the objects so far (imports, model) are frozen out of the
     garbage collector: they live as long as the process, and a full collection, which the
@@ -138,7 +161,11 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="ctloop-model-") as download_dir:
         model_dir = local_model_dir(model_uri, download_dir, tracking_uri)
         server = LoopbackModelServer(
-            host=host, http_port=port, enable_grpc=False, request_logs=request_logs
+            host=host,
+            http_port=port,
+            enable_grpc=False,
+            request_logs=request_logs,
+            max_body_bytes=max_body_bytes,
         )
         _log_like_kserve()
         predictor = CtloopPredictor(

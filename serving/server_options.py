@@ -13,6 +13,17 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH_ROWS = 10_000
 """Largest batch accepted: a bound on the JSON a request may make the server decode and score
 (size and time at this bound: docs/performance.md)."""
+BODY_BYTES_PER_ROW = 2048
+"""Request body allowed per row of `--max-batch-rows` when `--max-body-bytes` is not given.
+A JSON row costs about 8 bytes a value as a list and 25 as an object (a Telco row of 19
+features: 150 and 470 bytes), so 2 KiB a row leaves room for ~80 features sent as objects
+and ~250 as lists, while a body that could never hold an acceptable batch is refused before
+the server reads it: parsing JSON costs several times its size in memory."""
+DEFAULT_MAX_BODY_BYTES = DEFAULT_MAX_BATCH_ROWS * BODY_BYTES_PER_ROW
+"""20 MB: the body limit at the default `--max-batch-rows`."""
+PORT_RANGE = range(1, 65536)
+"""TCP ports a server can listen on; uvicorn takes any integer and binds the OS's choice
+for one outside it (a random port for 99999), while logging the number it was given."""
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, default_name: str | None) -> None:
@@ -27,15 +38,24 @@ def add_server_options(parser: argparse.ArgumentParser, *, default_name: str | N
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help="listen address (%(default)s; 0.0.0.0 in a container)"
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port (%(default)s)")
     parser.add_argument(
-        "--version", help="version to report (default: version.txt or the registry's, else unknown)"
+        "--port", type=int, default=DEFAULT_PORT, help="HTTP port, 1-65535 (%(default)s)"
+    )
+    parser.add_argument(
+        "--version", help="version to report (default: version.txt or the registry's, else none)"
     )
     parser.add_argument(
         "--max-batch-rows",
         type=int,
         default=DEFAULT_MAX_BATCH_ROWS,
         help="most rows a request (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="largest request body, refused with HTTP 413 before it is read (default: "
+        f"{BODY_BYTES_PER_ROW} bytes per --max-batch-rows row, {DEFAULT_MAX_BODY_BYTES} at the "
+        "default)",
     )
     parser.add_argument(
         "--threads",
@@ -56,14 +76,20 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         ValueError: a flag's value is out of range (checked before any model is loaded).
     """
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads {args.threads} must be >= 1")
+    if args.port not in PORT_RANGE:
+        raise ValueError(f"--port {args.port} is not a TCP port: give one from 1 to 65535")
+    for flag in ("max_batch_rows", "max_body_bytes", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} {value} must be >= 1")
+    max_body_bytes = args.max_body_bytes or args.max_batch_rows * BODY_BYTES_PER_ROW
     return {
         "name": args.name,
         "host": args.host,
         "port": args.port,
         "version": args.version,
         "max_batch_rows": args.max_batch_rows,
+        "max_body_bytes": max_body_bytes,
         "threads": args.threads,
         "request_logs": args.request_logs,
     }

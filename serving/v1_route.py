@@ -5,10 +5,11 @@ A one-row v1 request through KServe 0.21's app spends more CPU in FastAPI than i
 copy of the headers, `DataPlane.decode`/`infer`/`encode`, `Model.__call__`'s three timed
 stages, and the response class. This ASGI app sits between uvicorn and KServe's app and, for
 `POST /v1/models/<name>:predict` to a loaded `CtloopPredictor` with a JSON body, does only
-what that request needs: read the body, `orjson.loads`, `CtloopPredictor.predict` (which
-decodes, scores inline or in a worker thread, and records ctloop's metrics), `orjson.dumps`,
-one response. KServe's `request_predict_seconds` histogram is still observed, so dashboards
-built on KServe's metrics see these requests.
+what that request needs: read the body (which `BodyLimit` in front has already bounded),
+`orjson.loads`, `CtloopPredictor.predict` (which decodes, scores inline or in a worker thread,
+and records ctloop's metrics), `orjson.dumps`, one response. KServe's
+`request_predict_seconds` histogram is still observed, so dashboards built on KServe's
+metrics see these requests.
 
 Everything else goes to KServe's app unchanged: other paths and methods, other models, a
 model that is not ready (KServe answers 503, or 404 once unloaded), CloudEvents (binary `ce-`
@@ -22,8 +23,6 @@ disconnects before its body has arrived gets no answer.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 import orjson
 from kserve.errors import generic_exception_handler
@@ -32,13 +31,9 @@ from kserve.model_repository import ModelRepository
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from ctloop.serving.body_limit import Receive, Scope, Send, read_body, replay
 from ctloop.serving.predictor import CtloopPredictor
 from ctloop.serving.request_decoding import InvalidRequest
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PREFIX = "/v1/models/"
 SUFFIX = ":predict"
@@ -58,7 +53,7 @@ class V1PredictRoute:
         if predictor is None:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:  # the client left before sending the whole body: nobody to answer
             return
         try:
@@ -68,20 +63,19 @@ class V1PredictRoute:
             await self._answer_error(invalid, scope, receive, send)
             return
         if isinstance(payload, dict) and "specversion" in payload:  # a structured CloudEvent
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         started = time.perf_counter()
-        failure: Exception | None = None
         try:
             response = await predictor.predict(payload)
-        except Exception as error:  # noqa: BLE001 - answered below as KServe's handlers do
-            failure = error
-        # Timed as `Model.__call__` times it: every call, answered or not.
-        elapsed = time.perf_counter() - started
-        PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(elapsed)
-        if failure is not None:
-            await self._answer_error(failure, scope, receive, send)
+        except Exception as error:  # noqa: BLE001 - answered as KServe's handlers do
+            # Answered inside the except block, which unbinds `error` at its end: an exception
+            # kept in a local would form a cycle (its traceback holds this frame) that keeps
+            # the request's payload alive until the next garbage collection.
+            _observe(predictor, started)
+            await self._answer_error(error, scope, receive, send)
             return
+        _observe(predictor, started)
         content = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(
             {
@@ -123,36 +117,15 @@ class V1PredictRoute:
         return model
 
 
+def _observe(predictor: CtloopPredictor, started: float) -> None:
+    """KServe's predict histogram, timed as `Model.__call__` times it: every call, answered or
+    not."""
+    PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(time.perf_counter() - started)
+
+
 def _media_type(content_type: bytes) -> bytes:
     """`application/json` of `Application/JSON; charset=UTF-8`: the type without parameters.
 
     KServe's own path compares the whole header with a list of exact values, so it hands the
     model raw bytes for `application/json;charset=UTF-8`, which many HTTP clients send."""
     return content_type.split(b";", 1)[0].strip().lower()
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The request body; None when the client disconnects before its end."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands `body` to the next app as if it had not been read, then
-    passes on what the connection sends (a disconnect)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

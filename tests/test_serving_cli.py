@@ -2,9 +2,11 @@
 
 The model is the champion of the session's local training loop (the real pipeline through
 kfp.local, registered in MLflow as ctloop-model@champion): it is served from its model
-folder, from `models:/ctloop-model@champion`, and by the demo's serving step.
+folder, from `models:/ctloop-model@champion`, and by the demo's serving step. A bare XGBoost
+file, as KServe's xgbserver serves it (no profile, no feature names), is served by position.
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from ctloop.components.contract.model_folder import ModelLoadingError, load_mode
 from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.model_uri import local_model_dir
 from ctloop.components.registry.mlflow_registry import MODEL_ARTIFACT
+from ctloop.components.table_io import read_table
 from ctloop.pipelines.cli import build_parser
 from ctloop.pipelines.demo import _describe_serving, ask_served_model, latest_champion
 from ctloop.serving import server
@@ -29,6 +32,8 @@ from ctloop.serving.local_server import (
     server_command,
     stop,
 )
+from ctloop.serving.server_options import BODY_BYTES_PER_ROW, server_options
+from tests.served_model import save_positional_booster
 
 uses_training_loop = pytest.mark.e2e
 
@@ -100,7 +105,7 @@ def test_ctloop_serve_resolves_a_registry_alias_through_mlflow(champion):
 @pytest.mark.parametrize(
     ("model_uri", "message"),
     [
-        ("{tmp}/missing", "is not a folder"),
+        ("{tmp}/missing", "missing is not a folder or a model file"),
         ("s3://bucket/churn/model", "scheme 's3' is not supported"),
     ],
     ids=["missing folder", "remote scheme"],
@@ -147,6 +152,7 @@ def test_serve_defaults_are_the_servers(tmp_path):
 
     assert (args.host, args.port) == (server.DEFAULT_HOST, server.DEFAULT_PORT)
     assert args.max_batch_rows == server.DEFAULT_MAX_BATCH_ROWS
+    assert server_options(args)["max_body_bytes"] == server.DEFAULT_MAX_BODY_BYTES
     assert args.name == "ctloop-model"
     assert args.request_logs is False
     logged = build_parser().parse_args(["serve", "--model-uri", str(tmp_path), "--request-logs"])
@@ -177,7 +183,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_output(tmp_path):
         with running_server(server_command(tmp_path / "missing", "churn", port), port):
             pytest.fail("the server started without a model")
 
-    assert "missing is not a folder" in str(raised.value)
+    assert "missing is not a folder or a model file" in str(raised.value)
 
 
 def test_a_server_that_never_gets_ready_is_stopped_after_the_start_timeout():
@@ -209,3 +215,94 @@ def test_stop_kills_a_process_that_ignores_sigterm():
     assert stubborn.stdout.readline() == b"ignoring\n"  # the handler is in place
 
     assert stop(stubborn, timeout_s=0.5) == -9
+
+
+def _serve_options(*flags: str) -> dict:
+    return server_options(build_parser().parse_args(["serve", "--model-uri", ".", *flags]))
+
+
+def test_the_body_limit_follows_the_batch_row_limit_unless_given():
+    assert _serve_options("--max-batch-rows", "500")["max_body_bytes"] == 500 * BODY_BYTES_PER_ROW
+    given = _serve_options("--max-batch-rows", "500", "--max-body-bytes", "1234")
+    assert given["max_body_bytes"] == 1234
+    with pytest.raises(ValueError, match="--max-body-bytes 0 must be >= 1"):
+        _serve_options("--max-body-bytes", "0")
+
+
+@pytest.fixture(scope="module")
+def bare_booster(tmp_path_factory, telco_churn_parquet):
+    """A booster file alone (model.ubj), trained on a matrix without feature names, with
+    its training matrix."""
+    path = tmp_path_factory.mktemp("bare") / "model.ubj"
+    booster, matrix = save_positional_booster(path, read_table(str(telco_churn_parquet)))
+    return path, booster, np.nan_to_num(matrix[:20])  # JSON carries no NaN
+
+
+def test_ctloop_serve_refuses_a_port_out_of_range_before_loading(bare_booster):
+    for port in ("99999", "0", "-1", "65536"):
+        with pytest.raises(ValueError, match=f"--port {port} is not a TCP port"):
+            _serve_options("--port", port)
+    assert _serve_options("--port", "65535")["port"] == 65535
+
+    result = subprocess.run(
+        _ctloop_serve("--model-uri", str(bare_booster[0]), "--port", "99999"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line == "ctloop serve: --port 99999 is not a TCP port: give one from 1 to 65535"
+
+
+def test_ctloop_serve_serves_a_bare_booster_file_by_position(bare_booster):
+    path, booster, matrix = bare_booster
+    port = free_port()
+    command = _ctloop_serve("--model-uri", str(path), "--name", "bare", "--port", str(port))
+
+    with running_server(command, port) as served:
+        v1 = httpx.post(
+            f"{served.url}/v1/models/bare:predict", json={"instances": matrix.tolist()}, timeout=30
+        )
+        objects = httpx.post(
+            f"{served.url}/v1/models/bare:predict",
+            json={"instances": [{f"f{i}": value for i, value in enumerate(matrix[0].tolist())}]},
+            timeout=30,
+        )
+        tensor = {"name": "input-0", "shape": [20, 5], "datatype": "FP32", "data": matrix.tolist()}
+        v2 = httpx.post(f"{served.url}/v2/models/bare/infer", json={"inputs": [tensor]}, timeout=30)
+        metadata = httpx.get(f"{served.url}/v2/models/bare", timeout=10).json()
+        output = served.output()
+
+    expected = booster.inplace_predict(matrix)
+    assert v1.status_code == 200, v1.text
+    assert np.allclose(v1.json()["predictions"], expected, atol=1e-6)
+    assert v1.json()["model_version"] is None  # no version given or recorded: none invented
+    assert v2.status_code == 200, v2.text
+    assert np.allclose(v2.json()["outputs"][0]["data"], expected, atol=1e-6)
+    assert v2.json()["model_version"] is None
+    assert objects.status_code == 400
+    assert "records no feature names, so instances cannot be objects" in objects.json()["error"]
+    assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 5]}]
+    assert "model 'bare' has no version" in output
+
+
+def test_ctloop_serve_of_an_mlflow_uri_without_a_tracking_server_writes_nothing(tmp_path):
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+    result = subprocess.run(
+        _ctloop_serve("--model-uri", "models:/churn@champion", "--port", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=workdir,
+        env=environment,
+    )
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "give --mlflow-tracking-uri or set $MLFLOW_TRACKING_URI" in line
+    assert list(workdir.iterdir()) == []  # no mlflow.db, no mlruns

@@ -1,11 +1,13 @@
 """The ctloop predictor behind KServe's real model server, over HTTP on loopback.
 
 One server (started with `python -m ctloop.serving.server`) answers v1, v2 JSON, a
-third-party Open Inference Protocol client (tritonclient), metadata, health and metrics, and
-turns every malformed request into a 400. A second server holds its scoring thread on a gate
-to show that health probes are answered while a 10,000-row batch is being scored.
+third-party Open Inference Protocol client (tritonclient), metadata, health and metrics, turns
+every malformed request into a 400, and a body over its limit into a 413 before reading it. A
+second server holds its scoring thread on a gate to show that health probes are answered while
+a 10,000-row batch is being scored.
 """
 
+import http.client
 import json
 import sys
 import threading
@@ -20,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.profile import feature_schema
 from ctloop.components.table_io import read_table
-from ctloop.serving.local_server import free_port, running_server
+from ctloop.serving.local_server import LOOPBACK, free_port, running_server
+from ctloop.serving.server_options import DEFAULT_MAX_BODY_BYTES
 from tests.served_model import train_model_folder
 
 GATED_SERVER = """
@@ -271,6 +274,10 @@ V1_MALFORMED = {
         lambda c: {"instances": [1, 2]},
         "instance 0 is int; every instance must be a list",
     ),
+    "value beyond float32": (
+        lambda c: {"instances": [_object_row(c), _object_row(c, tenure=1e39)]},
+        "instance 1: numeric feature 'tenure' is infinite or beyond float32's range",
+    ),
 }
 
 
@@ -404,6 +411,16 @@ V2_MALFORMED = {
         lambda c: {"inputs": _v2_inputs(c, 2), "outputs": [{"name": "scores"}]},
         "requested output(s) ['scores'] do not exist",
     ),
+    "value beyond float32": (
+        lambda c: {
+            "inputs": _changed(_v2_inputs(c, 2), "tenure", datatype="FP64", data=[1.0, 1e39])
+        },
+        "row 1: numeric feature 'tenure' is infinite or beyond float32's range",
+    ),
+    "integer beyond float64": (
+        lambda c: {"inputs": _changed(_v2_inputs(c, 2), "tenure", data=[1, 10**400])},
+        "input 'tenure': a value is beyond float32's range",
+    ),
 }
 
 
@@ -413,6 +430,68 @@ def test_malformed_v2_request_gets_400_naming_the_problem(server, churn, case):
     answer = _v2(server, build(churn))
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"inputs": 3}', "inputs: Input should be a valid list"),
+        (b'{"inputs": [{"name": "tenure"}]}', "inputs.0.shape: Field required"),
+        (b"not json", "body is not JSON: Expecting value"),
+    ],
+    ids=["inputs not a list", "tensor without shape", "not JSON"],
+)
+def test_v2_body_that_is_not_an_oip_request_gets_400_with_one_message(server, body, message):
+    answer = httpx.post(
+        f"{server.url}/v2/models/churn/infer",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("not an Open Inference Protocol request: ")
+    assert message in answer.json()["error"]
+
+
+def _post_unfinished(server, path: str, headers: dict[str, str], parts=()) -> tuple[int, dict]:
+    """POST `parts` of a body that never ends (its headers promise more); the answer."""
+    connection = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        for part in parts:
+            connection.send(part)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        connection.close()
+
+
+PATHS = ["/v1/models/churn:predict", "/v2/models/churn/infer"]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=["v1", "v2"])
+def test_a_body_declared_over_the_limit_gets_413_before_any_of_it_is_sent(server, churn, path):
+    declared = DEFAULT_MAX_BODY_BYTES + 1
+
+    status, answer = _post_unfinished(server, path, {"Content-Length": str(declared)})
+
+    assert status == 413
+    assert f"request body of {declared} bytes is over this server's limit of " in answer["error"]
+    assert _v1(server, {"instances": _rows(churn, 1)[1]}).status_code == 200  # still serving
+
+
+@pytest.mark.parametrize("path", PATHS, ids=["v1", "v2"])
+def test_a_chunked_body_gets_413_as_soon_as_it_passes_the_limit(server, path):
+    chunk = b"x" * (1 << 20)
+    chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (DEFAULT_MAX_BODY_BYTES // len(chunk) + 1)
+
+    status, answer = _post_unfinished(server, path, {"Transfer-Encoding": "chunked"}, chunks)
+
+    assert status == 413
+    assert "chunked request body is over this server's limit" in answer["error"]
 
 
 @pytest.fixture

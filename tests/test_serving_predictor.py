@@ -17,11 +17,11 @@ from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.model_uri import local_model_dir
 from ctloop.components.contract.profile import feature_schema
 from ctloop.components.table_io import read_table
+from ctloop.serving import metrics
 from ctloop.serving.metrics import ScoreHistogram
 from ctloop.serving.predictor import CtloopPredictor
-from tests.served_model import train_model_folder
-
-NUMERIC_ONLY = ["female", "senior_citizen", "tenure", "monthly_charges", "total_charges"]
+from tests.served_model import NUMERIC_FEATURES as NUMERIC_ONLY
+from tests.served_model import save_positional_booster, train_model_folder
 
 
 def _model_folder(folder, table: pa.Table, drop_columns=()) -> tuple:
@@ -203,7 +203,7 @@ def test_numeric_model_takes_one_input_0_matrix(numeric_model):
         InferRequest("numeric", [InferInput("input-0", [200, 5], "FP32", data=matrix.tolist())]),
     )
     assert model.get_input_types() == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 5]}]
-    assert response.model_version == "unknown"
+    assert response.model_version is None  # no version.txt, none given: none invented
     assert np.allclose(response.outputs[0].data, expected, atol=1e-6)
     with pytest.raises(InvalidInput, match=r"input 'input-0' has shape \[200, 4\]; expected"):
         _predict(
@@ -263,6 +263,10 @@ def test_folder_without_a_model_names_what_it_holds(tmp_path):
 def test_model_uri_may_be_a_path_or_file_uri_but_not_remote(tmp_path):
     assert local_model_dir(str(tmp_path)) == tmp_path
     assert local_model_dir(f"file://{tmp_path}") == tmp_path
+    (tmp_path / "model.ubj").write_bytes(b"{")
+    assert local_model_dir(str(tmp_path / "model.ubj")) == tmp_path / "model.ubj"
+    with pytest.raises(ModelLoadingError, match="missing is not a folder or a model file"):
+        local_model_dir(str(tmp_path / "missing"))
     with pytest.raises(ModelLoadingError, match="scheme 's3' is not supported"):
         local_model_dir("s3://bucket/model")
 
@@ -309,3 +313,108 @@ def test_fewer_than_one_scoring_thread_is_refused(churn, capsys):
         main(["--model-dir", str(churn[0]), "--name", "churn", "--threads", "0"])
     assert exited.value.code == 2
     assert "--threads 0 must be >= 1" in capsys.readouterr().err
+
+
+def _numeric_lists(features: pa.Table, count: int) -> list[list]:
+    rows = features.select(NUMERIC_ONLY).slice(0, count).to_pylist()
+    return [[row[name] for name in NUMERIC_ONLY] for row in rows]
+
+
+def _tensors(churn, count: int, **changes) -> list[InferInput]:
+    """One tensor per feature of `count` rows; `changes` replaces a feature's data."""
+    _, profile, features, _ = churn
+    return [
+        InferInput(
+            name,
+            [count],
+            "BYTES" if profile["features"][name]["kind"] == "categorical" else "FP64",
+            data=changes.get(name, features.column(name).slice(0, count).to_pylist()),
+        )
+        for name in profile["feature_order"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", [1e39, -1e39, float("inf"), 10**400], ids=["1e39", "-1e39", "inf", "10**400"]
+)
+def test_values_beyond_float32_are_refused_naming_row_and_feature(
+    churn, predictor, numeric_model, value
+):
+    numeric = CtloopPredictor("numeric", numeric_model[0])
+    numeric.load()
+    lists = _numeric_lists(numeric_model[2], 3)  # all numbers: the one-conversion path
+    lists[2][2] = value
+    objects = churn[2].slice(0, 2).to_pylist()
+    objects[1]["monthly_charges"] = value
+
+    with pytest.raises(InvalidInput, match="instance 2: numeric feature 'tenure' is infinite or"):
+        _predict(numeric, {"instances": lists})
+    with pytest.raises(InvalidInput, match="instance 1: numeric feature 'monthly_charges' is inf"):
+        _predict(predictor, {"instances": objects})
+    if isinstance(value, float):  # a v2 tensor holds floats
+        tenure = [1.0, value]
+        with pytest.raises(InvalidInput, match=r"row 1: numeric feature 'tenure' is infinite or"):
+            _predict(predictor, InferRequest("churn", _tensors(churn, 2, tenure=tenure)))
+
+
+def test_an_integer_beyond_float64_in_a_v2_tensor_is_a_bad_request(churn, predictor):
+    request = InferRequest("churn", _tensors(churn, 2, tenure=[1, 10**400]))
+    with pytest.raises(InvalidInput, match="input 'tenure': a value is beyond float32's range"):
+        _predict(predictor, request)
+
+
+def test_a_booster_without_feature_names_is_served_by_position(telco_churn_parquet, tmp_path):
+    table = read_table(str(telco_churn_parquet))
+    booster, matrix = save_positional_booster(tmp_path / "bare" / "model.ubj", table)
+    model = CtloopPredictor("bare", tmp_path / "bare")
+    model.load()
+    expected = booster.inplace_predict(matrix[:50])
+
+    by_lists = _predict(model, {"instances": matrix[:50].tolist()})
+    by_tensor = _predict(
+        model, InferRequest("bare", [InferInput("input-0", [50, 5], "FP32", matrix[:50].tolist())])
+    )
+
+    assert np.allclose(by_lists["predictions"], expected, atol=1e-6)
+    assert np.allclose(by_tensor.outputs[0].data, expected, atol=1e-6)
+    assert model.get_input_types() == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 5]}]
+    with pytest.raises(InvalidInput, match="records no feature names, so instances cannot be obj"):
+        _predict(model, {"instances": [{"f0": 1, "f1": 0, "f2": 3, "f3": 20.0, "f4": 60.0}]})
+    named = [InferInput(f"f{i}", [1], "FP32", [1.0]) for i in range(5)]
+    with pytest.raises(InvalidInput, match=r"send one 'input-0' FP32 tensor of shape \[N, 5\]"):
+        _predict(model, InferRequest("bare", named))
+
+
+def test_a_folder_with_one_booster_file_of_another_name_or_the_file_itself_loads(churn, tmp_path):
+    folder = tmp_path / "kserve-layout"
+    folder.mkdir()
+    xgb.Booster(model_file=str(churn[0] / "model.json")).save_model(folder / "churn.ubj")
+    shutil.copy(churn[0] / "reference_profile.json", folder)
+
+    from_folder, from_file = load_model(folder), load_model(folder / "churn.ubj")
+
+    assert from_folder.model_path == from_file.model_path == folder / "churn.ubj"
+    assert from_folder.profile_path == from_file.profile_path == folder / "reference_profile.json"
+    assert from_folder.schema == from_file.schema == feature_schema(churn[1])
+    shutil.copy(folder / "churn.ubj", folder / "other.json")
+    with pytest.raises(ModelLoadingError, match=r"several booster files \['churn.ubj', 'other"):
+        load_model(folder)
+
+
+def test_a_model_without_a_version_says_so_instead_of_inventing_one(churn):
+    model = CtloopPredictor("unversioned", churn[0])  # the folder has no version.txt
+    model.load()
+    objects = churn[2].slice(0, 2).to_pylist()
+
+    v1 = _predict(model, {"instances": objects})
+    v2 = _predict(model, InferRequest("unversioned", _tensors(churn, 2)))
+
+    assert model.version is None
+    assert v1["model_version"] is None and v2.model_version is None
+    labels = {
+        sample.labels["model_version"]
+        for family in metrics.PREDICTIONS.collect()
+        for sample in family.samples
+        if sample.labels["model_name"] == "unversioned"
+    }
+    assert labels == {""}  # Prometheus: no value, not a made-up version

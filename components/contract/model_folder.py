@@ -4,9 +4,14 @@ A model folder is self-describing: `model.json` (XGBoost) with `reference_profil
 it, whose `feature_order` and category lists are exactly what training used, so scoring and
 serving need no call to MLflow. An MLflow model directory (`MLmodel` with an `xgboost` flavor)
 loads too; its profile is looked for in the directory and in its parent, where a run's
-artifacts keep it. Without a profile the booster's own feature names, types and stored
-categories are used, and a log line says so. A profile that disagrees with the booster fails
-at load, not at the first request.
+artifacts keep it. So does what KServe's xgbserver loads: a folder holding one booster file of
+another name (`.json`, `.ubj`, `.bst`), or the booster file itself.
+
+Without a profile the booster's own feature names, types and stored categories are used, and a
+log line says so; a booster that records no names either (trained on a bare matrix) gets
+XGBoost's positional names f0, f1, ... and `named_features` false, for callers that can take
+rows by position. A profile that disagrees with the booster fails at load, not at the first
+request.
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ PROFILE_FILE = "reference_profile.json"
 """The reference profile, beside the booster and among the training run's MLflow artifacts."""
 VERSION_FILE = "version.txt"
 """The registered version, when the folder was downloaded from the registry."""
+UNKNOWN_VERSION = "unknown"
+"""`LoadedModel.version` when none was given or recorded: a placeholder that reports show as
+such, which a server must not present as a version."""
 MLFLOW_MODEL_FILE = "MLmodel"
+BOOSTER_SUFFIXES = (".json", ".ubj", ".bst")
+"""Booster files KServe's xgbserver loads from a model folder (XGBoost's JSON, UBJSON, legacy)."""
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +70,10 @@ class LoadedModel:
     profile_path: Path | None
     profile: ReferenceProfile | None
     """The reference profile, or None for a bare booster folder."""
+    named_features: bool = True
+    """False when neither a profile nor the booster names the features: `schema.features`
+    are then XGBoost's positional names (f0, f1, ...) and rows can only be matched by
+    position."""
 
 
 def write_model_folder(booster: xgb.Booster, profile: ReferenceProfile, folder: str) -> None:
@@ -78,25 +92,29 @@ def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel
     """Load the booster and its input schema from a ctloop or MLflow model folder.
 
     Args:
-        model_dir: Folder with `model.json`, or an MLflow model directory.
+        model_dir: Folder with `model.json`, an MLflow model directory, a folder holding one
+            booster file, or a booster file.
         version: The version to report; default: the first line of `version.txt` in the
-            folder, else "unknown".
+            folder, else `UNKNOWN_VERSION`.
 
     Raises:
         ModelLoadingError: no model file, an unreadable booster or profile, or a profile whose
             features or categories differ from the booster's.
     """
-    folder = Path(model_dir)
-    model_path, profile_candidates = _model_file(folder)
+    model_path, profile_candidates = _model_file(Path(model_dir))
+    folder = model_path.parent if Path(model_dir).is_file() else Path(model_dir)
     booster = _read_booster(model_path)
     profile_path = next((path for path in profile_candidates if path.is_file()), None)
     profile = None
+    named_features = True
     if profile_path is None:
         schema = _schema_from_booster(booster, model_path)
+        named_features = bool(booster.feature_names)
         logger.warning(
-            "no %s next to %s: using the booster's own feature names and types %s",
+            "no %s next to %s: using the booster's own feature %s and types %s",
             PROFILE_FILE,
             model_path,
+            "names" if named_features else "count (no names: by position)",
             schema.features,
         )
     else:
@@ -111,11 +129,15 @@ def load_model(model_dir: str | Path, version: str | None = None) -> LoadedModel
         model_path=model_path,
         profile_path=profile_path,
         profile=profile,
+        named_features=named_features,
     )
 
 
 def _model_file(folder: Path) -> tuple[Path, list[Path]]:
-    """The booster file and where its profile may be, for a ctloop or an MLflow folder."""
+    """The booster file and where its profile may be, for a ctloop or an MLflow folder, a
+    folder with one booster file, or a booster file."""
+    if folder.is_file():
+        return folder, [folder.parent / PROFILE_FILE]
     if (folder / MODEL_FILE).is_file():
         return folder / MODEL_FILE, [folder / PROFILE_FILE]
     mlmodel = folder / MLFLOW_MODEL_FILE
@@ -129,8 +151,19 @@ def _model_file(folder: Path) -> tuple[Path, list[Path]]:
             ) from error
         return folder / data, [folder / PROFILE_FILE, folder.parent / PROFILE_FILE]
     contents = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    boosters = [
+        name for name in contents if name.endswith(BOOSTER_SUFFIXES) and name != PROFILE_FILE
+    ]
+    if len(boosters) == 1:
+        return folder / boosters[0], [folder / PROFILE_FILE]
+    if boosters:
+        raise ModelLoadingError(
+            f"{folder}: holds several booster files {boosters} and no {MODEL_FILE}; keep one, "
+            f"or name the file to serve"
+        )
     raise ModelLoadingError(
-        f"{folder}: holds neither {MODEL_FILE} nor an MLflow {MLFLOW_MODEL_FILE}; it has {contents}"
+        f"{folder}: holds neither {MODEL_FILE} nor an MLflow {MLFLOW_MODEL_FILE} nor a booster "
+        f"file ({', '.join(BOOSTER_SUFFIXES)}); it has {contents}"
     )
 
 
@@ -152,12 +185,7 @@ def _profile_and_schema(profile_path: Path) -> tuple[ReferenceProfile, FeatureSc
 
 
 def _schema_from_booster(booster: xgb.Booster, model_path: Path) -> FeatureSchema:
-    names = booster.feature_names
-    if not names:
-        raise ModelLoadingError(
-            f"{model_path}: has no {PROFILE_FILE} beside it and the booster records no feature "
-            "names, so request rows cannot be matched to its inputs"
-        )
+    names = booster.feature_names or [f"f{index}" for index in range(booster.num_features())]
     categories = _booster_categories(booster)
     kinds = booster.feature_types or ["float"] * len(names)
     unknown = [
@@ -222,7 +250,7 @@ def _recorded_version(folder: Path) -> str:
         lines = version_file.read_text().strip().splitlines()
         if lines and lines[0].strip():
             return lines[0].strip()
-    return "unknown"
+    return UNKNOWN_VERSION
 
 
 def describe(model: LoadedModel) -> dict[str, Any]:

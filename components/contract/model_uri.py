@@ -3,7 +3,9 @@
 MLflow model URIs (`models:/name@alias`, `models:/name/3`, `runs:/<run id>/model`) are
 downloaded into a local folder first, with the run's reference profile and the registered
 version beside the model. Only that path imports mlflow: the serving image has none, and in
-KServe the storage initializer has already put the model in /mnt/models.
+KServe the storage initializer has already put the model in /mnt/models. It needs a tracking
+server named: MLflow's default tracking URI is a SQLite file, `mlflow.db`, which it would
+create in the current folder to look for a model that cannot be there.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def load_model_uri(model_uri: str, tracking_uri: str = "") -> LoadedModel:
 
     Args:
         model_uri: A ctloop model folder, an MLflow model folder, or `models:/<name>@<alias>`,
-            `models:/<name>/<version>`, `runs:/<run id>/model`.
+            `models:/<name>/<version>`, `runs:/<run id>/model`, or a booster file.
         tracking_uri: MLflow tracking URI for MLflow URIs (empty: `$MLFLOW_TRACKING_URI`).
 
     Raises:
@@ -52,14 +54,15 @@ def load_model_uri(model_uri: str, tracking_uri: str = "") -> LoadedModel:
 def local_model_dir(
     model_uri: str, download_dir: str | Path | None = None, tracking_uri: str | None = None
 ) -> Path:
-    """The local folder behind `model_uri`: a path, a file:// URI, or an MLflow model URI.
+    """The local folder (or booster file) behind `model_uri`: a path, a file:// URI, or an
+    MLflow model URI.
 
     `models:/` and `runs:/` URIs are downloaded into `download_dir` (see
     `download_mlflow_model`). Other remote URIs (s3://, gs://, ...) are rejected: in a cluster
     KServe's storage initializer downloads the model to /mnt/models before the predictor starts.
 
     Raises:
-        ModelLoadingError: an unsupported scheme, a path that is not a folder, or an MLflow
+        ModelLoadingError: an unsupported scheme, a path that does not exist, or an MLflow
             URI that cannot be resolved.
     """
     parsed = urlparse(model_uri)
@@ -79,8 +82,8 @@ def local_model_dir(
             "path, a file:// URI or an MLflow models:/ or runs:/ URI (in KServe, storageUri is "
             "downloaded to /mnt/models first)"
         )
-    if not path.is_dir():
-        raise ModelLoadingError(f"model URI {model_uri!r}: {path} is not a folder")
+    if not path.exists():
+        raise ModelLoadingError(f"model URI {model_uri!r}: {path} is not a folder or a model file")
     return path
 
 
@@ -97,11 +100,12 @@ def download_mlflow_model(
     Args:
         model_uri: `models:/name@alias`, `models:/name/<version>` or `runs:/<run id>/<path>`.
         destination: Folder to download into (created when missing).
-        tracking_uri: MLflow tracking (and registry) URI; default: MLflow's own
-            (`$MLFLOW_TRACKING_URI`).
+        tracking_uri: MLflow tracking (and registry) URI; default: the one set in this
+            process or `$MLFLOW_TRACKING_URI`; with neither, the URI is refused.
 
     Raises:
-        ModelLoadingError: mlflow is not installed, or MLflow cannot resolve the URI.
+        ModelLoadingError: mlflow is not installed, no tracking URI is set, or MLflow cannot
+            resolve the URI.
     """
     try:
         import mlflow
@@ -111,6 +115,11 @@ def download_mlflow_model(
             f"model URI {model_uri!r}: MLflow URIs need the mlflow package, which this "
             "environment lacks; give a local folder instead"
         ) from error
+    if not tracking_uri and not mlflow.is_tracking_uri_set():
+        raise ModelLoadingError(
+            f"model URI {model_uri!r}: no MLflow tracking server to resolve it with; give "
+            "--mlflow-tracking-uri or set $MLFLOW_TRACKING_URI"
+        )
     with _process_wide_tracking_uri(mlflow, tracking_uri):
         try:
             pinned_uri, version = _pinned_registry_uri(mlflow.MlflowClient(), model_uri)
