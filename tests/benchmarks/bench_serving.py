@@ -310,9 +310,10 @@ def run_wrk(
     seconds: float,
     scratch: Path,
     server_pid: int | None = None,
+    script_text: str = WRK_SCRIPT,
 ) -> WrkResult:
     script = scratch / f"{body.stem}.lua"
-    script.write_text(WRK_SCRIPT.format(body_path=json.dumps(str(body))))
+    script.write_text(script_text.format(body_path=json.dumps(str(body))))
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     command += ["--timeout", "10s", "-s", str(script), url]
     cpu_before = server_cpu_seconds(server_pid) if server_pid else 0.0
