@@ -7,6 +7,7 @@ server's admission, defaulting and schema validation, and nothing is stored. The
 checks of the same objects are in tests/test_manifests.py.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -73,5 +74,6 @@ def test_the_server_refuses_what_each_crd_refuses(kube_apiserver, tmp_path):
     applied = apply_dry_run(kube_apiserver, copy / "overlays" / "dev", "--validate=false")
 
     assert applied.returncode != 0
+    refusals = re.sub(r"\[\d+\]", "", applied.stderr)  # servers after 1.20 index list items
     for _line, _wrong, field in BROKEN.values():
-        assert f"is invalid: spec.{field}" in applied.stderr  # the server's 422
+        assert f"is invalid: spec.{field}" in refusals  # the server's 422
