@@ -137,3 +137,22 @@ def test_mlflow_server_that_never_answers_is_given_up_after_bounded_retries(
     assert error.startswith("ctloop drift: model URI 'models:/churn@champion': API request to ")
     assert endpoint.url in error and "Read timed out" in error
     assert len(endpoint.connections) == 3  # the first try and two retries
+
+
+def test_champion_defaults_from_a_silent_mlflow_fail_in_one_line(tmp_path, monkeypatch, capsys):
+    window = tmp_path / "window.csv"
+    window.write_text("x,churn\n1,0\n")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with silent_endpoint() as endpoint:
+        code = main(
+            ["run", "monitoring", "--current", str(window), "--workdir", str(tmp_path / "w")]
+            + ["--param", f"mlflow_tracking_uri={endpoint.url}"]
+        )
+    assert code == 1
+    error = _one_line_error(capsys)
+    assert error.startswith(
+        f"ctloop run: cannot read the champion ctloop-model@champion from {endpoint.url}: "
+        f"API request to {endpoint.url}/"
+    )
+    assert "Read timed out" in error
