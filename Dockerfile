@@ -27,10 +27,15 @@ RUN pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM python:3.11.13-slim-bookworm
 
+# MLflow's request limits, as `ctloop` sets them for its commands (pipelines/cli.py): with
+# MLflow's defaults (120 s a try, seven retries) a step waits a quarter of an hour on a tracking
+# server that never answers.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MLFLOW_HTTP_REQUEST_TIMEOUT=30 \
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES=2
 
 # The runtime closure of pyproject.toml's dependencies at requirements.lock's versions, every
 # distribution listed (so --no-deps); no test tools. Then ctloop itself, as a wheel (not

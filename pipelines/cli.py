@@ -29,8 +29,9 @@ _COMMANDS = (
 
 MLFLOW_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
 """MLflow's own limits where the user set none, for the commands and the steps of local runs
-(which inherit this environment). MLflow's defaults, 120 s a try and seven retries with
-backoff, keep a command waiting a quarter of an hour on a server that never answers."""
+(which inherit this environment); the component image sets the same for steps on a cluster.
+MLflow's defaults, 120 s a try and seven retries with backoff, keep a command waiting a quarter
+of an hour on a server that never answers."""
 
 
 def build_parser() -> argparse.ArgumentParser:

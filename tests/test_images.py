@@ -135,6 +135,18 @@ def test_component_entrypoint_is_the_ctloop_console_script(component_dockerfile)
     assert entrypoint == ["ctloop"] and "ctloop" in scripts
 
 
+def test_component_steps_on_a_cluster_get_the_mlflow_limits_the_cli_sets(component_dockerfile):
+    from ctloop.pipelines.cli import MLFLOW_HTTP_LIMITS
+
+    variables = dict(
+        pair.split("=", 1)
+        for key, arguments in _final_stage(component_dockerfile)
+        if key == "ENV"
+        for pair in arguments.split()
+    )
+    assert {name: variables.get(name) for name in MLFLOW_HTTP_LIMITS} == MLFLOW_HTTP_LIMITS
+
+
 def test_component_image_installs_the_runtime_set_then_the_package_wheel(component_dockerfile):
     final = _final_stage(component_dockerfile)
     runs = [arguments for key, arguments in final if key == "RUN"]
