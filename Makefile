@@ -5,7 +5,7 @@ CTLOOP := $(VENV)/bin/ctloop
 UV     := $(VENV)/bin/uv
 BUILD  ?= build
 
-.PHONY: setup demo test compile lint bench docs clean
+.PHONY: setup demo test compile lint bench soak docs clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,12 @@ bench: setup
 	$(PY) tests/benchmarks/bench_pipeline.py
 	$(PY) tests/benchmarks/bench_drift.py
 	$(PY) tests/benchmarks/bench_serving.py
+
+# The predictor under load for 60 s (wrk, 32 connections, malformed and oversized requests mixed
+# in): exits 1 on any 5xx, a failed readiness probe, or memory not returned (docs/performance.md).
+soak: setup
+	$(UV) pip install -q --python $(PY) -r requirements-bench.lock
+	$(PY) tests/benchmarks/soak_serving.py
 
 clean:
 	rm -rf $(VENV) $(BUILD) .ctloop
