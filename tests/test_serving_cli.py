@@ -304,5 +304,5 @@ def test_ctloop_serve_of_an_mlflow_uri_without_a_tracking_server_writes_nothing(
 
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
-    assert "give --mlflow-tracking-uri or set $MLFLOW_TRACKING_URI" in line
+    assert "give its tracking URI or set $MLFLOW_TRACKING_URI" in line
     assert list(workdir.iterdir()) == []  # no mlflow.db, no mlruns

@@ -87,6 +87,19 @@ def local_model_dir(
     return path
 
 
+class ModelSourceUnavailableError(RuntimeError):
+    """The MLflow server behind a model URI did not answer: the environment, not the URI, is at
+    fault (exit 1, where a URI that names nothing is bad input)."""
+
+
+def _unreachable(error: Exception) -> bool:
+    """MLflow wraps a failed HTTP call (refused, timed out, reset) in an MlflowException whose
+    context is the `requests` error; a URI naming nothing comes back as an API error instead."""
+    import requests
+
+    return isinstance(error.__cause__ or error.__context__, requests.exceptions.RequestException)
+
+
 def download_mlflow_model(
     model_uri: str, destination: Path, tracking_uri: str | None = None
 ) -> Path:
@@ -117,8 +130,8 @@ def download_mlflow_model(
         ) from error
     if not tracking_uri and not mlflow.is_tracking_uri_set():
         raise ModelLoadingError(
-            f"model URI {model_uri!r}: no MLflow tracking server to resolve it with; give "
-            "--mlflow-tracking-uri or set $MLFLOW_TRACKING_URI"
+            f"model URI {model_uri!r}: no MLflow tracking server to resolve it with; give its "
+            "tracking URI or set $MLFLOW_TRACKING_URI"
         )
     with _process_wide_tracking_uri(mlflow, tracking_uri):
         try:
@@ -129,6 +142,10 @@ def download_mlflow_model(
                 )
             )
         except MlflowException as error:
+            if _unreachable(error):
+                raise ModelSourceUnavailableError(
+                    f"model URI {model_uri!r}: {error.message}"
+                ) from error
             raise ModelLoadingError(f"model URI {model_uri!r}: {error.message}") from error
         if version is not None:
             (folder / VERSION_FILE).write_text(f"{version}\n")
