@@ -16,6 +16,11 @@ read in blocks of rows.
 Writing: every file a step leaves behind appears only once complete (`partial_then_rename`,
 `write_parquet`), so a failed step never leaves a half-written artifact that a later step
 would read as good data.
+
+One exception: the train step streams its Parquet splits into XGBoost itself
+(`ctloop.components.train.trainer`), with read settings tuned for that. Reading and writing stay
+in one module, a little over the size this project aims for, because both resolve URIs to
+filesystems and name formats by the same rules.
 """
 
 import codecs

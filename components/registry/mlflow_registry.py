@@ -5,7 +5,8 @@ location and the alias conventions (`champion` serves production, `challenger` i
 canary) are decided in one place. Locally the tracking URI is an embedded SQLite store;
 on a cluster it is the MLflow server's HTTP URI; nothing else changes. It is one module,
 longer than most, for that reason: a second place calling MLflow would be a second place
-deciding those conventions.
+deciding those conventions. (The model contract's `model_uri` downloads `models:/` URIs itself,
+for scoring and serving, which must not depend on this module; it only reads.)
 """
 
 from __future__ import annotations
