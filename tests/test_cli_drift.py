@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import xgboost as xgb
 
 from ctloop.pipelines.cli import main
 from tests.registered_champion import churn_champion
@@ -176,4 +177,23 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(
     assert code == 2 and figures is None
     assert error.startswith("ctloop drift: ") and len(error.splitlines()) == 1
     assert all(part in error for part in expected), error
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_model_without_a_reference_profile_is_refused_in_one_line(tmp_path, halves, capsys):
+    """A bare booster file serves (by position), but drift needs the profile it was trained
+    with: nothing to compare the tables with is bad input, and nothing is written."""
+    booster = xgb.train(
+        {"objective": "binary:logistic"},
+        xgb.DMatrix(np.array([[0.0], [1.0]]), label=[0, 1], feature_names=["tenure"]),
+        num_boost_round=2,
+    )
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    booster.save_model(str(folder / "model.json"))
+    code, figures = _drift(tmp_path, halves[0], halves[1], "--model-uri", str(folder))
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and figures is None
+    assert error.startswith("ctloop drift: ") and len(error.splitlines()) == 1
+    assert "reference_profile.json" in error
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -68,7 +68,10 @@ def compare_tables(
     if profile is None:
         profile = model.profile if model is not None else profile_table(reference, target)
     if profile is None:
-        raise ProfileError("the model has no reference profile beside it to compare with")
+        raise ProfileError(
+            "the model has no reference_profile.json beside it, so there is nothing to compare "
+            "the tables with"
+        )
     profile = without_feature(profile, target)
     _require_features(profile, reference, REFERENCE)
     _require_features(profile, current, CURRENT)

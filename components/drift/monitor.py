@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 
 from ctloop.components.batch_scoring.scoring import SCORE_COLUMN
+from ctloop.components.checks import is_finite_number
 from ctloop.components.contract.profile import load_profile, without_feature
 from ctloop.components.drift.detection import detect_drift
 from ctloop.components.drift.policy import DriftPolicy, parse_drift_policy
-from ctloop.components.drift.quality import is_number, parse_baseline_metrics, window_quality
+from ctloop.components.drift.quality import parse_baseline_metrics, window_quality
 from ctloop.components.drift.report import DriftResult, render_html
 from ctloop.components.drift.window_profile import (
     FeatureCounts,
@@ -68,7 +69,7 @@ class DriftReport:
         if result.prediction is not None:
             figures["prediction_severity"] = float(result.prediction["severity"])
         for name, value in (result.performance or {}).items():
-            if is_number(value):
+            if is_finite_number(value):
                 figures[name] = float(value)
         return figures
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctloop.components.checks import is_finite_number
 from ctloop.components.drift.window_profile import WindowProfileError
 from ctloop.components.evaluate.metrics import classification_metrics, regression_metrics
 from ctloop.components.json_parameter import parse_json_object
@@ -31,14 +32,10 @@ def parse_baseline_metrics(text: str) -> dict[str, float] | None:
     if not text.strip():
         return None
     metrics = parse_json_object(text, "baseline_metrics", BaselineMetricsError)
-    wrong = {name: value for name, value in metrics.items() if not is_number(value)}
+    wrong = {name: value for name, value in metrics.items() if not is_finite_number(value)}
     if wrong:
-        raise BaselineMetricsError(f"baseline_metrics values must be numbers; got {wrong}")
+        raise BaselineMetricsError(f"baseline_metrics values must be finite numbers; got {wrong}")
     return {name: float(value) for name, value in metrics.items()}
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def window_quality(
