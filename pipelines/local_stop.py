@@ -9,8 +9,8 @@ marks its MLflow run KILLED on the way out, see `mlflow_registry.training_run`),
 left then is killed. The command then fails with LocalRunStopped, whose exit code is the
 shell's for that signal (143 for SIGTERM, 130 for SIGINT).
 
-psutil (a dependency of KServe's model server) finds the processes below this one: POSIX has no
-call that lists a process's children.
+psutil finds the processes below this one: POSIX has no call that lists a process's
+children.
 """
 
 from __future__ import annotations
