@@ -6,6 +6,8 @@ through the real `PrometheusClient`; the decision loop runs on `tests.fake_clock
 
 import json
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -296,3 +298,42 @@ def test_label_values_are_quoted_and_empty_fields_match_any():
     assert selector(ShadowTarget("m", "3", namespace="prod")) == (
         'model_name="m",shadow_version="3",namespace="prod"'
     )
+
+
+# --- component ------------------------------------------------------------------------------
+
+
+def test_analyze_shadow_component_decides_and_writes_the_markdown_artifact(prometheus, tmp_path):
+    from ctloop.components.shadow.component import analyze_shadow
+
+    decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+
+    go_on, verdict = analyze_shadow.python_func(
+        shadow_version="3",
+        prometheus_url=prometheus.url,
+        decision=decision,
+        inference_service_name="ctloop-model",
+        metrics_model_name="churn",
+        policy=json.dumps({"bake_time_s": 0}),
+        timeout_s=5,
+        served_version="2",
+    )
+
+    assert (go_on, verdict) == (False, "inconclusive")  # 0 s of traffic: no row compared
+    assert decision.metadata == {"display_name": "Shadow: inconclusive → reject"}
+    text = Path(decision.path).read_text()
+    assert text.startswith("## Shadow analysis: INCONCLUSIVE → reject")
+    assert (
+        'model_name="churn",model_version="2",shadow_version="3"' in prometheus.queries[0]["query"]
+    )
+
+
+def test_analyze_shadow_component_rejects_a_bad_policy_before_any_query(prometheus, tmp_path):
+    from ctloop.components.shadow.component import analyze_shadow
+
+    decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+    with pytest.raises(ShadowPolicyError, match="unknown key"):
+        analyze_shadow.python_func(
+            shadow_version="3", prometheus_url=prometheus.url, decision=decision, policy='{"x": 1}'
+        )
+    assert prometheus.queries == [] and not Path(decision.path).exists()
