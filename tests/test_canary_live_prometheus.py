@@ -11,7 +11,6 @@ policy decides each canary against the primary from Prometheus alone.
 import contextlib
 import json
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import feature_schema
 from ctloop.components.data.validation import validate_training_table
 from ctloop.components.table_io import read_table
+from ctloop.pipelines.local_prometheus import running_prometheus
 from ctloop.serving.local_server import free_port, running_server, server_command
 from tests.served_model import churn_profile
 
@@ -100,38 +100,10 @@ def prometheus(ports, tmp_path_factory):
     """A Prometheus on loopback scraping each predictor's /metrics every second; started
     before the predictors, it finds them as they come up. Each target is labelled with a
     namespace, as Prometheus Operator labels a pod's series."""
-    root = tmp_path_factory.mktemp("prometheus")
     targets = [f"127.0.0.1:{port}" for port in ports.values()]
-    (root / "prometheus.yml").write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "ctloop",
-                        "static_configs": [
-                            {"targets": targets, "labels": {"namespace": NAMESPACE}}
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    port = free_port()
-    command = [
-        "prometheus",
-        f"--config.file={root / 'prometheus.yml'}",
-        f"--storage.tsdb.path={root / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    log = root / "prometheus.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    client = PrometheusClient(f"http://127.0.0.1:{port}", timeout_s=5)
-    client.process, client.log = process, log
-    yield client
-    process.kill()  # a throwaway store: no need to wait for a clean shutdown
-    process.wait(timeout=15)
+    root = tmp_path_factory.mktemp("prometheus")
+    with running_prometheus(targets, root, labels={"namespace": NAMESPACE}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
