@@ -1,9 +1,9 @@
 """The `ctloop` command line: compile, run (locally or on a KFP endpoint), serve, and the demo.
 
 Each subcommand lives beside its handler in `cli_pipelines` (commands that build and submit
-pipelines) or `cli_models` (commands that work on one trained model); this module only assembles
-the parser and turns the two error families into exit codes: ValueError (bad input) exits 2,
-RuntimeError (a failing environment) exits 1.
+pipelines), `cli_models` (commands that work on one trained model) or `cli_rollout` (the
+rollout's decisions); this module only assembles the parser and turns the two error families
+into exit codes: ValueError (bad input) exits 2, RuntimeError (a failing environment) exits 1.
 """
 
 import argparse
@@ -12,7 +12,7 @@ import os
 import sys
 
 from ctloop import __version__
-from ctloop.pipelines import cli_models, cli_pipelines
+from ctloop.pipelines import cli_models, cli_pipelines, cli_rollout
 
 # In the order `ctloop --help` lists them.
 _COMMANDS = (
@@ -24,6 +24,7 @@ _COMMANDS = (
     cli_models.add_promote,
     cli_models.add_rollback,
     cli_models.add_drift,
+    cli_rollout.add_shadow_analysis,
     cli_pipelines.add_demo,
 )
 

@@ -40,6 +40,7 @@ def test_every_command_names_its_handler():
         "promote",
         "rollback",
         "drift",
+        "shadow-analysis",
         "demo",
     }
     for name, parser in commands.choices.items():

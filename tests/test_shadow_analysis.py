@@ -337,3 +337,68 @@ def test_analyze_shadow_component_rejects_a_bad_policy_before_any_query(promethe
             shadow_version="3", prometheus_url=prometheus.url, decision=decision, policy='{"x": 1}'
         )
     assert prometheus.queries == [] and not Path(decision.path).exists()
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_shadow_analysis_prints_the_decision_and_writes_the_report(
+    prometheus, tmp_path, capsys
+):
+    from ctloop.pipelines.cli import main
+
+    report = tmp_path / "reports" / "shadow.md"
+    argv = ["shadow-analysis", "--prometheus-url", prometheus.url, "--shadow-version", "3"]
+    argv += ["--model-name", "churn", "--policy", '{"bake_time_s": 0}', "--window-s", "600"]
+
+    assert main([*argv, "--report", str(report)]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["go_on"], summary["verdict"], summary["reasons"]) == (True, "go_on", [])
+    assert summary["figures"]["compared"] == pytest.approx(12000)
+    assert summary["report"] == str(report)
+    assert report.read_text().startswith("## Shadow analysis: GO_ON → go on to a canary")
+    assert "[600000ms]" in prometheus.queries[0]["query"]
+
+
+def test_cli_shadow_analysis_exits_0_when_it_rejects(prometheus, capsys):
+    from ctloop.pipelines.cli import main
+
+    argv = ["shadow-analysis", "--prometheus-url", prometheus.url, "--shadow-version", "3"]
+    argv += ["--model-name", "churn", "--window-s", "600"]
+    policy = {"bake_time_s": 0, "max_disagreement_rate": 0.001}
+
+    assert main([*argv, "--policy", json.dumps(policy)]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["go_on"], summary["verdict"]) == (False, "reject")
+    assert summary["reasons"] == ["disagreement_rate 0.005 > max 0.001"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([], "--prometheus-url needs --shadow-version: whose figures to read"),
+        (["--shadow-version", "3", "--policy", '{"min_rows": "x"}'], "'min_rows' = \"x\""),
+        (["--shadow-version", "3", "--window-s", "-1"], "--window-s -1 must be >= 0"),
+        (["--shadow-version", "3", "--timeout", "0"], "--timeout 0 must be > 0"),
+    ],
+)
+def test_cli_shadow_analysis_bad_input_is_one_line_and_exit_2(options, message, capsys):
+    from ctloop.pipelines.cli import main
+
+    assert main(["shadow-analysis", "--prometheus-url", "http://127.0.0.1:9", *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("ctloop shadow-analysis: ") and message in line
+
+
+def test_cli_shadow_analysis_unreachable_prometheus_exits_1(capsys):
+    from ctloop.pipelines.cli import main
+
+    argv = ["shadow-analysis", "--prometheus-url", "http://127.0.0.1:9", "--shadow-version", "3"]
+    assert main([*argv, "--policy", '{"bake_time_s": 0}', "--timeout", "2"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("ctloop shadow-analysis: Prometheus http://127.0.0.1:9 query ")
+    assert "cannot reach http://127.0.0.1:9" in line

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.checks import Check, format_number, limit_check
@@ -64,6 +65,26 @@ class ShadowDecision:
     def go_on(self) -> bool:
         """True when the rollout goes on to a canary."""
         return self.action == GO_ON
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as JSON: verdict, action, go_on, reasons, every figure and check."""
+        figures = self.figures
+        return {
+            "go_on": self.go_on,
+            "verdict": self.verdict,
+            "action": self.action,
+            "reasons": self.reasons,
+            "figures": {
+                **asdict(figures),
+                "disagreement_rate": figures.disagreement_rate,
+                "error_rate": figures.error_rate,
+                "skipped_fraction": figures.skipped_fraction,
+            },
+            "checks": [check.to_json() for check in self.checks],
+            "source": self.source,
+            "start": self.start,
+            "end": self.end,
+        }
 
 
 def run_shadow_analysis(

@@ -1,0 +1,98 @@
+"""`ctloop shadow-analysis`: the rollout's decisions, run by hand or from a script.
+
+Like `ctloop drift` and `ctloop run`, a command exits 0 whenever it could decide, whatever it
+decided, and prints the decision as one JSON line on stdout for a script to read: a rejected
+shadow is an answer, not a failure. Bad input exits 2 and a source that cannot be read exits 1
+(`ctloop.pipelines.cli`). Each command's parser sits beside its handler; handlers import their
+libraries inside the body.
+"""
+
+import json
+import time
+
+
+def _shadow_analysis(args) -> int:
+    from ctloop.components.shadow.decision import run_shadow_analysis
+    from ctloop.components.shadow.measurement import ShadowTarget
+    from ctloop.components.shadow.policy import parse_shadow_policy
+    from ctloop.components.shadow.report import decision_markdown
+    from ctloop.components.table_io import partial_then_rename
+
+    policy = parse_shadow_policy(args.policy)
+    if args.prometheus_url and not args.shadow_version:
+        raise ValueError("--prometheus-url needs --shadow-version: whose figures to read")
+    if args.window_s < 0:
+        raise ValueError(f"--window-s {args.window_s:g} must be >= 0")
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout:g} must be > 0")
+    model_name = args.model_name
+    if model_name is None:
+        model_name = "ctloop-model" if args.prometheus_url else ""
+    target = ShadowTarget(model_name, args.shadow_version, args.served_version, args.namespace)
+    decision = run_shadow_analysis(
+        policy,
+        target,
+        prometheus_url=args.prometheus_url,
+        metrics_url=args.metrics_url,
+        started_at=time.time() - args.window_s,
+        timeout_s=args.timeout,
+    )
+    summary = decision.to_json()
+    if args.report:
+        with partial_then_rename(args.report) as partial:
+            partial.write_text(decision_markdown(decision))
+        summary["report"] = args.report
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def add_shadow_analysis(commands) -> None:
+    parser = commands.add_parser(
+        "shadow-analysis",
+        help="decide from a shadow's paired figures whether to go on to a canary (exit 0 "
+        "either way)",
+        description="Read the figures a predictor counts for its shadow model (rows compared, "
+        "disagreements, score differences, errors, skipped rows) every step_s for bake_time_s "
+        "(from --policy), apply the policy's checks and print the decision as one JSON line "
+        "(go_on, verdict, action, reasons, figures, checks).",
+    )
+    parser.set_defaults(handler=_shadow_analysis)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--prometheus-url",
+        default="",
+        help="Prometheus that scrapes the predictors; figures are increases over the "
+        "analysis window, summed over replicas",
+    )
+    source.add_argument(
+        "--metrics-url",
+        default="",
+        help="one predictor's metrics page, e.g. http://127.0.0.1:8080/metrics; figures are "
+        "its totals since it started",
+    )
+    parser.add_argument(
+        "--shadow-version", default="", help="the shadow's version (needed with Prometheus)"
+    )
+    parser.add_argument(
+        "--model-name",
+        help="model_name label of the metrics (default: ctloop-model with Prometheus, any "
+        "with --metrics-url)",
+    )
+    parser.add_argument("--served-version", default="", help="the served version (default: any)")
+    parser.add_argument("--namespace", default="", help="namespace label (default: any)")
+    parser.add_argument(
+        "--policy",
+        default="",
+        help="shadow policy JSON (default thresholds), e.g. '{\"bake_time_s\": 0}' to decide "
+        "on the figures as they are now",
+    )
+    parser.add_argument(
+        "--window-s",
+        type=float,
+        default=0.0,
+        help="seconds the shadow has been scoring already: the window starts then (default 0)",
+    )
+    parser.add_argument("--report", default="", help="where to write the decision as Markdown")
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds each request may take (%(default)s)"
+    )
