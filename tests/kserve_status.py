@@ -3,7 +3,7 @@
 Serverless (Knative): each change of the predictor other than `canaryTrafficPercent` makes a
 new revision; the latest revision takes `canaryTrafficPercent` and the last one rolled out
 (the latest that took all traffic) the rest, as KServe splits traffic. Standard: Ready, and a
-ready `canaryStatuses` entry for `spec.canary`.
+ready `canaryStatuses` entry for each `spec.canary[]` entry, named by its predictor's name.
 
 Two ways to play the controller:
 - for the Kubernetes API stand-in (tests/kube_standin.py), `knative_controller()` and
@@ -73,8 +73,14 @@ class KnativeRevisions:
 def standard_status(obj: dict) -> dict:
     status = {"deploymentMode": "Standard", "conditions": [{"type": "Ready", "status": "True"}]}
     if obj["spec"].get("canary"):
-        percent = obj["spec"]["canary"][0]["trafficPercent"]
-        status["canaryStatuses"] = [{"name": "canary-0", "ready": True, "trafficPercent": percent}]
+        status["canaryStatuses"] = [
+            {
+                "name": entry["predictor"].get("name", f"canary-{index}"),
+                "ready": True,
+                "trafficPercent": entry["trafficPercent"],
+            }
+            for index, entry in enumerate(obj["spec"]["canary"])
+        ]
     return status
 
 

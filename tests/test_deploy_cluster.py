@@ -418,7 +418,8 @@ def test_deploy_component_creates_then_canaries_then_changes_nothing(
             target="cluster",
             timeout_s=10,
         )
-        (deployment,) = summary
+        deployment, serves_as = summary
+        assert serves_as == ("all-traffic" if version == "1" else "canary")
         return json.loads(deployment)
 
     first = deploy("minio://mlpipeline/v2/artifacts/run-1/train-model/model", "1")

@@ -323,7 +323,7 @@ def test_deploy_step_applies_its_serving_capacity_through_the_role_bound_kubecon
     capacity |= {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}}
 
     def deploy() -> dict:
-        (summary,) = deploy_model.python_func(
+        summary, _serves_as = deploy_model.python_func(
             model=dsl.Model(uri=URIS["1"]),
             model_version="1",
             registered_model_name=ns.model,

@@ -17,9 +17,9 @@ KServe 0.21, by deployment mode (see `ctloop.components.deploy.inference_service
   Removing the field in (2) would send traffic to the latest *ready* revision, the
   candidate's, until the champion's new one is ready. The champion's storageUri is the one
   `promote_to_champion` recorded on its version (`ctloop.storage_uri`), or given explicitly.
-- Standard: `spec.predictor` is the champion and `spec.canary[0].predictor` the candidate.
-  Promote makes the canary's predictor the predictor and removes `spec.canary`; roll back
-  removes `spec.canary`.
+- Standard: `spec.predictor` is the champion and a `spec.canary[]` entry the candidate (one
+  of several during an A/B experiment). Promote makes that entry's predictor the predictor
+  and removes `spec.canary` (every other variant with it); roll back removes that entry.
 
 The service's `ctloop.model-version` label ends up naming the version that serves.
 
@@ -45,12 +45,15 @@ from ctloop.components.deploy.inference_service import (
     DEPLOYMENT_MODES,
     MODEL_VERSION_LABEL,
     SERVERLESS,
-    VERSION_ARG,
     DeploymentError,
     deployment_mode_of,
     rolling_out_storage_uri,
 )
+from ctloop.components.deploy.predictor_args import VARIANT_ARG, VERSION_ARG, has_args
 from ctloop.components.registry import mlflow_registry
+
+VERSIONED_ARGS = (VERSION_ARG, VARIANT_ARG)
+"""Predictor arguments naming the version served: rewritten when the champion is restored."""
 
 
 def promote(
@@ -85,11 +88,12 @@ def promote(
             patch = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
     else:
         canary = spec.get("canary") or []
-        if canary and _version_of(canary[0]["predictor"]) == version:
+        entry = _canary_entry(spec, version)
+        if entry is not None:
             patch = {
                 "metadata": {"labels": {MODEL_VERSION_LABEL: version}},
                 "spec": {
-                    "predictor": cluster.replacing(spec["predictor"], canary[0]["predictor"]),
+                    "predictor": cluster.replacing(spec["predictor"], entry["predictor"]),
                     "canary": None,
                 },
             }
@@ -167,12 +171,14 @@ def roll_back(
             steps = [("unpin", unpinned, None)]  # a rollback that stopped after "restore"
     else:
         canary = spec.get("canary") or []
-        if canary and _version_of(canary[0]["predictor"]) == version:
-            primary = _version_of(spec["predictor"])
-            patch = {"spec": {"canary": None}}
-            if primary:
-                patch["metadata"] = {"labels": {MODEL_VERSION_LABEL: primary}}
-            steps = [("remove canary", patch, None)]
+        entry = _canary_entry(spec, version)
+        if entry is not None:
+            rest = [other for other in canary if other is not entry]
+            newest = _version_of(rest[-1]["predictor"]) if rest else _version_of(spec["predictor"])
+            patch = {"spec": {"canary": rest or None}}
+            if newest:
+                patch["metadata"] = {"labels": {MODEL_VERSION_LABEL: newest}}
+            steps = [("remove canary", patch, rest[0]["trafficPercent"] if rest else None)]
         elif not canary and _version_of(spec["predictor"]) == version:
             raise DeploymentError(promoted_message)
     served = _apply_steps(api, isvc, steps, timeout_s, poll_s)
@@ -319,17 +325,26 @@ def _champion_to_restore(
 
 def _restored_model(predictor: dict, storage_uri: str, champion: str) -> dict:
     """The model fields that make a Serverless predictor serve the champion again: its
-    storageUri and, for ctloop's runtime, the version it reports (`--version=`), which would
-    otherwise stay the rolled-back candidate's in every answer and metric. Replica bounds and
+    storageUri and, for ctloop's runtime, the version it reports (`--version=`, and the A/B
+    variant it answers as, `--variant=`), which would otherwise stay the rolled-back
+    candidate's in every answer and metric. Replica bounds and
     resources stay as the candidate's deploy set them: KServe keeps no record of the
     champion's."""
     model = {"storageUri": storage_uri}
     args = (predictor.get("model") or {}).get("args")
-    if args and any(arg.startswith(VERSION_ARG) for arg in args):
+    if has_args(args, VERSIONED_ARGS):
         model["args"] = [
-            VERSION_ARG + champion if arg.startswith(VERSION_ARG) else arg for arg in args
+            arg.split("=", 1)[0] + "=" + champion if arg.startswith(VERSIONED_ARGS) else arg
+            for arg in args
         ]
     return model
+
+
+def _canary_entry(spec: dict, version: str) -> dict | None:
+    """Standard mode: the `spec.canary[]` entry serving `version` (a canary, or one of the A/B
+    variants), None when none does."""
+    entries = spec.get("canary") or []
+    return next((e for e in entries if _version_of(e["predictor"]) == version), None)
 
 
 def _version_of(predictor: dict) -> str | None:

@@ -222,8 +222,9 @@ def wait_until_ready(
     100).
 
     Standard: condition Ready is True, and `status.canaryStatuses` (defined by the 0.20 CRD
-    that introduced `spec.canary`) has a ready entry with the expected percent, or no entry
-    when no canary is expected; otherwise a stale status from before the patch would pass.
+    that introduced `spec.canary`) has a ready entry with the expected percent and one ready
+    entry per `spec.canary[]` entry with its percent (A/B variants), or no entry when no
+    canary is expected; otherwise a stale status from before the patch would pass.
     Nothing else of the raw-deployment status is required (its shape is not settled across
     releases), so a Standard full replacement is awaited by the Ready condition alone.
 
@@ -321,4 +322,8 @@ def _not_ready_reason(
         for entry in canary_statuses
     ):
         return f"status.canaryStatuses has no ready canary with {expected_canary_percent} %"
+    ready = sorted(entry.get("trafficPercent") for entry in canary_statuses if entry.get("ready"))
+    wanted = sorted(entry.get("trafficPercent") for entry in isvc["spec"].get("canary") or [])
+    if ready != wanted:  # A/B variants: every entry of spec.canary, each ready with its share
+        return f"status.canaryStatuses has ready canaries with {ready} %, not {wanted} %"
     return None

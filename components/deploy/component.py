@@ -1,4 +1,4 @@
-"""KFP component of the deploy family: create or canary-update the KServe InferenceService."""
+"""KFP component of the deploy family: move the KServe InferenceService to a rollout stage."""
 
 from typing import NamedTuple
 
@@ -25,8 +25,17 @@ def deploy_model(
     target: str = "cluster",
     render_dir: str = "",
     timeout_s: int = 600,
-) -> NamedTuple("DeployOutputs", deployment=str):
-    """Create the InferenceService (100 % traffic) or move it to the new model as a canary.
+    stage: str = "canary",
+    prediction_log_uri: str = "",
+) -> NamedTuple("DeployOutputs", deployment=str, serves_as=str):
+    """Create the InferenceService (100 % traffic) or move the new model into a rollout stage.
+
+    Stages: "canary" (the new model takes `canary_percent`; 100 switches all traffic at
+    once), "shadow" (the champion keeps all traffic and scores the new model beside it),
+    "unshadow" (the shadow removed), "ab" (the new model joins the champion as an A/B
+    variant with `canary_percent` of traffic, every variant logging its predictions).
+    Shadow and A/B need ctloop's serving runtime. With no service yet, the new model takes
+    all traffic whatever the stage.
 
     Idempotent: deploying the model it already serves changes nothing. With
     target="cluster" it applies through the Kubernetes API and waits until the service is
@@ -52,9 +61,14 @@ def deploy_model(
         target: "cluster" applies through the Kubernetes API; "render" only writes files.
         render_dir: Folder of rendered manifests for target="render".
         timeout_s: Seconds to wait for readiness before failing.
+        stage: "canary", "shadow", "unshadow" or "ab".
+        prediction_log_uri: Where A/B variants log their predictions (stage "ab"; a path
+            or a pyarrow filesystem URI such as s3://bucket/prefix).
 
     Returns:
         deployment: JSON summary of what was done.
+        serves_as: What the new version is now: "all-traffic", "canary" (a canary or an A/B
+            variant), "shadow" or "nothing".
     """
     import json
 
@@ -72,6 +86,8 @@ def deploy_model(
         runtime=serving_runtime,
         service_account=service_account,
         capacity=parse_serving_capacity(serving_capacity),
+        stage=stage,
+        prediction_log_uri=prediction_log_uri,
     )
     outcome = rollout.run_deployment(
         request, target=target, render_dir=render_dir, timeout_s=timeout_s
@@ -82,4 +98,4 @@ def deploy_model(
     outcome.setdefault("inference_service_manifest", manifest.path)
     outcome["manifest_artifact"] = manifest.path
     outcome.update({"registered_model": registered_model_name, "alias": alias})
-    return (json.dumps(outcome, sort_keys=True),)
+    return (json.dumps(outcome, sort_keys=True), outcome["serves_as"])

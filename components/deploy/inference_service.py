@@ -15,6 +15,10 @@ other's field (kserve#5335):
 
 The manifests target the KServe 0.20 CRD, so fields the 0.21 SDK knows but that CRD lacks
 (`spec.tracing`, `predictor.ephemeralContainers`, `predictor.schedulingGroup`) are never set.
+
+The other rollout stages (shadow, A/B) build on this in `stages`. The module is a little over
+this project's usual size because the checks of a request (name, mode, percent, replicas)
+belong with the one function that builds from it; `stages` reuses them.
 """
 
 from __future__ import annotations
@@ -35,14 +39,18 @@ from kserve import (
 )
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
+from ctloop.components.deploy.predictor_args import (
+    SHADOW_ARGS,
+    VERSION_ARG,
+    has_args,
+    without_args,
+)
 from ctloop.components.image import SERVING_RUNTIME
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODEL_VERSION_LABEL = "ctloop.model-version"
-VERSION_ARG = "--version="
-"""The argument that tells ctloop's predictor which registered version it serves."""
 MODEL_FORMAT = "xgboost"
 # The container name KServe gives the model server; the CRD requires a name on the canary's
 # model (`spec.canary[].predictor.model.name`), so every predictor carries it explicitly.
@@ -137,6 +145,7 @@ def desired_inference_service(
     max_replicas: int | None = None,
     resources: dict | None = None,
     labels: dict | None = None,
+    extra_args: list[str] | None = None,
 ) -> dict:
     """The InferenceService to apply so that `storage_uri` is served.
 
@@ -150,24 +159,29 @@ def desired_inference_service(
 
     `current` is the object as the API returns it (or as last rendered). The result holds
     apiVersion, kind, metadata (name, namespace, labels, annotations) and spec: the fields
-    this project owns.
+    this project owns. `extra_args` go to the new predictor after `--version=` (ctloop's
+    runtime only: `runtime` must be `SERVING_RUNTIME`).
+
+    In Standard mode the canary's predictor is named for its version (`variant_name`): KServe
+    requires a name on every `spec.canary[]` predictor and names its Deployment after it. It
+    sets no `maxReplicas` there: KServe gives a canary fixed replicas and refuses the field.
+    The stable side loses any shadow arguments (`SHADOW_ARGS`): a canary ends a shadow stage.
 
     Raises:
         DeploymentError: invalid name, namespace, percent, replicas, resources or model
             version label; an unknown deployment mode; or `current` in another mode.
     """
-    mode = _canonical_mode(deployment_mode)
-    _check_request(name, namespace, model_version, canary_percent, min_replicas, max_replicas)
+    mode = canonical_mode(deployment_mode)
+    check_request(name, namespace, model_version, canary_percent, min_replicas, max_replicas)
+    if extra_args and runtime != SERVING_RUNTIME:
+        raise DeploymentError(
+            f"arguments {extra_args} are for ctloop's predictor, but the serving runtime is "
+            f"{runtime!r}, not {SERVING_RUNTIME!r}: another runtime does not know them"
+        )
     if current is not None:
-        current_mode = deployment_mode_of(current)
-        if current_mode != mode:
-            raise DeploymentError(
-                f"InferenceService {namespace}/{name} runs in deployment mode "
-                f"{current_mode!r} but {mode!r} was requested; a service cannot switch "
-                "modes in place: delete it first or deploy under another name"
-            )
+        check_same_mode(current, mode)
         if rolling_out_storage_uri(current) == storage_uri:
-            return _owned_fields(current)
+            return owned_fields(current)
 
     new_predictor = V1beta1PredictorSpec(
         model=V1beta1ModelSpec(
@@ -177,7 +191,9 @@ def desired_inference_service(
             runtime=runtime,
             # KServe appends these to the runtime's args. ctloop's predictor then reports the
             # registered version in every answer and metric: what tells canary from primary.
-            args=[VERSION_ARG + model_version] if runtime == SERVING_RUNTIME else None,
+            args=[VERSION_ARG + model_version, *(extra_args or [])]
+            if runtime == SERVING_RUNTIME
+            else None,
             resources=_resource_requirements(resources),
         ),
         service_account_name=service_account,
@@ -192,6 +208,8 @@ def desired_inference_service(
         new_predictor.canary_traffic_percent = canary_percent
         spec = V1beta1InferenceServiceSpec(predictor=new_predictor)
     else:
+        new_predictor.name = variant_name(model_version)
+        new_predictor.max_replicas = None
         spec = V1beta1InferenceServiceSpec(
             predictor=_current_standard_predictor(current),
             canary=[V1beta1CanarySpec(traffic_percent=canary_percent, predictor=new_predictor)],
@@ -216,12 +234,33 @@ def desired_inference_service(
     return ApiClient().sanitize_for_serialization(isvc)
 
 
+def variant_name(model_version: str) -> str:
+    """The predictor name of a Standard-mode canary serving `model_version`: `v` + the version
+    in lowercase, characters other than letters, digits and '-' as '-' ("2" -> "v2").
+
+    Raises:
+        DeploymentError: the result is not a DNS-1035 label KServe accepts as a name.
+    """
+    candidate = "v" + re.sub(r"[^a-z0-9-]", "-", model_version.lower())
+    if len(candidate) > 63 or not _DNS_1035_LABEL.fullmatch(candidate):
+        raise DeploymentError(
+            f"model_version {model_version!r} gives no predictor name KServe accepts "
+            f"({candidate!r} is not a DNS-1035 label)"
+        )
+    return candidate
+
+
 def render_yaml(isvc: dict) -> str:
     """The manifest as YAML with sorted keys: the same object always renders the same bytes."""
     return yaml.safe_dump(isvc, sort_keys=True, default_flow_style=False)
 
 
-def _canonical_mode(deployment_mode: str) -> str:
+def canonical_mode(deployment_mode: str) -> str:
+    """The canonical spelling of a deployment mode ("Serverless" or "Standard").
+
+    Raises:
+        DeploymentError: an unknown mode, naming the known ones.
+    """
     if deployment_mode not in DEPLOYMENT_MODES:
         raise DeploymentError(
             f"deployment_mode {deployment_mode!r} is not supported; "
@@ -230,7 +269,23 @@ def _canonical_mode(deployment_mode: str) -> str:
     return DEPLOYMENT_MODES[deployment_mode]
 
 
-def _check_request(
+def check_same_mode(current: dict, mode: str) -> None:
+    """Refuse to change the deployment mode of an existing service (KServe cannot).
+
+    Raises:
+        DeploymentError: naming the service and both modes.
+    """
+    current_mode = deployment_mode_of(current)
+    if current_mode != mode:
+        metadata = current["metadata"]
+        raise DeploymentError(
+            f"InferenceService {metadata['namespace']}/{metadata['name']} runs in deployment "
+            f"mode {current_mode!r} but {mode!r} was requested; a service cannot switch "
+            "modes in place: delete it first or deploy under another name"
+        )
+
+
+def check_request(
     name: str,
     namespace: str,
     model_version: str,
@@ -238,6 +293,12 @@ def _check_request(
     min_replicas: int | None,
     max_replicas: int | None,
 ) -> None:
+    """Refuse a name, namespace, version label, canary percent or replica bound KServe would
+    not take.
+
+    Raises:
+        DeploymentError: naming the field, its value and the rule.
+    """
     if len(name) > 63 or not _DNS_1035_LABEL.fullmatch(name):
         raise DeploymentError(
             f"metadata.name {name!r} is not a DNS-1035 label: at most 63 lowercase letters, "
@@ -297,14 +358,17 @@ def _current_standard_predictor(current: dict) -> dict:
     Taken as the API returns it (webhook defaults included) rather than rebuilt, so the
     serving pods are not touched; the kserve SDK cannot deserialise it into typed models
     (its deserialiser does not know the Kubernetes core types). `canaryTrafficPercent` is
-    dropped: Standard mode ignores it.
+    dropped: Standard mode ignores it. So are shadow arguments: a canary ends a shadow stage.
     """
     predictor = copy.deepcopy(current["spec"]["predictor"])
     predictor.pop("canaryTrafficPercent", None)
+    model = predictor.get("model") or {}
+    if has_args(model.get("args"), SHADOW_ARGS):
+        model["args"] = without_args(model["args"], SHADOW_ARGS)
     return predictor
 
 
-def _owned_fields(isvc: dict) -> dict:
+def owned_fields(isvc: dict) -> dict:
     """The fields of an existing service this project manages, as they are now."""
     metadata = isvc["metadata"]
     owned_metadata = {key: metadata[key] for key in ("name", "namespace") if key in metadata}

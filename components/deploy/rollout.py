@@ -1,9 +1,10 @@
 """Roll a registered model out as a KServe InferenceService: on a cluster, or rendered.
 
-The same desired-state computation serves both targets. On a cluster the current
-InferenceService comes from the Kubernetes API and the result is applied and awaited;
-with no cluster (local runs) the "cluster" is a folder of rendered manifests, so a second
-local deploy sees the first and renders a canary exactly as the cluster would get it.
+The same desired-state computation (`stages.desired_stage`) serves both targets. On a
+cluster the current InferenceService comes from the Kubernetes API and each manifest of the
+stage is applied and awaited in turn; with no cluster (local runs) the "cluster" is a folder
+of rendered manifests, so a second local deploy sees the first and renders a canary exactly
+as the cluster would get it (the stage's last manifest: a folder has no revisions to wait for).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from ctloop.components.deploy import cluster
 from ctloop.components.deploy.api_client import kube_api
 from ctloop.components.deploy.crd_schema import default_crd_dir, validate_inference_service
 from ctloop.components.deploy.inference_service import (
-    desired_inference_service,
+    MODEL_VERSION_LABEL,
     render_yaml,
     storage_uri_for,
 )
+from ctloop.components.deploy.predictor_args import SHADOW_VERSION_ARG
 from ctloop.components.deploy.serving_capacity import ServingCapacity
+from ctloop.components.deploy.stages import CANARY, desired_stage
 
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 TARGETS = ("cluster", "render")
@@ -39,6 +42,8 @@ class RolloutRequest:
     service_account: str = ""
     minio_scheme: str = "s3"
     capacity: ServingCapacity = field(default_factory=ServingCapacity)
+    stage: str = CANARY
+    prediction_log_uri: str = ""
 
 
 def resolve_namespace(namespace: str) -> str:
@@ -50,8 +55,9 @@ def resolve_namespace(namespace: str) -> str:
     return "default"
 
 
-def _desired(request: RolloutRequest, current: dict | None) -> dict:
-    return desired_inference_service(
+def _desired(request: RolloutRequest, current: dict | None) -> list[dict]:
+    return desired_stage(
+        request.stage,
         name=request.name,
         namespace=request.namespace,
         storage_uri=storage_uri_for(request.model_artifact_uri, request.minio_scheme),
@@ -64,6 +70,7 @@ def _desired(request: RolloutRequest, current: dict | None) -> dict:
         min_replicas=request.capacity.min_replicas,
         max_replicas=request.capacity.max_replicas,
         resources=request.capacity.resources,
+        prediction_log_uri=request.prediction_log_uri,
     )
 
 
@@ -85,10 +92,12 @@ def render(request: RolloutRequest, render_dir: str) -> dict:
     """
     path = Path(render_dir) / request.namespace / f"{request.name}.yaml"
     current = yaml.safe_load(path.read_text()) if path.exists() else None
-    desired = _desired(request, current)
+    steps = _desired(request, current)
     crd_dir = default_crd_dir()
     if crd_dir is not None:
-        validate_inference_service(desired, crd_dir)
+        for step in steps:
+            validate_inference_service(step, crd_dir)
+    desired = steps[-1]
     action = "created" if current is None else ("unchanged" if current == desired else "patched")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_yaml(desired))
@@ -100,22 +109,46 @@ def render(request: RolloutRequest, render_dir: str) -> dict:
 
 
 def apply(request: RolloutRequest, timeout_s: float) -> dict:
-    """Create or canary-patch the InferenceService on the cluster and wait until Ready."""
+    """Create or patch the InferenceService on the cluster into the request's stage, one
+    manifest at a time, each awaited until Ready with its traffic."""
     api = kube_api()
     current = cluster.get_inference_service(api, request.name, request.namespace)
-    desired = _desired(request, current)
-    outcome = cluster.deploy_inference_service(api, desired, timeout_s=timeout_s)
-    return {**_summary(request, desired, outcome["action"]), "url": outcome.get("url")}
+    steps = _desired(request, current)
+    actions = [cluster.deploy_inference_service(api, step, timeout_s=timeout_s) for step in steps]
+    changed = [outcome["action"] for outcome in actions if outcome["action"] != "unchanged"]
+    action = changed[0] if changed else "unchanged"
+    return {**_summary(request, steps[-1], action), "url": actions[-1].get("url")}
 
 
 def _summary(request: RolloutRequest, desired: dict, action: str) -> dict:
-    predictor = desired["spec"]["predictor"]
-    canary = predictor.get("canaryTrafficPercent")
-    if desired["spec"].get("canary"):
-        canary = desired["spec"]["canary"][0]["trafficPercent"]
+    canary = desired["spec"]["predictor"].get("canaryTrafficPercent")
+    for entry in desired["spec"].get("canary") or []:
+        if _version_of(entry["predictor"]) == request.model_version:
+            canary = entry["trafficPercent"]
     return {
         **asdict(request),
         "action": action,
         "canary_traffic_percent": canary,
+        "serves_as": serves_as(desired, request.model_version),
         "manifest": desired,
     }
+
+
+def serves_as(isvc: dict, version: str) -> str:
+    """What `version` is in the service: "all-traffic", "canary" (a canary or an A/B
+    variant beside the champion), "shadow" (scored beside the champion, answering nobody) or
+    "nothing"."""
+    spec = isvc["spec"]
+    predictor = spec["predictor"]
+    canaries = [entry["predictor"] for entry in spec.get("canary") or []]
+    if any(_version_of(entry) == version for entry in canaries):
+        return "canary"
+    if _version_of(predictor) == version:
+        return "canary" if "canaryTrafficPercent" in predictor else "all-traffic"
+    if SHADOW_VERSION_ARG + version in ((predictor.get("model") or {}).get("args") or []):
+        return "shadow"
+    return "nothing"
+
+
+def _version_of(predictor: dict) -> str | None:
+    return (predictor.get("labels") or {}).get(MODEL_VERSION_LABEL)

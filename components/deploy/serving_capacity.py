@@ -10,7 +10,7 @@ before submitting; the deploy step before touching the InferenceService):
 Every key is optional; empty text (or `{}`) leaves all of them to KServe and the
 ServingRuntime (whose container resources each overlay sets). `min_replicas: 0` lets a
 Serverless predictor scale to zero. The CPU limit also sets how many threads the predictor
-scores a large batch with (`ctloop.serving.predictor.usable_cpus`). Quantities are Kubernetes
+scores a large batch with (`ctloop.serving.cpu_limit.usable_cpus`). Quantities are Kubernetes
 quantities ("500m", "2Gi", 1), checked against the grammar the API server applies (the pattern
 Kubernetes' OpenAPI gives a Quantity, which KServe's CRD copies): the Kubernetes client's
 `parse_quantity` alone also takes "1K", " 1", "1_000" and "inf", which the API server
