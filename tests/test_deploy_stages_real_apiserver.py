@@ -1,0 +1,134 @@
+"""Shadow and A/B stages applied to a real kube-apiserver, as the project's Role, both modes.
+
+The same namespaces, Role-bound client and status writer as tests/test_deploy_real_apiserver.py
+(tests/envtest.py starts the server once per run): the KServe CRD's schema, defaults and
+pruning apply to every write, and a rerun of a stage must send no write at all.
+"""
+
+import pytest
+from mlflow import MlflowClient
+
+from ctloop.components.canary import promotion
+from ctloop.components.deploy import cluster
+from ctloop.components.deploy.stages import desired_stage
+from ctloop.components.image import SERVING_RUNTIME
+from tests import envtest
+from tests import test_deploy_real_apiserver as real_api
+from tests.test_deploy_real_apiserver import FAST, NAME, Namespace
+
+envtest.require_apiserver()
+# Fixtures shared with the deploy tests: the run's API server, a SQLite MLflow registry for the
+# module, and namespaces where ctloop acts as the Role-bound account.
+kube_apiserver = envtest.kube_apiserver
+tracking_uri = real_api.tracking_uri
+space = real_api.space
+URIS = {version: f"s3://models/churn/{version}" for version in ("1", "2", "3")}
+LOG = "s3://logs/churn"
+
+
+def apply_stage(ns: Namespace, stage: str, version: str, percent: int = 10) -> list[str]:
+    """ctloop's deploy step for `stage`: read, compute the stage's manifests, apply and await
+    each; returns the actions."""
+    current = cluster.get_inference_service(ns.api, NAME, ns.namespace)
+    steps = desired_stage(
+        stage,
+        name=NAME,
+        namespace=ns.namespace,
+        storage_uri=URIS[version],
+        model_version=version,
+        current=current,
+        deployment_mode=ns.mode,
+        canary_percent=percent,
+        runtime=SERVING_RUNTIME,
+        prediction_log_uri=LOG,
+    )
+    return [cluster.deploy_inference_service(ns.api, step, **FAST)["action"] for step in steps]
+
+
+def register(ns: Namespace, champion: str = "1") -> None:
+    registry = MlflowClient(tracking_uri=ns.tracking_uri, registry_uri=ns.tracking_uri)
+    registry.create_registered_model(ns.model)
+    for uri in URIS.values():
+        registry.create_model_version(ns.model, source=uri)
+    registry.set_registered_model_alias(ns.model, "champion", champion)
+
+
+def args(predictor: dict) -> list[str]:
+    return predictor["model"].get("args", [])
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "Standard"])
+def test_shadow_is_applied_then_sends_nothing_then_is_removed(space, mode):
+    ns = space(mode)
+    apply_stage(ns, "canary", "1")
+
+    assert apply_stage(ns, "shadow", "2") == ["patched"]
+    predictor = ns.stored()["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == URIS["1"]
+    assert args(predictor) == [
+        "--version=1",
+        f"--shadow-model-uri={URIS['2']}",
+        "--shadow-version=2",
+    ]
+    assert "canaryTrafficPercent" not in predictor and "canary" not in ns.stored()["spec"]
+
+    mark = len(ns.sent)
+    assert apply_stage(ns, "shadow", "2") == ["unchanged"]
+    assert ns.writes_since(mark) == []
+
+    assert apply_stage(ns, "unshadow", "2") == ["patched"]
+    assert args(ns.stored()["spec"]["predictor"]) == ["--version=1"]
+
+
+def test_standard_ab_runs_n_variants_and_ends_them_one_by_one(space):
+    ns = space("Standard")
+    register(ns)
+    apply_stage(ns, "canary", "1")
+
+    assert apply_stage(ns, "ab", "2", percent=30) == ["patched"]
+    assert apply_stage(ns, "ab", "3", percent=20) == ["patched"]
+    stored = ns.stored()
+    assert args(stored["spec"]["predictor"])[1:] == ["--variant=1", f"--prediction-log-uri={LOG}"]
+    assert [(e["predictor"]["name"], e["trafficPercent"]) for e in stored["spec"]["canary"]] == [
+        ("v2", 30),
+        ("v3", 20),
+    ]
+    assert [s["trafficPercent"] for s in stored["status"]["canaryStatuses"]] == [30, 20]
+    mark = len(ns.sent)
+    assert apply_stage(ns, "ab", "3", percent=20) == ["unchanged"]
+    assert ns.writes_since(mark) == []
+
+    promotion.roll_back(ns.api, ns.tracking_uri, reasons=["lost"], **ns.options("2"))
+    remaining = ns.stored()["spec"]["canary"]
+    assert [e["predictor"]["name"] for e in remaining] == ["v3"]
+
+    promotion.promote(ns.api, ns.tracking_uri, **ns.options("3"))
+    stored = ns.stored()
+    assert "canary" not in stored["spec"]
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URIS["3"]
+    assert ns.aliases() == {"champion": "3"}
+
+
+def test_serverless_ab_makes_the_champion_log_first_and_a_rollback_restores_its_variant(space):
+    ns = space("Serverless")
+    register(ns)
+    apply_stage(ns, "canary", "1")
+    promotion.promote(ns.api, ns.tracking_uri, **ns.options("1"))
+
+    assert apply_stage(ns, "ab", "2", percent=30) == ["patched", "patched"]
+    history = ns.writer.revisions[NAME].state["history"]
+    # The champion's logging revision took all traffic before the challenger took its 30 %.
+    assert history[-2:] == [
+        {f"{NAME}-predictor-00002": 100},
+        {f"{NAME}-predictor-00003": 30, f"{NAME}-predictor-00002": 70},
+    ]
+    assert args(ns.stored()["spec"]["predictor"]) == [
+        "--version=2",
+        "--variant=2",
+        f"--prediction-log-uri={LOG}",
+    ]
+
+    promotion.roll_back(ns.api, ns.tracking_uri, reasons=["lost"], **ns.options("2"))
+    predictor = ns.stored()["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == URIS["1"]
+    assert args(predictor) == ["--version=1", "--variant=1", f"--prediction-log-uri={LOG}"]
