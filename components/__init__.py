@@ -1,15 +1,15 @@
 """Step families of the ctloop pipelines: plain library modules plus thin KFP wrappers.
 
 Each family (`data`, `train`, `evaluate`, `gate`, `registry`, `deploy`, `canary`, `shadow`,
-`drift`, `batch_scoring`, `retrain`) keeps its KFP wrappers in `component.py` and its logic
-in library modules beside it. A step with logic of its own has one entry function named for
-the step, `run_<step>` (`run_training`, `run_evaluation`, `run_gate`, `run_registration`,
-`run_deployment`, `run_scoring`, `run_drift`, `run_canary_analysis`, `run_shadow_analysis`),
-which its wrapper calls; steps that only compose shared pieces (load, split, the retraining
-helpers) call those directly.
+`experiment`, `drift`, `batch_scoring`, `retrain`) keeps its KFP wrappers in `component.py`
+and its logic in library modules beside it. A step with logic of its own has one entry function
+named for the step, `run_<step>` (`run_training`, `run_evaluation`, `run_gate`,
+`run_registration`, `run_deployment`, `run_scoring`, `run_drift`, `run_canary_analysis`,
+`run_shadow_analysis`, `run_ab_analysis`), which its wrapper calls; steps that only compose
+shared pieces (load, split, the retraining helpers) call those directly.
 
 Shared by every family: `contract` (the model contract: reference profile, model input, model
-folder), `table_io` (reading and writing tables), `checks` (the check record of every decision),
+folder, the prediction log's schema), `table_io` (reading and writing tables), `checks` (the check record of every decision),
 `json_parameter` (JSON parameters and policies), `image` (the component image).
 
 Nothing imported here may use kfp's authoring API: a running component imports these
