@@ -9,8 +9,9 @@ named for the step, `run_<step>` (`run_training`, `run_evaluation`, `run_gate`,
 shared pieces (load, split, the retraining helpers) call those directly.
 
 Shared by every family: `contract` (the model contract: reference profile, model input, model
-folder, the prediction log's schema), `table_io` (reading and writing tables), `checks` (the check record of every decision),
-`json_parameter` (JSON parameters and policies), `image` (the component image).
+folder, the prediction log's schema), `table_io` (reading and writing tables), `checks` (the
+check record of every decision), `json_parameter` (JSON parameters and policies), `image` (the
+component image).
 
 Nothing imported here may use kfp's authoring API: a running component imports these
 modules with `_KFP_RUNTIME=true`, where `kfp.dsl.component` does not exist.

@@ -6,6 +6,8 @@
   scores (`predict_scores`).
 - `model_folder`: the model folder's file names, writing one, and loading one back.
 - `model_uri`: turning a model URI (path, file://, MLflow `models:/` or `runs:/`) into a folder.
+- `prediction_log`: the prediction log's schema and row hash, shared by the server that writes
+  it and the A/B analysis that reads it.
 
 Training, evaluation, batch scoring, drift and serving import this package; serving imports
 nothing else of `components/`, so the serving image copies only these modules. Nothing here
