@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import xgboost as xgb
 
 from ctloop.components.contract.model_input import FeatureSchema, ModelInputError, to_frame
+from ctloop.components.train.checkpoints import CHECKPOINT_EVERY, CheckpointStore, boost
 
 TRAINING_LOOP_KEYS = ("num_boost_round", "early_stopping_rounds")
 """Hyperparameters that drive `xgboost.train`'s loop rather than the booster itself."""
@@ -148,6 +149,8 @@ def train_booster(
     batch_rows: int = 65536,
     callbacks: Sequence[xgb.callback.TrainingCallback] = (),
     external_memory: bool | Literal["auto"] = "auto",
+    checkpoints: CheckpointStore | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> TrainResult:
     """Train with early stopping on the validation file, streaming both Parquet files.
 
@@ -167,6 +170,10 @@ def train_booster(
             CPU from `EXTERNAL_MEMORY_MIN_ROWS` training rows. CPU only: XGBoost's GPU external
             memory needs batches already on the GPU, so "auto" keeps the in-memory path on
             "cuda" (which builds the index on the host and moves it to the GPU).
+        checkpoints: Where to save the booster every `checkpoint_every` rounds and resume
+            from (`checkpoints.py`: why a resumed run gives the same trees); None keeps none.
+        checkpoint_every: Rounds per segment. Keep the default: with row or column sampling
+            the trees depend on it.
 
     Returns:
         The booster (set to predict on CPU), its best iteration and the validation curves.
@@ -201,6 +208,8 @@ def train_booster(
             batch_rows=batch_rows,
             callbacks=callbacks,
             cache_dir=cache_dir,
+            checkpoints=checkpoints,
+            checkpoint_every=checkpoint_every,
         )
     # Scoring frames live in host memory; a CUDA booster would warn and copy on every call.
     booster.set_param({"device": "cpu"})
@@ -245,6 +254,8 @@ def _train(
     batch_rows: int,
     callbacks: Sequence[xgb.callback.TrainingCallback],
     cache_dir: Path | None,
+    checkpoints: CheckpointStore | None,
+    checkpoint_every: int,
 ) -> tuple[xgb.Booster, dict[str, list[float]]]:
     """Build the training and validation matrices (in memory, or paged under `cache_dir`)."""
     max_bin = int(booster_params.get("max_bin", 256))
@@ -259,19 +270,13 @@ def _train(
     dtrain = matrix(train_path, "train", None)
     # The validation matrix reuses the training cut points (`ref`): no second sketch.
     dvalidation = matrix(validation_path, "validation", dtrain)
-    evals_result: dict[str, dict[str, list[float]]] = {}
-    booster = xgb.train(
+    return boost(
         booster_params,
         dtrain,
+        dvalidation,
         num_boost_round=num_boost_round,
-        evals=[(dvalidation, "validation")],
         early_stopping_rounds=early_stopping_rounds,
-        evals_result=evals_result,
-        verbose_eval=False,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
+        store=checkpoints,
+        every=checkpoint_every,
     )
-    curves = {
-        metric: [float(v) for v in values]
-        for metric, values in evals_result.get("validation", {}).items()
-    }
-    return booster, curves
