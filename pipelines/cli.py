@@ -25,6 +25,7 @@ _COMMANDS = (
     cli_models.add_rollback,
     cli_models.add_drift,
     cli_rollout.add_shadow_analysis,
+    cli_rollout.add_ab_analysis,
     cli_pipelines.add_demo,
 )
 

@@ -1,10 +1,11 @@
-"""`ctloop shadow-analysis`: the rollout's decisions, run by hand or from a script.
+"""`ctloop shadow-analysis` and `ctloop ab-analysis`: the rollout's decisions, run by hand or
+from a script.
 
 Like `ctloop drift` and `ctloop run`, a command exits 0 whenever it could decide, whatever it
 decided, and prints the decision as one JSON line on stdout for a script to read: a rejected
-shadow is an answer, not a failure. Bad input exits 2 and a source that cannot be read exits 1
-(`ctloop.pipelines.cli`). Each command's parser sits beside its handler; handlers import their
-libraries inside the body.
+shadow, or an experiment that must go on, is an answer, not a failure. Bad input exits 2 and a
+source that cannot be read exits 1 (`ctloop.pipelines.cli`). Each command's parser sits beside
+its handler; handlers import their libraries inside the body.
 """
 
 import json
@@ -96,3 +97,53 @@ def add_shadow_analysis(commands) -> None:
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds each request may take (%(default)s)"
     )
+
+
+def _ab_analysis(args) -> int:
+    from ctloop.components.experiment.decision import run_ab_analysis
+    from ctloop.components.experiment.report import decision_markdown, decision_summary
+    from ctloop.components.table_io import partial_then_rename
+
+    decision = run_ab_analysis(args.prediction_log, args.labels, args.control_variant, args.policy)
+    summary = decision_summary(decision)
+    if args.report:
+        with partial_then_rename(args.report) as partial:
+            partial.write_text(decision_markdown(decision))
+        summary["report"] = args.report
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def add_ab_analysis(commands) -> None:
+    parser = commands.add_parser(
+        "ab-analysis",
+        help="judge an A/B experiment on its outcome labels: promote, rollback or continue "
+        "(exit 0 either way)",
+        description="Join the prediction log with the outcome labels, compare each challenger "
+        "variant with the control on the policy's metric by an always-valid sequential test "
+        "(safe to run every day), and print the decision as one JSON line (action, winner, "
+        "reasons, and per variant its rows, metric, difference and interval).",
+    )
+    parser.set_defaults(handler=_ab_analysis)
+    parser.add_argument(
+        "--prediction-log",
+        required=True,
+        help="the prediction log: the folder the predictors write (local, s3://, gs://...)",
+    )
+    parser.add_argument(
+        "--labels",
+        required=True,
+        help="labels table (Parquet or CSV): request_id, optional row, the outcome column",
+    )
+    parser.add_argument(
+        "--control-variant",
+        required=True,
+        help="the control's variant (the champion's version); every other one is a challenger",
+    )
+    parser.add_argument(
+        "--policy",
+        default="",
+        help='experiment policy JSON (default: log loss of column "label", alpha 0.05), e.g. '
+        '\'{"metric": "outcome_mean", "outcome_column": "revenue", "better": "higher"}\'',
+    )
+    parser.add_argument("--report", default="", help="where to write the decision as Markdown")

@@ -41,6 +41,7 @@ def test_every_command_names_its_handler():
         "rollback",
         "drift",
         "shadow-analysis",
+        "ab-analysis",
         "demo",
     }
     for name, parser in commands.choices.items():
