@@ -4,7 +4,13 @@ Per request: an outcome counter, a latency histogram and a rows counter. Per row
 distribution of the scores, which monitoring compares with the reference profile's prediction
 distribution. `prometheus_client.Histogram.observe` takes one value at a time (about a
 microsecond each, under a lock), which at 10,000 rows would cost as much as the scoring
-itself, so the score histogram is a small collector that bins a whole batch with numpy.
+itself, so per-row histograms are a small collector that bins a whole batch with numpy
+(`BatchHistogram`).
+
+With a shadow model (`ctloop.serving.shadow`), the paired figures of the rows both models
+scored, labelled with the served version and the shadow's: rows compared, skipped (queue full)
+and failed, disagreements at the label threshold, and the per-row score difference. Its mean
+absolute difference is `ctloop_shadow_abs_score_difference`'s sum over its count.
 """
 
 from __future__ import annotations
@@ -49,33 +55,43 @@ LATENCY = Histogram(
 ROWS_SCORED = Counter("ctloop_rows_scored", "Rows scored by successful requests.", _MODEL_LABELS)
 
 
-class ScoreHistogram:
-    """`ctloop_prediction_score`: a Prometheus histogram that takes a whole batch at once."""
+class BatchHistogram:
+    """A Prometheus histogram that takes a whole batch of values at once."""
 
-    name = "ctloop_prediction_score"
-
-    def __init__(self, buckets: tuple[float, ...] = SCORE_BUCKETS) -> None:
-        # Scores are float32: a score shown as 0.05 is 0.0500000007 in float64, yet belongs
-        # in the le="0.05" bucket, so bounds and scores are compared as float32.
-        self._edges = np.asarray(buckets, dtype=np.float32)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        labels: tuple[str, ...] = _MODEL_LABELS,
+        dtype: type = np.float64,
+    ) -> None:
+        """`dtype`: the precision values and bounds are compared in (see `ScoreHistogram`)."""
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self._dtype = dtype
+        self._edges = np.asarray(buckets, dtype=dtype)
         self._bounds = [floatToGoString(bound) for bound in buckets] + ["+Inf"]
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, float]] = {}
 
-    def observe_many(self, model_name: str, model_version: str, scores: np.ndarray) -> None:
-        """Count each score in the first bucket whose upper bound it does not exceed."""
-        slots = np.searchsorted(self._edges, np.asarray(scores, dtype=np.float32), side="left")
+    def observe_many(self, *label_values_and_values) -> None:
+        """`observe_many(*label_values, values)`: count each value in the first bucket whose
+        upper bound it does not exceed."""
+        *key, values = label_values_and_values
+        if len(key) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}; got {key}")
+        slots = np.searchsorted(self._edges, np.asarray(values, dtype=self._dtype), side="left")
         counts = np.bincount(slots, minlength=len(self._edges) + 1)
-        total = float(np.sum(scores))
-        key = (model_name, model_version)
+        total = float(np.sum(values))
+        series = tuple(key)
         with self._lock:
-            previous, previous_sum = self._series.get(key, (np.zeros_like(counts), 0.0))
-            self._series[key] = (previous + counts, previous_sum + total)
+            previous, previous_sum = self._series.get(series, (np.zeros_like(counts), 0.0))
+            self._series[series] = (previous + counts, previous_sum + total)
 
     def collect(self) -> list[HistogramMetricFamily]:
-        family = HistogramMetricFamily(
-            self.name, "Scores returned by the model, one per row.", labels=_MODEL_LABELS
-        )
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
         with self._lock:
             series = dict(self._series)
         for labels, (counts, total) in series.items():
@@ -91,5 +107,75 @@ class ScoreHistogram:
         return [family]
 
 
+class ScoreHistogram(BatchHistogram):
+    """`ctloop_prediction_score`: the scores a model returned, one per row."""
+
+    def __init__(self, buckets: tuple[float, ...] = SCORE_BUCKETS) -> None:
+        # Scores are float32: a score shown as 0.05 is 0.0500000007 in float64, yet belongs
+        # in the le="0.05" bucket, so bounds and scores are compared as float32.
+        super().__init__(
+            "ctloop_prediction_score",
+            "Scores returned by the model, one per row.",
+            buckets,
+            dtype=np.float32,
+        )
+
+
 SCORES = ScoreHistogram()
 REGISTRY.register(SCORES)
+
+
+SHADOW_LABELS = (*_MODEL_LABELS, "shadow_version")
+"""The served model's name and version, and the shadow's version."""
+
+SCORE_DIFFERENCE_BUCKETS = (
+    -1, -0.5, -0.2, -0.1, -0.05, -0.02, -0.01, -0.005, -0.001,
+    0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1,
+)  # fmt: skip
+"""Upper bounds of shadow - served score: symmetric, so a shadow that scores higher and one
+that scores lower show alike; the bucket (-0.001, 0.001] holds the rows that agree. With
+negative bounds the histogram has no `_sum` or `_count` series (OpenMetrics): its `+Inf` bucket
+counts the rows."""
+ABS_SCORE_DIFFERENCE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+"""Upper bounds of |shadow - served|: policies bound it between 0.01 and 0.1."""
+
+SHADOW_ROWS_COMPARED = Counter(
+    "ctloop_shadow_rows_compared",
+    "Rows scored by both the served model and the shadow.",
+    SHADOW_LABELS,
+)
+SHADOW_ROWS_SKIPPED = Counter(
+    "ctloop_shadow_rows_skipped",
+    "Rows the shadow did not score because its queue was full.",
+    SHADOW_LABELS,
+)
+SHADOW_ERRORS = Counter(
+    "ctloop_shadow_errors",
+    "Rows the shadow failed to score (an error, or a feature it needs that requests lack).",
+    SHADOW_LABELS,
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "ctloop_shadow_disagreements",
+    "Compared rows whose label at the 0.5 threshold differs between shadow and served model.",
+    SHADOW_LABELS,
+)
+SHADOW_LATENCY = Histogram(
+    "ctloop_shadow_latency_seconds",
+    "Time the shadow took to score one batch (off the request path).",
+    SHADOW_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+SHADOW_SCORE_DIFFERENCE = BatchHistogram(
+    "ctloop_shadow_score_difference",
+    "Shadow score minus served score, one per compared row.",
+    SCORE_DIFFERENCE_BUCKETS,
+    SHADOW_LABELS,
+)
+SHADOW_ABS_SCORE_DIFFERENCE = BatchHistogram(
+    "ctloop_shadow_abs_score_difference",
+    "Absolute difference of shadow and served score, one per compared row.",
+    ABS_SCORE_DIFFERENCE_BUCKETS,
+    SHADOW_LABELS,
+)
+REGISTRY.register(SHADOW_SCORE_DIFFERENCE)
+REGISTRY.register(SHADOW_ABS_SCORE_DIFFERENCE)

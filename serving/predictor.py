@@ -6,15 +6,22 @@ categorical values are strings, an unseen category counts as missing):
 - v1 `POST /v1/models/<name>:predict`
   `{"instances": [[v1, v2, ...], ...]}` (values in feature order) or
   `{"instances": [{"tenure": 3, "contract": "One year", ...}, ...]}`, plus optional
-  `"return_labels": true`. Answer: `{"predictions": [p, ...], "model_version": "7"}` and,
-  when asked, `"labels": [0|1, ...]` (1 where p >= 0.5).
+  `"return_labels": true`. Answer: `{"predictions": [p, ...], "model_version": "7",
+  "request_id": "..."}` and, when asked, `"labels": [0|1, ...]` (1 where p >= 0.5).
 - v2 (Open Inference Protocol) `POST /v2/models/<name>/infer`
   all-numeric model: one input `input-0`, FP32 [N, F]; any model: one input per feature,
   named by the feature, shape [N] (or [N, 1]), FP32 for numeric features, BYTES for
   categorical ones (FP64/INT32/INT64 are accepted for numeric data too). Outputs
   `probabilities` FP32 [N] and, for binary:logistic models, `labels` INT32 [N]; as the
   protocol says, both unless the request's `outputs` names one. The response's
-  `model_version` is the served version. `GET /v2/models/<name>` lists these tensors.
+  `model_version` is the served version, its `id` the request id. `GET /v2/models/<name>`
+  lists these tensors.
+
+Every answer carries a request id: the caller's `X-Request-Id` header, else a v2 request's
+`id`, else a new uuid4; with a `variant` (an A/B experiment's arm), v1 answers carry
+`"variant"` and v2 answers `parameters.variant`. After a batch is scored, its rows go to the
+shadow model and the prediction log when these are set (`ctloop.serving.side_outputs`), off
+the request path: neither can slow, fail or change an answer.
 
 A booster without feature names and without a profile takes rows by position only (v1 lists,
 v2 `input-0`), as KServe's xgbserver does. The served version is the one given, recorded in
@@ -33,10 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +58,12 @@ from ctloop.components.contract.model_folder import (
     load_model,
 )
 from ctloop.serving import metrics
+from ctloop.serving.cpu_limit import usable_cpus
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
-from ctloop.serving.server_options import DEFAULT_MAX_BATCH_ROWS
+from ctloop.serving.request_fields import request_id_of, rows_claimed, v1_fields
+from ctloop.serving.server_options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_SHADOW_QUEUE_ROWS
+from ctloop.serving.shadow import load_shadow
+from ctloop.serving.side_outputs import PredictionRecorder, SideOutputs
 
 DEFAULT_PARALLEL_ROWS = 50
 """Batches up to this size are scored on one thread, larger ones on `usable_cpus()` threads:
@@ -70,7 +78,6 @@ measurable share of a small request's time (docs/performance.md)."""
 PROBABILITIES = "probabilities"
 LABELS = "labels"
 LABEL_THRESHOLD = 0.5
-_V1_KEYS = ("instances", "return_labels")
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +95,11 @@ class CtloopPredictor(kserve.Model):
         parallel_rows: int = DEFAULT_PARALLEL_ROWS,
         inline_rows: int = DEFAULT_INLINE_ROWS,
         nthread: int | None = None,
+        shadow_model_dir: str | Path | None = None,
+        shadow_version: str | None = None,
+        shadow_queue_rows: int = DEFAULT_SHADOW_QUEUE_ROWS,
+        variant: str | None = None,
+        prediction_log: PredictionRecorder | None = None,
     ) -> None:
         """
         Args:
@@ -99,6 +111,11 @@ class CtloopPredictor(kserve.Model):
             inline_rows: Batches up to this size are scored on the event loop when no batch
                 is in a worker thread; 0 sends every batch to a worker thread.
             nthread: XGBoost threads for large batches; default: `usable_cpus()`.
+            shadow_model_dir: Local model folder of a shadow model to compare with, or None.
+            shadow_version: The shadow's version in the metrics; default: its recorded one.
+            shadow_queue_rows: Most rows waiting for the shadow; more are skipped.
+            variant: The A/B variant this server is, tagged on every answer; None: untagged.
+            prediction_log: Where every scored row is recorded (`record`/`close`), or None.
         """
         super().__init__(name)
         if nthread is not None and nthread < 1:
@@ -116,6 +133,12 @@ class CtloopPredictor(kserve.Model):
         self._parallel: xgb.Booster | None = None
         self._in_threads = 0  # batches now in worker threads (changed on the event loop only)
         self._metric_version = version or metrics.NO_VERSION
+        self.shadow_model_dir = shadow_model_dir
+        self.shadow_version = shadow_version
+        self.shadow_queue_rows = shadow_queue_rows
+        self.variant = variant
+        self.prediction_log = prediction_log
+        self.side_outputs: SideOutputs | None = None
 
     def load(self) -> bool:
         model = load_model(self.model_dir, self._requested_version)
@@ -148,8 +171,27 @@ class CtloopPredictor(kserve.Model):
                 len(model.schema.features),
                 MATRIX_INPUT,
             )
+        shadow = None
+        if self.shadow_model_dir is not None:
+            shadow = load_shadow(
+                self.shadow_model_dir,
+                self.shadow_version,
+                model,
+                model_name=self.name,
+                model_version=self._metric_version,
+                queue_rows=self.shadow_queue_rows,
+            )
+        self.side_outputs = SideOutputs(
+            model.schema, shadow=shadow, prediction_log=self.prediction_log, variant=self.variant
+        )
         self.ready = True
         return self.ready
+
+    def stop(self) -> None:
+        """KServe's unload (SIGTERM): stop the shadow's thread."""
+        if self.side_outputs is not None:
+            self.side_outputs.close()
+        super().stop()
 
     @property
     def labels_supported(self) -> bool:
@@ -188,12 +230,13 @@ class CtloopPredictor(kserve.Model):
         answered while a large batch is scored and concurrent requests overlap with the event
         loop's HTTP work."""
         handle = self._predict_v2 if isinstance(payload, InferRequest) else self._predict_v1
+        request_id = request_id_of(payload, headers)
         try:
-            if self._in_threads == 0 and _rows_claimed(payload) <= self.inline_rows:
-                return handle(payload)
+            if self._in_threads == 0 and rows_claimed(payload) <= self.inline_rows:
+                return handle(payload, request_id)
             self._in_threads += 1
             try:
-                return await asyncio.to_thread(handle, payload)
+                return await asyncio.to_thread(handle, payload, request_id)
             finally:
                 self._in_threads -= 1
         except InvalidInput:
@@ -203,43 +246,42 @@ class CtloopPredictor(kserve.Model):
             self._count("error")
             raise
 
-    def _predict_v1(self, body: Any) -> dict[str, Any]:
+    def _predict_v1(self, body: Any, request_id: str) -> dict[str, Any]:
         started = time.perf_counter()
-        if not isinstance(body, dict) or "instances" not in body:
-            raise InvalidRequest(
-                "v1 request body must be a JSON object with 'instances' (a list of rows) "
-                f"and optionally 'return_labels'; got {_shape_of(body)}"
-            )
-        unknown = sorted(key for key in body if key not in _V1_KEYS)
-        if unknown:
-            raise InvalidRequest(f"v1 request has unknown key(s) {unknown}; allowed: {_V1_KEYS}")
-        return_labels = body.get("return_labels", False)
-        if not isinstance(return_labels, bool):
-            raise InvalidRequest(f"'return_labels' must be true or false; got {return_labels!r}")
+        instances, return_labels = v1_fields(body)
         if return_labels:
             self._check_labels_supported()
-        scores = self._score(self._ready_decoder().from_instances(body["instances"]))
-        response: dict[str, Any] = {"predictions": scores.tolist(), "model_version": self.version}
+        matrix = self._ready_decoder().from_instances(instances)
+        scores = self._score(matrix)
+        response: dict[str, Any] = {
+            "predictions": scores.tolist(),
+            "model_version": self.version,
+            "request_id": request_id,
+        }
+        if self.variant is not None:
+            response["variant"] = self.variant
         if return_labels:
             response[LABELS] = _labels(scores).tolist()
-        self._record(scores, started)
+        self._record(request_id, matrix, scores, started)
         return response
 
-    def _predict_v2(self, request: InferRequest) -> InferResponse:
+    def _predict_v2(self, request: InferRequest, request_id: str) -> InferResponse:
         started = time.perf_counter()
         wanted = self._requested_output_names(request)
-        scores = self._score(self._ready_decoder().from_tensors(request.inputs))
+        matrix = self._ready_decoder().from_tensors(request.inputs)
+        scores = self._score(matrix)
         outputs = []
         if PROBABILITIES in wanted:
             outputs.append(InferOutput(PROBABILITIES, [len(scores)], "FP32", data=scores))
         if LABELS in wanted:
             outputs.append(InferOutput(LABELS, [len(scores)], "INT32", data=_labels(scores)))
-        self._record(scores, started)
+        self._record(request_id, matrix, scores, started)
         return InferResponse(
-            response_id=request.id or str(uuid.uuid4()),
+            response_id=request_id,
             model_name=self.name,
             infer_outputs=outputs,
             model_version=self.version,
+            parameters=None if self.variant is None else {"variant": self.variant},
             use_binary_outputs=request.use_binary_outputs,
             requested_outputs=request.request_outputs,
         )
@@ -268,12 +310,17 @@ class CtloopPredictor(kserve.Model):
         scores = booster.inplace_predict(matrix, iteration_range=self._loaded().iteration_range)
         return np.asarray(scores, dtype=np.float32)
 
-    def _record(self, scores: np.ndarray, started: float) -> None:
+    def _record(
+        self, request_id: str, matrix: np.ndarray, scores: np.ndarray, started: float
+    ) -> None:
+        """Count the scored batch, then hand it to the side outputs (off the request path)."""
         version = self._metric_version
         metrics.LATENCY.labels(self.name, version).observe(time.perf_counter() - started)
         metrics.ROWS_SCORED.labels(self.name, version).inc(len(scores))
         metrics.SCORES.observe_many(self.name, version, scores)
         self._count("ok")
+        assert self.side_outputs is not None  # set by load(), as was the decoder
+        self.side_outputs.send(request_id, self.version, matrix, scores)
 
     def _count(self, outcome: str) -> None:
         metrics.PREDICTIONS.labels(self.name, self._metric_version, outcome).inc()
@@ -289,40 +336,5 @@ class CtloopPredictor(kserve.Model):
         return self._decoder
 
 
-def _rows_claimed(payload: Any) -> float:
-    """The rows a request says it holds, read before decoding; infinity when it does not say."""
-    if isinstance(payload, InferRequest):
-        shape = payload.inputs[0].shape if payload.inputs else None
-        return shape[0] if shape and isinstance(shape[0], int) else math.inf
-    instances = payload.get("instances") if isinstance(payload, dict) else None
-    return len(instances) if isinstance(instances, list) else math.inf
-
-
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
-    """CPUs this process may use: its affinity, capped by the container's CPU limit.
-
-    In a pod, affinity lists every CPU of the node, but the CPU limit (cgroup v2 `cpu.max`,
-    "<quota> <period>" or "max <period>") throttles the container to quota / period of them;
-    more scoring threads than that only wait for each other.
-    """
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, int(int(quota) // int(period))))
-
-
 def _labels(scores: np.ndarray) -> np.ndarray:
     return (scores >= LABEL_THRESHOLD).astype(np.int32)
-
-
-def _shape_of(body: Any) -> str:
-    if isinstance(body, dict):
-        return f"an object with keys {sorted(str(key) for key in body)}"
-    return type(body).__name__

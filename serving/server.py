@@ -50,7 +50,6 @@ from kserve import ModelServer  # noqa: E402
 from kserve.logging import KSERVE_LOGGER_NAME, KSERVE_TRACE_LOGGER_NAME  # noqa: E402
 from kserve.model_server import app as kserve_app  # noqa: E402
 
-from ctloop.components.contract.model_folder import ModelLoadingError  # noqa: E402
 from ctloop.components.contract.model_uri import local_model_dir  # noqa: E402
 from ctloop.serving.body_limit import BodyLimit  # noqa: E402
 from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
@@ -60,9 +59,11 @@ from ctloop.serving.server_options import (  # noqa: E402
     DEFAULT_MAX_BATCH_ROWS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
+    DEFAULT_SHADOW_QUEUE_ROWS,
     add_server_options,
     server_options,
 )
+from ctloop.serving.shadow import local_shadow_dir  # noqa: E402
 from ctloop.serving.v1_route import V1PredictRoute  # noqa: E402
 
 REQUEST_LOGGERS = ("uvicorn.access", KSERVE_TRACE_LOGGER_NAME)
@@ -140,6 +141,11 @@ def serve(
     threads: int | None = None,
     tracking_uri: str | None = None,
     request_logs: bool = False,
+    shadow_model_uri: str | None = None,
+    shadow_version: str | None = None,
+    shadow_queue_rows: int = DEFAULT_SHADOW_QUEUE_ROWS,
+    variant: str | None = None,
+    prediction_log_uri: str | None = None,
 ) -> None:
     """Load the model at `model_uri` and serve it until stopped.
 
@@ -150,16 +156,33 @@ def serve(
     caps the scoring threads of large batches (default: `usable_cpus()`). Bodies over
     `max_body_bytes` get HTTP 413 unread.
 
+    `shadow_model_uri` (any URI `local_shadow_dir` takes) is loaded beside the served model and
+    scores the same rows off the request path (`ctloop.serving.shadow`); `variant` tags every
+    answer; `prediction_log_uri` records every scored row (`ctloop.serving.prediction_log`,
+    closed, that is flushed, when the server stops).
+
     Once the model is loaded, the objects so far (imports, model) are frozen out of the
     garbage collector: they live as long as the process, and a full collection, which the
     10,000 row lists of a large v1 batch trigger every ten or so batches, would otherwise walk
     them all (~125 ms for ~215,000 objects) holding the GIL, stalling health probes.
 
     Raises:
-        ModelLoadingError: the URI or the model folder cannot be served.
+        ModelLoadingError: the URI or the model folder (served or shadow) cannot be served.
+        ValueError: the prediction log URI names no filesystem pyarrow opens.
     """
-    with tempfile.TemporaryDirectory(prefix="ctloop-model-") as download_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="ctloop-model-") as download_dir,
+        tempfile.TemporaryDirectory(prefix="ctloop-shadow-") as shadow_download,
+    ):
         model_dir = local_model_dir(model_uri, download_dir, tracking_uri)
+        shadow_dir = None
+        if shadow_model_uri:
+            shadow_dir = local_shadow_dir(shadow_model_uri, shadow_download, tracking_uri)
+        prediction_log = None
+        if prediction_log_uri:
+            from ctloop.serving.prediction_log import PredictionLog
+
+            prediction_log = PredictionLog(prediction_log_uri)
         server = LoopbackModelServer(
             host=host,
             http_port=port,
@@ -169,12 +192,25 @@ def serve(
         )
         _log_like_kserve()
         predictor = CtloopPredictor(
-            name, model_dir, version, max_batch_rows=max_batch_rows, nthread=threads
+            name,
+            model_dir,
+            version,
+            max_batch_rows=max_batch_rows,
+            nthread=threads,
+            shadow_model_dir=shadow_dir,
+            shadow_version=shadow_version,
+            shadow_queue_rows=shadow_queue_rows,
+            variant=variant,
+            prediction_log=prediction_log,
         )
-        predictor.load()
-        gc.collect()
-        gc.freeze()
-        server.start([predictor])
+        try:
+            predictor.load()
+            gc.collect()
+            gc.freeze()
+            server.start([predictor])
+        finally:
+            if prediction_log is not None:
+                prediction_log.close()
 
 
 def _log_like_kserve() -> None:
@@ -207,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(error))
     try:
         serve(args.model_dir, **options)
-    except ModelLoadingError as error:  # one line in the pod's log, not a traceback
+    except ValueError as error:  # a model or a log URI that cannot be used (ModelLoadingError
+        # among them): one line in the pod's log, not a traceback
         parser.exit(2, f"{parser.prog}: {error}\n")
 
 

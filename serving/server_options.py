@@ -21,6 +21,10 @@ and ~250 as lists, while a body that could never hold an acceptable batch is ref
 the server reads it: parsing JSON costs several times its size in memory."""
 DEFAULT_MAX_BODY_BYTES = DEFAULT_MAX_BATCH_ROWS * BODY_BYTES_PER_ROW
 """20 MB: the body limit at the default `--max-batch-rows`."""
+DEFAULT_SHADOW_QUEUE_ROWS = 2 * DEFAULT_MAX_BATCH_ROWS
+"""Rows that may wait for the shadow model; a batch that would exceed it is skipped (and
+counted). Two of the largest batches: room for a burst, and the queue's memory stays ~7 MB
+at 30 features."""
 PORT_RANGE = range(1, 65536)
 """TCP ports a server can listen on; uvicorn takes any integer and binds the OS's choice
 for one outside it (a random port for 99999), while logging the number it was given."""
@@ -68,6 +72,33 @@ def add_server_options(parser: argparse.ArgumentParser, *, default_name: str | N
         help="log a line per request (uvicorn access, KServe latency); off by default: they cost "
         "CPU on every request",
     )
+    parser.add_argument(
+        "--shadow-model-uri",
+        help="a second model that scores the same rows off the request path, for comparison "
+        "(paired ctloop_shadow_* metrics); nobody sees its answers: a local folder, file://, "
+        "MLflow models:/ or runs:/, or a URI pyarrow reads (s3://, gs://, ...)",
+    )
+    parser.add_argument(
+        "--shadow-version",
+        help="the shadow's version in the metrics (default: its version.txt or the registry's)",
+    )
+    parser.add_argument(
+        "--shadow-queue-rows",
+        type=int,
+        default=DEFAULT_SHADOW_QUEUE_ROWS,
+        help="most rows waiting for the shadow; a batch that does not fit is skipped and "
+        "counted, never waited for (%(default)s)",
+    )
+    parser.add_argument(
+        "--variant",
+        help="the A/B variant this server is (on a cluster, the version it serves); every "
+        "answer is tagged with it (v1 'variant', v2 parameters.variant)",
+    )
+    parser.add_argument(
+        "--prediction-log-uri",
+        help="write every scored row (request id, variant, version, inputs hash, score, time) to "
+        "rolling Parquet files under this folder or pyarrow URI (s3://, gs://, ...)",
+    )
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,10 +109,12 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     if args.port not in PORT_RANGE:
         raise ValueError(f"--port {args.port} is not a TCP port: give one from 1 to 65535")
-    for flag in ("max_batch_rows", "max_body_bytes", "threads"):
+    for flag in ("max_batch_rows", "max_body_bytes", "threads", "shadow_queue_rows"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} {value} must be >= 1")
+    if args.shadow_version and not args.shadow_model_uri:
+        raise ValueError("--shadow-version names the version of --shadow-model-uri: give both")
     max_body_bytes = args.max_body_bytes or args.max_batch_rows * BODY_BYTES_PER_ROW
     return {
         "name": args.name,
@@ -92,4 +125,9 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_body_bytes": max_body_bytes,
         "threads": args.threads,
         "request_logs": args.request_logs,
+        "shadow_model_uri": args.shadow_model_uri,
+        "shadow_version": args.shadow_version,
+        "shadow_queue_rows": args.shadow_queue_rows,
+        "variant": args.variant,
+        "prediction_log_uri": args.prediction_log_uri,
     }

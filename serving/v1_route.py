@@ -6,8 +6,8 @@ copy of the headers, `DataPlane.decode`/`infer`/`encode`, `Model.__call__`'s thr
 stages, and the response class. This ASGI app sits between uvicorn and KServe's app and, for
 `POST /v1/models/<name>:predict` to a loaded `CtloopPredictor` with a JSON body, does only
 what that request needs: read the body (which `BodyLimit` in front has already bounded),
-`orjson.loads`, `CtloopPredictor.predict` (which decodes, scores inline or in a worker thread,
-and records ctloop's metrics), `orjson.dumps`, one response. KServe's
+`orjson.loads`, `CtloopPredictor.predict` (given the `X-Request-Id` header; it decodes, scores
+inline or in a worker thread, and records ctloop's metrics), `orjson.dumps`, one response. KServe's
 `request_predict_seconds` histogram is still observed, so dashboards built on KServe's
 metrics see these requests.
 
@@ -38,6 +38,7 @@ from ctloop.serving.request_decoding import InvalidRequest
 PREFIX = "/v1/models/"
 SUFFIX = ":predict"
 JSON_TYPE = b"application/json"
+REQUEST_ID_HEADER = b"x-request-id"
 _RESPONSE_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -67,7 +68,7 @@ class V1PredictRoute:
             return
         started = time.perf_counter()
         try:
-            response = await predictor.predict(payload)
+            response = await predictor.predict(payload, _request_id_header(scope))
         except Exception as error:  # noqa: BLE001 - answered as KServe's handlers do
             # Answered inside the except block, which unbinds `error` at its end: an exception
             # kept in a local would form a cycle (its traceback holds this frame) that keeps
@@ -121,6 +122,14 @@ def _observe(predictor: CtloopPredictor, started: float) -> None:
     """KServe's predict histogram, timed as `Model.__call__` times it: every call, answered or
     not."""
     PREDICT_HIST_TIME.labels(**get_labels(predictor.name)).observe(time.perf_counter() - started)
+
+
+def _request_id_header(scope: Scope) -> dict[str, str] | None:
+    """The caller's `X-Request-Id`, as KServe's path would pass it to `predict`."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return {REQUEST_ID_HEADER.decode(): value.decode("latin-1")}
+    return None
 
 
 def _media_type(content_type: bytes) -> bytes:

@@ -295,7 +295,7 @@ def test_score_histogram_counts_batches_cumulatively_per_le_bound():
 def test_scoring_threads_follow_the_containers_cpu_limit(tmp_path, cpu_max, expected):
     import os
 
-    from ctloop.serving.predictor import usable_cpus
+    from ctloop.serving.cpu_limit import usable_cpus
 
     limit = tmp_path / "cpu.max"
     limit.write_text(cpu_max)
