@@ -73,7 +73,9 @@ class PredictionLog:
         uri: A local folder or a pyarrow filesystem URI (s3://bucket/log, gs://…).
         rows_per_file: A file is written as soon as this many rows wait; no file holds more.
         flush_interval_s: The longest a recorded row waits before it is written.
-        max_pending_rows: Rows recorded but not yet written beyond which `record` drops.
+        max_pending_rows: Rows recorded but not yet written beyond which `record` drops:
+            the bound on what the log holds in memory (each row's input, about 100 bytes
+            for 20 features), so a log that cannot keep up costs rows, never the server.
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class PredictionLog:
         *,
         rows_per_file: int = 100_000,
         flush_interval_s: float = 60.0,
-        max_pending_rows: int = 1_000_000,
+        max_pending_rows: int = 200_000,
     ) -> None:
         for name, value in (
             ("rows_per_file", rows_per_file),
