@@ -37,7 +37,8 @@ def add_serve(commands) -> None:
     )
     parser.add_argument(
         "--mlflow-tracking-uri",
-        help="MLflow server for models:/ and runs:/ URIs (default: $MLFLOW_TRACKING_URI)",
+        help="MLflow server for models:/ and runs:/ URIs of --model-uri and --shadow-model-uri "
+        "(default: $MLFLOW_TRACKING_URI)",
     )
     add_server_options(parser, default_name="ctloop-model")
 

@@ -25,6 +25,7 @@ from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.prediction_log import row_hashes
 from ctloop.components.table_io import read_table
 from ctloop.pipelines.cli import build_parser
+from ctloop.serving import server
 from ctloop.serving.local_server import free_port, running_server
 from ctloop.serving.predictor import CtloopPredictor
 from ctloop.serving.server_options import server_options
@@ -294,6 +295,11 @@ def test_shadow_flags_are_checked_before_any_model_is_loaded():
     assert options["shadow_model_uri"] == "s3://b/m"
     assert options["variant"] == "3"
     assert options["prediction_log_uri"] is None
+    entrypoint = server.build_parser().parse_args(
+        ["--model-dir", "m", "--name", "n", "--shadow-model-uri", "gs://b/m", "--variant", "4"]
+    )
+    changed = {"name": "n", "shadow_model_uri": "gs://b/m", "variant": "4"}
+    assert server_options(entrypoint) == {**options, **changed}
 
 
 def test_ctloop_serve_with_a_shadow_a_variant_and_a_prediction_log(models, tmp_path):
