@@ -5,12 +5,13 @@ An A/B experiment is judged on outcomes that arrive days later, joined to what e
 answered; this writer records what was answered (schema and row hash:
 `ctloop.components.contract.prediction_log`). A request must never wait for it or fail
 because of it, so `record` only appends the request's frame and scores to a bounded buffer
-under a lock and returns; when the buffer holds `max_pending_rows` rows not yet written, the
-request's rows are dropped and counted (`ctloop_prediction_log_rows_dropped_total`, reason
-`buffer_full`) rather than waited for. One background thread hashes the rows, builds the Arrow
-table and writes a file whenever `rows_per_file` rows are waiting or the oldest has waited
-`flush_interval_s`, so files stay few when traffic is high and rows still land within the
-interval when it is low.
+under a lock and returns; when the buffer holds `max_pending_rows` rows not yet written (or
+`max_pending_requests` frames not yet hashed), the request's rows are dropped and counted
+(`ctloop_prediction_log_rows_dropped_total`, reason `buffer_full`) rather than waited for.
+One background thread hashes the queued frames in batches soon after they come (a frame holds
+kilobytes, a hashed row a hundred bytes), and writes a file whenever `rows_per_file` rows are
+waiting or the oldest has waited `flush_interval_s`, so files stay few when traffic is high
+and rows still land within the interval when it is low.
 
 Files go to `<uri>/date=YYYY-MM-DD/part-<UTC time>-<random>.parquet` (the day of the rows'
 answers), through any filesystem pyarrow opens (a local path, file://, s3://, gs://, hdfs://).
@@ -46,9 +47,14 @@ logger = logging.getLogger(__name__)
 ROWS_DROPPED = Counter(
     "ctloop_prediction_log_rows_dropped",
     "Scored rows the prediction log did not write: buffer_full (the writer fell behind), "
-    "write_failed (the log's storage refused the file), closed (recorded after close).",
+    "write_failed (the log's storage refused the file), invalid (rows that could not be "
+    "hashed), closed (recorded after close).",
     ["reason"],
 )
+GATHER_S = 0.05
+"""How long the writer thread lets requests gather before it hashes them together: one batch
+of many small frames costs far less than as many batches of one."""
+
 ROWS_WRITTEN = Counter(
     "ctloop_prediction_log_rows_written", "Scored rows written to the prediction log."
 )
@@ -73,9 +79,11 @@ class PredictionLog:
         uri: A local folder or a pyarrow filesystem URI (s3://bucket/log, gs://…).
         rows_per_file: A file is written as soon as this many rows wait; no file holds more.
         flush_interval_s: The longest a recorded row waits before it is written.
-        max_pending_rows: Rows recorded but not yet written beyond which `record` drops:
-            the bound on what the log holds in memory (each row's input, about 100 bytes
-            for 20 features), so a log that cannot keep up costs rows, never the server.
+        max_pending_rows: Rows recorded but not yet written beyond which `record` drops
+            (about 100 bytes each once the thread has hashed them).
+        max_pending_requests: Requests whose frames the thread has not yet hashed beyond
+            which `record` drops: a pandas frame costs kilobytes however few its rows, so
+            this bounds the memory of a thread that falls behind.
     """
 
     def __init__(
@@ -85,11 +93,13 @@ class PredictionLog:
         rows_per_file: int = 100_000,
         flush_interval_s: float = 60.0,
         max_pending_rows: int = 200_000,
+        max_pending_requests: int = 5_000,
     ) -> None:
         for name, value in (
             ("rows_per_file", rows_per_file),
             ("flush_interval_s", flush_interval_s),
             ("max_pending_rows", max_pending_rows),
+            ("max_pending_requests", max_pending_requests),
         ):
             if not value > 0:
                 raise ValueError(f"prediction log: {name} must be > 0, got {value!r}")
@@ -97,11 +107,12 @@ class PredictionLog:
         self.rows_per_file = int(rows_per_file)
         self.flush_interval_s = float(flush_interval_s)
         self.max_pending_rows = int(max_pending_rows)
+        self.max_pending_requests = int(max_pending_requests)
         self._filesystem, self._root = _filesystem(uri)
         self._condition = threading.Condition()
         self._queue: deque[_Entry | threading.Event] = deque()
-        self._queued_rows = 0
-        self._held_rows = 0  # queued, or taken by the thread and not yet written
+        self._queued_requests = 0
+        self._held_rows = 0  # recorded and not yet written (queued, or hashed and waiting)
         self._closed = False
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -125,16 +136,18 @@ class PredictionLog:
             with self._condition:
                 if self._closed:
                     reason = "closed"
-                elif self._held_rows + rows > self.max_pending_rows:
+                elif (
+                    self._held_rows + rows > self.max_pending_rows
+                    or self._queued_requests >= self.max_pending_requests
+                ):
                     reason = "buffer_full"
                 else:
                     reason = None
-                    first = not self._queue  # the thread sleeps without a deadline till now
-                    self._queue.append(entry)
-                    self._queued_rows += rows
-                    self._held_rows += rows
-                    if first or self._queued_rows >= self.rows_per_file:
+                    if not self._queue:  # the thread waits for the first one
                         self._condition.notify()
+                    self._queue.append(entry)
+                    self._queued_requests += 1
+                    self._held_rows += rows
             if reason is not None:
                 ROWS_DROPPED.labels(reason).inc(rows)
         except Exception:  # the request must be answered whatever the log does
@@ -167,45 +180,65 @@ class PredictionLog:
         self.close()
 
     def _run(self) -> None:
+        """Hash what is queued soon after it comes (frames are large, hashed rows small), in
+        batches gathered over `GATHER_S`; write when a file is full or its oldest row is due."""
+        waiting: list[pa.Table] = []
+        waiting_rows = 0
+        oldest: float | None = None
         while True:
             with self._condition:
-                while not self._due():
-                    self._condition.wait(self._wait_s())
+                while not self._queue and not self._closed:
+                    timeout = None if oldest is None else oldest + self.flush_interval_s
+                    if timeout is not None and timeout <= time.time():
+                        break
+                    self._condition.wait(None if timeout is None else timeout - time.time())
+                gather = not self._closed and all(isinstance(item, _Entry) for item in self._queue)
+            if gather:  # nobody waits for a flush: let more requests come for this batch
+                time.sleep(min(GATHER_S, self.flush_interval_s))
+            with self._condition:
                 taken = list(self._queue)
                 self._queue.clear()
-                rows = self._queued_rows
-                self._queued_rows = 0
+                self._queued_requests = 0
                 closing = self._closed
             entries = [item for item in taken if isinstance(item, _Entry)]
             if entries:
-                self._write(entries)
-            with self._condition:
-                self._held_rows -= rows
+                table = self._hashed(entries)
+                if table is not None:
+                    waiting.append(table)
+                    waiting_rows += table.num_rows
+                    oldest = entries[0].time if oldest is None else oldest
+            due = (
+                closing
+                or len(entries) < len(taken)  # a flush() is waiting
+                or waiting_rows >= self.rows_per_file
+                or (oldest is not None and time.time() >= oldest + self.flush_interval_s)
+            )
+            if due and waiting:
+                self._write(pa.concat_tables(waiting))
+                with self._condition:
+                    self._held_rows -= waiting_rows
+                waiting, waiting_rows, oldest = [], 0, None
             for item in taken:
                 if isinstance(item, threading.Event):
                     item.set()
             if closing:
                 return
 
-    def _due(self) -> bool:
-        """Called under the lock: whether the thread should take the queue now."""
-        if self._closed or any(isinstance(item, threading.Event) for item in self._queue):
-            return True
-        if self._queued_rows >= self.rows_per_file:
-            return True
-        return bool(self._queue) and self._wait_s() <= 0
-
-    def _wait_s(self) -> float | None:
-        """Called under the lock: how long until the oldest queued row is due; None: none."""
-        if not self._queue:
-            return None
-        oldest = next((item.time for item in self._queue if isinstance(item, _Entry)), None)
-        return None if oldest is None else oldest + self.flush_interval_s - time.time()
-
-    def _write(self, entries: list[_Entry]) -> None:
-        rows = sum(len(entry.frame) for entry in entries)
+    def _hashed(self, entries: list[_Entry]) -> pa.Table | None:
+        """The entries as a table of the log's schema; None (rows dropped) when they are not
+        rows at all."""
         try:
-            table = _log_table(entries)
+            return _log_table(entries)
+        except Exception:  # a frame the contract cannot hash: the caller's bug, not the log's
+            rows = sum(len(entry.frame) for entry in entries)
+            logger.exception("prediction log: %d rows could not be hashed", rows)
+            ROWS_DROPPED.labels("invalid").inc(rows)
+            with self._condition:
+                self._held_rows -= rows
+            return None
+
+    def _write(self, table: pa.Table) -> None:
+        try:
             for day, part in _days(table):
                 for start in range(0, part.num_rows, self.rows_per_file):
                     self._write_file(day, part.slice(start, self.rows_per_file))
@@ -219,12 +252,12 @@ class PredictionLog:
                     error,
                 )
             self._failing = True
-            ROWS_DROPPED.labels("write_failed").inc(rows)
+            ROWS_DROPPED.labels("write_failed").inc(table.num_rows)
             return
         if self._failing:
             logger.info("prediction log %r is written again", self.uri)
         self._failing = False
-        ROWS_WRITTEN.inc(rows)
+        ROWS_WRITTEN.inc(table.num_rows)
 
     def _write_file(self, day: str, table: pa.Table) -> None:
         folder = f"{self._root}/{contract.PARTITION_KEY}={day}"
@@ -253,7 +286,7 @@ def _log_table(entries: list[_Entry]) -> pa.Table:
         pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts])),
         pa.array(np.repeat([entry.variant for entry in entries], counts), pa.string()),
         pa.array(np.repeat(np.array(versions, dtype=object), counts), pa.string()),
-        pa.array([digest for entry in entries for digest in contract.row_hashes(entry.frame)]),
+        pa.array(contract.hex_digests(contract.hash_frames([entry.frame for entry in entries]))),
         pa.array(np.concatenate([np.asarray(entry.scores, np.float64) for entry in entries])),
         pa.array(
             np.repeat([int(entry.time * 1e6) for entry in entries], counts),

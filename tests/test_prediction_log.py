@@ -149,6 +149,39 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path, monkeypatc
     assert sorted(set(written)) == ["first", "second"]
 
 
+def test_frames_waiting_to_be_hashed_are_bounded_by_request_count(tmp_path, monkeypatch):
+    hashing = threading.Event()
+    release = threading.Event()
+    build = prediction_log._log_table
+
+    def stalled(entries):
+        hashing.set()
+        release.wait()
+        return build(entries)
+
+    monkeypatch.setattr(prediction_log, "_log_table", stalled)
+    log = PredictionLog(str(tmp_path), max_pending_requests=2, max_pending_rows=1000)
+    dropped_before = _dropped("buffer_full")
+
+    def record(number: int) -> None:
+        log.record(
+            request_id=f"r{number}",
+            variant="v1",
+            model_version="1",
+            frame=_frame(1),
+            scores=np.zeros(1),
+        )
+
+    record(0)  # the thread takes it and hangs hashing it
+    assert hashing.wait(10)
+    for number in range(1, 6):
+        record(number)
+    assert _dropped("buffer_full") == dropped_before + 3  # two frames may wait, not five
+    release.set()
+    log.close()
+    assert sorted(read_table(str(tmp_path)).column("request_id").to_pylist()) == ["r0", "r1", "r2"]
+
+
 def test_an_unwritable_log_is_reported_once_and_never_raises(tmp_path, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the log's folder should be")
@@ -191,7 +224,13 @@ def test_partial_files_are_hidden_from_readers(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "option", [{"rows_per_file": 0}, {"flush_interval_s": -1}, {"max_pending_rows": 0}]
+    "option",
+    [
+        {"rows_per_file": 0},
+        {"flush_interval_s": -1},
+        {"max_pending_rows": 0},
+        {"max_pending_requests": 0},
+    ],
 )
 def test_settings_must_be_positive(tmp_path, option):
     with pytest.raises(ValueError, match=f"{next(iter(option))} must be > 0"):
@@ -215,3 +254,19 @@ def test_row_hashes_are_the_same_in_another_process():
     assert other == contract.row_hashes(frame)
     assert len(set(other)) == 5  # different rows, different hashes
     assert contract.row_hashes(frame.iloc[[2]]) == [other[2]]  # a row's hash is its own
+
+
+def test_row_hashes_follow_values_not_dtypes_codes_or_batches():
+    numbers = pd.DataFrame({"x": np.array([1.5, np.nan, -0.0], dtype=np.float32)})
+    same = pd.DataFrame({"x": [1.5, float("nan"), 0.0]})
+    assert contract.row_hashes(numbers) == contract.row_hashes(same)
+    one = pd.DataFrame({"c": pd.Categorical(["b", None], categories=["a", "b"])})
+    other = pd.DataFrame({"c": pd.Categorical(["b", None], categories=["b", "z", "a"])})
+    assert contract.row_hashes(one) == contract.row_hashes(other)  # by value, not by code
+    frames = [_frame(3, start=0), numbers, _frame(2, start=7)]
+    together = contract.hex_digests(contract.hash_frames(frames))
+    assert together == [digest for frame in frames for digest in contract.row_hashes(frame)]
+    swapped = _frame(1)[["contract", "tenure"]]
+    assert contract.row_hashes(swapped) != contract.row_hashes(_frame(1))  # order counts
+    with pytest.raises(ValueError, match="without columns"):
+        contract.row_hashes(pd.DataFrame(index=[0]))
