@@ -28,7 +28,8 @@ TARGET = ShadowTarget("churn", shadow_version="3", served_version="2")
 
 
 def figures(compared=2000.0, disagreements=10.0, errors=0.0, skipped=0.0, mean_abs=0.01):
-    return ShadowFigures(compared, disagreements, errors, skipped, mean_abs, mean_abs / 2, 0.004)
+    higher, lower = compared * 0.6, compared * 0.3
+    return ShadowFigures(compared, disagreements, errors, skipped, mean_abs, higher, lower, 0.004)
 
 
 def policy(**overrides) -> ShadowPolicy:
@@ -195,12 +196,18 @@ def test_decision_markdown_gives_verdict_reasons_figures_and_checks():
 
 
 class ShadowPrometheus(CannedPrometheus):
-    """Answers the shadow's queries: per-second rates of each counter, and each histogram's
-    mean (its `_sum` over its `_count`), for the series of one shadow version."""
+    """Answers the shadow's queries for the series of one shadow version: per-second rates of
+    each counter and of the signed difference's cumulative buckets, and each other histogram's
+    mean (its `_sum` over its `_count`)."""
 
-    def __init__(self, shadow_version: str, rates: dict[str, float], means: dict[str, float]):
+    def __init__(self, shadow_version: str, rates: dict, buckets: dict, means: dict):
         super().__init__({})
-        self.shadow_version, self.rates, self.means = shadow_version, rates, means
+        self.shadow_version, self.rates, self.buckets, self.means = (
+            shadow_version,
+            rates,
+            buckets,
+            means,
+        )
 
     def answer(self, path, params):
         if self.fail_with is not None:
@@ -209,10 +216,17 @@ class ShadowPrometheus(CannedPrometheus):
         if f'shadow_version="{self.shadow_version}"' not in query:
             return 200, {"status": "success", "data": {"resultType": "vector", "result": []}}
         window_s = int(re.search(r"\[(\d+)ms\]", query)[1]) / 1000
-        name = re.search(r"increase\((ctloop_shadow_\w+?)(?:_sum)?\{", query)[1]
-        value = self.means[name] if "_sum{" in query else self.rates[name] * window_s
-        sample = {"metric": {}, "value": [float(params["time"]), str(value)]}
-        return 200, {"status": "success", "data": {"resultType": "vector", "result": [sample]}}
+        at = float(params["time"])
+        if "_bucket{" in query:
+            result = [
+                {"metric": {"le": le}, "value": [at, str(rate * window_s)]}
+                for le, rate in self.buckets.items()
+            ]
+        else:
+            name = re.search(r"increase\((ctloop_shadow_\w+?)(?:_sum)?\{", query)[1]
+            value = self.means[name] if "_sum{" in query else self.rates[name] * window_s
+            result = [{"metric": {}, "value": [at, str(value)]}]
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
 @pytest.fixture
@@ -225,9 +239,10 @@ def prometheus():
             "ctloop_shadow_errors_total": 0.0,
             "ctloop_shadow_rows_skipped_total": 0.5,
         },
+        # Cumulative: 4 rows a second at or below -0.001, 6 more up to 0.001, 10 above.
+        buckets={"-0.01": 1.0, "-0.001": 4.0, "0.001": 10.0, "0.01": 15.0, "+Inf": 20.0},
         means={
             "ctloop_shadow_abs_score_difference": 0.012,
-            "ctloop_shadow_score_difference": -0.003,
             "ctloop_shadow_latency_seconds": "NaN",  # no batch timed in the window
         },
     )
@@ -235,10 +250,10 @@ def prometheus():
     canned.stop()
 
 
-def test_measure_sums_each_counter_and_mean_over_replicas_in_the_window(prometheus):
+def test_measure_sums_each_counter_mean_and_bucket_over_replicas_in_the_window(prometheus):
     measured = measure(PrometheusClient(prometheus.url), TARGET, NOW - 300, NOW)
 
-    assert measured == ShadowFigures(6000.0, 30.0, 0.0, 150.0, 0.012, -0.003, None)
+    assert measured == ShadowFigures(6000.0, 30.0, 0.0, 150.0, 0.012, 3000.0, 1200.0, None)
     labels = 'model_name="churn",model_version="2",shadow_version="3"'
     assert [q["query"] for q in prometheus.queries] == [
         f"sum(increase(ctloop_shadow_rows_compared_total{{{labels}}}[300000ms]))",
@@ -248,12 +263,9 @@ def test_measure_sums_each_counter_and_mean_over_replicas_in_the_window(promethe
         *(
             f"sum(increase({name}_sum{{{labels}}}[300000ms])) / "
             f"sum(increase({name}_count{{{labels}}}[300000ms]))"
-            for name in (
-                "ctloop_shadow_abs_score_difference",
-                "ctloop_shadow_score_difference",
-                "ctloop_shadow_latency_seconds",
-            )
+            for name in ("ctloop_shadow_abs_score_difference", "ctloop_shadow_latency_seconds")
         ),
+        f"sum by (le) (increase(ctloop_shadow_score_difference_bucket{{{labels}}}[300000ms]))",
     ]
     assert {q["time"] for q in prometheus.queries} == {f"{NOW:.3f}"}
 
@@ -275,7 +287,7 @@ def test_a_version_with_no_series_is_inconclusive(prometheus):
     other = ShadowTarget("churn", shadow_version="4")
     decision = run_shadow_analysis(policy(bake_time_s=0), other, prometheus_url=prometheus.url)
     assert (decision.verdict, decision.action) == ("inconclusive", "reject")
-    assert decision.figures == ShadowFigures(0.0, 0.0, 0.0, 0.0, None, None, None)
+    assert decision.figures == ShadowFigures(0.0, 0.0, 0.0, 0.0, None, None, None, None)
 
 
 def test_prometheus_errors_name_the_query(prometheus):

@@ -7,6 +7,11 @@ labels differ (`_disagreements_total`); histograms hold the per-row score differ
 served) and its absolute value, and the shadow's scoring time per batch. Every series carries
 `model_name`, `model_version` (the served model) and `shadow_version`.
 
+The signed difference's histogram has negative bounds, and a histogram with negative buckets
+has no `_sum` (prometheus_client leaves it out, following OpenMetrics), so its mean cannot be
+read; its buckets give, exactly, how many rows the shadow scored higher and how many lower than
+the served model, beyond the band around 0 where the two agree (`AGREEMENT`).
+
 Three readers give the same `ShadowFigures`, so a decision reads alike whichever was used:
 
 - `measure`: Prometheus, each figure an `increase()` over the analysis window summed over the
@@ -45,10 +50,15 @@ SCORE_DIFFERENCE = "ctloop_shadow_score_difference"
 ABS_SCORE_DIFFERENCE = "ctloop_shadow_abs_score_difference"
 LATENCY = "ctloop_shadow_latency_seconds"
 _COUNTERS = (ROWS_COMPARED, DISAGREEMENTS, ERRORS, ROWS_SKIPPED)
-_HISTOGRAMS = (ABS_SCORE_DIFFERENCE, SCORE_DIFFERENCE, LATENCY)
+_MEANS = (ABS_SCORE_DIFFERENCE, LATENCY)
+
+AGREEMENT = 0.001
+"""Scores within (-AGREEMENT, AGREEMENT] of each other agree: the bounds around 0 of the
+signed difference's buckets (`ctloop.serving.metrics`), which a test keeps the same."""
 
 COUNTER_QUERY = "sum(increase(%s{%s}[%s]))"
 MEAN_QUERY = "sum(increase(%s_sum{%s}[%s])) / sum(increase(%s_count{%s}[%s]))"
+BUCKETS_QUERY = "sum by (le) (increase(%s_bucket{%s}[%s]))"
 
 
 class MetricsEndpointError(RuntimeError):
@@ -98,7 +108,10 @@ class ShadowFigures:
     errors: float
     skipped: float
     mean_abs_difference: float | None
-    mean_difference: float | None
+    scored_higher: float | None
+    """Compared rows the shadow scored more than `AGREEMENT` above the served model."""
+    scored_lower: float | None
+    """Compared rows the shadow scored at least `AGREEMENT` below the served model."""
     mean_latency_s: float | None = None
 
     @property
@@ -152,11 +165,24 @@ def measure(
         return values[0] if values and math.isfinite(values[0]) else None
 
     counts = [scalar(COUNTER_QUERY % (name, matchers, window)) or 0.0 for name in _COUNTERS]
-    means = [
-        scalar(MEAN_QUERY % (name, matchers, window, name, matchers, window))
-        for name in _HISTOGRAMS
-    ]
-    return ShadowFigures(*counts, *means)
+    abs_difference, latency = (
+        scalar(MEAN_QUERY % (name, matchers, window, name, matchers, window)) for name in _MEANS
+    )
+    buckets = {
+        float(sample.labels["le"]): sample.value
+        for sample in prometheus.query(BUCKETS_QUERY % (SCORE_DIFFERENCE, matchers, window), at=end)
+        if "le" in sample.labels
+    }
+    return ShadowFigures(*counts, abs_difference, *_higher_lower(buckets), latency)
+
+
+def _higher_lower(cumulative: dict[float, float]) -> tuple[float | None, float | None]:
+    """(scored higher, scored lower) from the signed difference's cumulative bucket counts
+    by upper bound; None, None when the histogram lacks the bounds (or is not there)."""
+    total, up_to_low, up_to_high = (cumulative.get(b) for b in (math.inf, -AGREEMENT, AGREEMENT))
+    if total is None or up_to_low is None or up_to_high is None:
+        return None, None
+    return total - up_to_high, up_to_low
 
 
 def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") -> ShadowFigures:
@@ -169,6 +195,7 @@ def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") ->
     """
     wanted = target.labels()
     totals: dict[str, float] = {}
+    buckets: dict[float, float] = {}
     series: set[tuple[str, str, str]] = set()
     try:
         for family in text_string_to_metric_families(text):
@@ -178,14 +205,18 @@ def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") ->
                     labels.get(name) != value for name, value in wanted.items()
                 ):
                     continue
-                if sample.name.endswith(("_total", "_sum", "_count")):
+                if sample.name == f"{SCORE_DIFFERENCE}_bucket":
+                    bound = float(labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+                elif sample.name.endswith(("_total", "_sum", "_count")):
                     totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-                    series.add(
-                        tuple(
-                            labels.get(n, "")
-                            for n in ("model_name", "model_version", "shadow_version")
-                        )
+                else:
+                    continue
+                series.add(
+                    tuple(
+                        labels.get(n, "") for n in ("model_name", "model_version", "shadow_version")
                     )
+                )
     except ValueError as error:
         raise ValueError(
             f"{where or 'metrics text'} is not Prometheus text format: {error}"
@@ -205,7 +236,8 @@ def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") ->
         return totals.get(f"{name}_sum", 0.0) / count if count > 0 else None
 
     counts = [totals.get(name, 0.0) for name in _COUNTERS]
-    return ShadowFigures(*counts, *(mean(name) for name in _HISTOGRAMS))
+    abs_difference, latency = (mean(name) for name in _MEANS)
+    return ShadowFigures(*counts, abs_difference, *_higher_lower(buckets), latency)
 
 
 def check_http_url(url: str, what: str) -> None:
@@ -260,5 +292,6 @@ def offline_figures(
         errors=float(errors),
         skipped=float(skipped),
         mean_abs_difference=float(np.abs(difference).mean()) if compared else None,
-        mean_difference=float(difference.mean()) if compared else None,
+        scored_higher=float(np.count_nonzero(difference > AGREEMENT)),
+        scored_lower=float(np.count_nonzero(difference <= -AGREEMENT)),
     )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from ctloop.components.checks import checks_table, format_number, markdown_text
 from ctloop.components.shadow.decision import ShadowDecision
+from ctloop.components.shadow.measurement import AGREEMENT
 from ctloop.components.shadow.policy import GO_ON, REJECT
 
 ACTION_TEXT = {GO_ON: "go on to a canary", REJECT: "reject"}
@@ -36,7 +37,8 @@ def decision_markdown(decision: ShadowDecision) -> str:
         ("rows whose 0/1 label differs", figures.disagreements),
         ("disagreement rate", figures.disagreement_rate),
         ("mean absolute score difference", figures.mean_abs_difference),
-        ("mean score difference (shadow − served)", figures.mean_difference),
+        (f"rows the shadow scored higher (by more than {AGREEMENT:g})", figures.scored_higher),
+        (f"rows the shadow scored lower (by {AGREEMENT:g} or more)", figures.scored_lower),
         ("mean shadow scoring time per batch (s)", figures.mean_latency_s),
     ]
     lines += ["| figure | value |", "| --- | ---: |"]
