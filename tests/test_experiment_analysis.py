@@ -318,3 +318,42 @@ def test_bad_policies_are_refused_naming_the_key(text, message):
     with pytest.raises(ExperimentPolicyError) as refused:
         parse_experiment_policy(text)
     assert message in str(refused.value)
+
+
+def test_the_component_compiles_typed_and_runs_under_kfp_local(tmp_path):
+    import warnings
+
+    import yaml
+    from kfp import compiler, local
+
+    from ctloop.components.image import DEFAULT_IMAGE
+
+    path = tmp_path / "analyze_ab.yaml"
+    compiler.Compiler().compile(analyze_ab, str(path))
+    spec = yaml.safe_load(path.read_text())
+    component = spec["components"]["comp-analyze-ab"]
+    parameters = component["inputDefinitions"]["parameters"]
+    assert set(parameters) == {"prediction_log_uri", "labels_uri", "control_variant", "policy"}
+    assert parameters["policy"]["defaultValue"] == ""
+    outputs = component["outputDefinitions"]
+    assert outputs["artifacts"]["decision"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert set(outputs["parameters"]) == {"action", "winner"}
+    image = spec["deploymentSpec"]["executors"]["exec-analyze-ab"]["container"]["image"]
+    assert image == DEFAULT_IMAGE
+
+    labels = write_log(tmp_path, {"1": 0.10, "2": 0.13}, rows=5_000)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "pipeline-root"),
+        raise_on_error=True,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You may be attemping to run a task")
+        task = analyze_ab(
+            prediction_log_uri=str(tmp_path / "log"),
+            labels_uri=str(labels),
+            control_variant="1",
+            policy='{"metric": "outcome_mean", "outcome_column": "converted"}',
+        )
+    assert (task.outputs["action"], task.outputs["winner"]) == ("promote", "2")
+    assert Path(task.outputs["decision"].path).read_text().startswith("## A/B analysis: PROMOTE")
