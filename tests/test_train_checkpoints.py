@@ -118,13 +118,10 @@ def test_training_killed_by_sigkill_resumes_to_the_same_model(splits, tmp_path):
     assert 0 < checkpoint.rounds < 40 and not checkpoint.finished
 
     rounds = _Rounds()
-    resumed = _train(
-        splits,
-        SAMPLED,
-        checkpoint_every=5,
-        checkpoints=CheckpointStore(str(store)),
-        callbacks=[rounds],
-    ).booster
+    store = CheckpointStore(str(store))
+    result = _train(splits, SAMPLED, checkpoint_every=5, checkpoints=store, callbacks=[rounds])
+    resumed = result.booster
+    assert result.resumed_rounds == checkpoint.rounds
     assert rounds.seen == list(range(checkpoint.rounds, 40))
     assert resumed.get_dump() == uninterrupted.get_dump()
     frame = pq.read_table(splits[1]).to_pandas()

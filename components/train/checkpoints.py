@@ -180,9 +180,10 @@ def boost(
     callbacks: Sequence[xgb.callback.TrainingCallback] = (),
     store: CheckpointStore | None = None,
     every: int = CHECKPOINT_EVERY,
-) -> tuple[xgb.Booster, Curves]:
+) -> tuple[xgb.Booster, Curves, int]:
     """Boost up to `num_boost_round` rounds in segments of `every`, resuming from `store`'s
-    newest checkpoint when it has one; return the booster and its validation curves."""
+    newest checkpoint when it has one; return the booster, its validation curves and the
+    rounds it resumed after (0: from scratch)."""
     if every < 1:
         raise ValueError(f"checkpoint interval {every} must be >= 1 round")
     stopper = _Stopping(rounds=early_stopping_rounds) if early_stopping_rounds else None
@@ -222,4 +223,4 @@ def boost(
         model = xgb.Booster(model_file=raw)
     for callback in callbacks:
         model = callback.after_training(model)
-    return model, curves
+    return model, curves, start.rounds if start else 0

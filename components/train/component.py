@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -14,6 +14,7 @@ def train_model(
     validation: Input[Dataset],
     reference_profile: Input[Artifact],
     model: Output[Model],
+    layout: Output[Metrics],
     mlflow_tracking_uri: str,
     hyperparameters: str = "{}",
     device: str = "auto",
@@ -21,6 +22,7 @@ def train_model(
     mlflow_artifact_location: str = "",
     kfp_run_id: str = "",
     kfp_run_name: str = "",
+    checkpoint_uri: str = "",
 ) -> NamedTuple("TrainOutputs", run_id=str, model_uri=str):
     """Train an XGBoost model with early stopping and log it to MLflow.
 
@@ -33,6 +35,8 @@ def train_model(
         reference_profile: The training data's profile; defines feature order and categories
             and is logged with the model.
         model: Folder holding `model.json`, what KServe serves.
+        layout: How the step trained (in memory, external memory, or the workers it would
+            need), the estimate behind the choice, the time and peak memory it took.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
         hyperparameters: JSON object of XGBoost parameters merged over ctloop's defaults,
             e.g. {"max_depth": 4, "eta": 0.05, "num_boost_round": 800}.
@@ -41,6 +45,9 @@ def train_model(
         mlflow_artifact_location: Artifact root for a new experiment (empty: server default).
         kfp_run_id: The KFP run, tagged on the MLflow run (the pipeline passes its job id).
         kfp_run_name: The KFP run's name, tagged likewise.
+        checkpoint_uri: Object-store prefix (s3://, gs://, or a path) for checkpoints every 50
+            rounds, keyed by the KFP run and the inputs: a retried step (a preempted spot node)
+            resumes there instead of starting over; empty keeps none.
 
     Returns:
         run_id: The MLflow run.
@@ -66,6 +73,16 @@ def train_model(
             "kfp.run_id": kfp_run_id,
             "kfp.run_name": kfp_run_name,
         },
+        checkpoint_uri=checkpoint_uri,
+    )
+    for name, value in outcome.figures.items():
+        layout.log_metric(name, value)
+    layout.metadata.update(
+        {
+            "display_name": f"Layout: {outcome.layout.choice}",
+            "choice": outcome.layout.choice,
+            "reasons": outcome.layout.reasons,
+        }
     )
     model.metadata.update(
         {

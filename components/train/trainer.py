@@ -58,6 +58,8 @@ class TrainResult:
     validation_rows: int
     early_stopped: bool = False
     """True when early stopping ended training before `num_boost_round`."""
+    resumed_rounds: int = 0
+    """Rounds taken from a checkpoint of an earlier, interrupted run (0: none)."""
 
 
 def iter_frames(
@@ -197,7 +199,7 @@ def train_booster(
             cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ctloop-")))
         # The matrices live only inside `_train`: their cache files are closed before the
         # folder is removed.
-        booster, evals_result = _train(
+        booster, evals_result, resumed_rounds = _train(
             train_path,
             validation_path,
             target=target,
@@ -222,6 +224,7 @@ def train_booster(
         train_rows=train_rows,
         validation_rows=validation_rows,
         early_stopped=booster.num_boosted_rounds() < num_boost_round,
+        resumed_rounds=resumed_rounds,
     )
 
 
@@ -256,8 +259,9 @@ def _train(
     cache_dir: Path | None,
     checkpoints: CheckpointStore | None,
     checkpoint_every: int,
-) -> tuple[xgb.Booster, dict[str, list[float]]]:
-    """Build the training and validation matrices (in memory, or paged under `cache_dir`)."""
+) -> tuple[xgb.Booster, dict[str, list[float]], int]:
+    """Build the training and validation matrices (in memory, or paged under `cache_dir`)
+    and boost; return the booster, its curves and the rounds resumed from a checkpoint."""
     max_bin = int(booster_params.get("max_bin", 256))
 
     def matrix(path: str | Path, name: str, ref: xgb.DMatrix | None) -> xgb.DMatrix:

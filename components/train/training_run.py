@@ -2,20 +2,27 @@
 
 What a person needs to trust a model later is logged here once: parameters, the
 per-iteration validation curve, the model with signature and input example, the
-reference profile, the dataset hash, and tags that lead back to the KFP run.
+reference profile, the dataset hash, tags that lead back to the KFP run, and the layout the
+step chose (in memory, external memory or workers; `layout.py`) with its estimate and the time
+and peak memory it took, so the estimate can be checked against what happened.
 """
 
 from __future__ import annotations
 
+import resource
+import sys
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ctloop.components.contract.model_folder import write_model_folder
 from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import ReferenceProfile, feature_schema
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.table_io import iter_batches
+from ctloop.components.train.checkpoints import CheckpointStore, training_fingerprint
 from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
+from ctloop.components.train.layout import Layout, node_facts, plan_layout, table_facts
 from ctloop.components.train.trainer import train_booster
 
 
@@ -25,6 +32,9 @@ class TrainingOutcome:
     model_uri: str
     best_iteration: int
     device: str
+    layout: Layout | None = None
+    figures: dict[str, float] = field(default_factory=dict)
+    """The layout's estimate and what training took (seconds, peak RSS, resumed rounds)."""
 
 
 def run_training(
@@ -39,6 +49,7 @@ def run_training(
     model_dir: str,
     artifact_location: str = "",
     run_tags: Mapping[str, str] = {},  # noqa: B006 - read only
+    checkpoint_uri: str = "",
 ) -> TrainingOutcome:
     """Train on `train_path`, stop early on `validation_path`, log the run, save the model.
 
@@ -47,11 +58,27 @@ def run_training(
     the profile.
     Hyperparameters are parsed before any run is created, so a malformed JSON leaves
     nothing behind in MLflow.
+
+    With `checkpoint_uri`, the booster is checkpointed under
+    `<checkpoint_uri>/<KFP run id or "local">/<fingerprint of the inputs>` and a step run again
+    with the same inputs (a KFP retry keeps the run id) resumes there; the checkpoints are
+    removed once the model is written. Why a prefix of its own: `checkpoints.py`.
     """
     target, task = profile["target"], profile["task"]
     params = parse_hyperparameters(hyperparameters, task)
     resolved_device = resolve_device(device)
     schema = feature_schema(profile)
+    layout = plan_layout(
+        table_facts(train_path, validation_path, len(schema.features)),
+        node_facts(resolved_device),
+        resolved_device,
+    )
+    print(f"ctloop train: layout {layout.choice}: " + "; ".join(layout.reasons), file=sys.stderr)
+    store = None
+    if checkpoint_uri:
+        key = training_fingerprint(train_path, validation_path, params, resolved_device)
+        run_key = run_tags.get("kfp.run_id") or "local"
+        store = CheckpointStore(f"{checkpoint_uri.rstrip('/')}/{run_key}/{key}")
     dataset = profile.get("dataset", {})
     tags = {
         "ctloop.task": task,
@@ -65,9 +92,16 @@ def run_training(
         experiment,
         run_name=run_tags.get("kfp.run_name") or "ctloop-training",
         tags=tags,
-        params={**params, "device": resolved_device, "features": len(schema.features)},
+        params={
+            **params,
+            "device": resolved_device,
+            "features": len(schema.features),
+            "layout": layout.choice,
+            "layout_reasons": "; ".join(layout.reasons)[:6000],
+        },
         artifact_location=artifact_location,
     ) as run:
+        started = time.perf_counter()
         result = train_booster(
             train_path,
             validation_path,
@@ -75,16 +109,30 @@ def run_training(
             schema=schema,
             params=params,
             device=resolved_device,
+            external_memory=layout.external_memory,
+            checkpoints=store,
         )
+        figures = {
+            **layout.figures(),
+            "train_seconds": round(time.perf_counter() - started, 3),
+            # ru_maxrss is in KiB on Linux
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "resumed_rounds": result.resumed_rounds,
+        }
         mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
         mlflow_registry.log_metrics(
             {
                 "best_iteration": result.best_iteration,
                 "train_rows": result.train_rows,
                 "validation_rows": result.validation_rows,
+                **figures,
             }
         )
         example = to_frame(next(iter(iter_batches(validation_path, batch_rows=5))), schema)
         model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
     write_model_folder(result.booster, profile, model_dir)
-    return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, resolved_device)
+    if store:
+        store.clear()
+    return TrainingOutcome(
+        run.info.run_id, model_uri, result.best_iteration, resolved_device, layout, figures
+    )
