@@ -54,7 +54,7 @@ def test_metrics_page_figures_equal_the_offline_comparison_of_the_same_rows():
     served, shadow_scores = scored_rows(5000, seed=1)
     version = counted(served, shadow_scores, errors=12, skipped=300)
 
-    read = metrics_text_figures(page(), ShadowTarget("churn", version))
+    read, found = metrics_text_figures(page(), ShadowTarget("churn", version))
     offline = offline_figures(served, shadow_scores, errors=12, skipped=300)
 
     assert (read.compared, read.disagreements, read.errors, read.skipped) == (
@@ -69,6 +69,7 @@ def test_metrics_page_figures_equal_the_offline_comparison_of_the_same_rows():
     assert offline.scored_higher > offline.scored_lower > 0
     assert read.disagreement_rate == offline.disagreement_rate
     assert read.mean_latency_s is None  # nothing scored by a real shadow here
+    assert found == ShadowTarget("churn", version, served_version="2")
 
 
 def test_the_label_threshold_and_agreement_band_are_the_predictors():
@@ -89,7 +90,8 @@ def test_a_page_with_several_shadows_needs_the_version_named():
     assert str(raised.value).startswith("http://p/metrics has shadow figures of several")
     assert f"shadow_version={first!r}" in str(raised.value)
     assert f"shadow_version={second!r}" in str(raised.value)
-    assert metrics_text_figures(page(), ShadowTarget("ambiguous", second)).compared == 50
+    figures, found = metrics_text_figures(page(), ShadowTarget("ambiguous", second))
+    assert (figures.compared, found) == (50, ShadowTarget("ambiguous", second, "2"))
 
 
 def test_a_page_that_is_not_prometheus_text_is_refused():
@@ -143,8 +145,8 @@ def test_cli_reads_a_predictors_metrics_page(metrics_page, tmp_path, capsys):
             "shadow-analysis",
             "--metrics-url",
             f"{metrics_page['url']}/metrics",
-            "--shadow-version",
-            version,
+            "--model-name",
+            "laptop",
             "--policy",
             json.dumps({"bake_time_s": 0}),
             "--report",
@@ -157,7 +159,9 @@ def test_cli_reads_a_predictors_metrics_page(metrics_page, tmp_path, capsys):
     offline = offline_figures(served, shadow_scores)
     assert (summary["verdict"], summary["figures"]["compared"]) == ("go_on", 3000)
     assert summary["figures"]["disagreements"] == offline.disagreements
-    assert f"read from {metrics_page['url']}/metrics" in report.read_text()
+    text = report.read_text()
+    assert f"Figures of shadow version {version} of model laptop against served version 2" in text
+    assert f"read from {metrics_page['url']}/metrics" in text
 
 
 def test_cli_names_a_metrics_page_that_cannot_be_read(metrics_page, capsys):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ctloop.components.canary.prometheus import PrometheusClient
@@ -115,24 +115,26 @@ def run_shadow_analysis(
     """
     if bool(prometheus_url) == bool(metrics_url):
         raise ValueError("give exactly one source: a Prometheus URL or a predictor's metrics URL")
+    timing = {"started_at": started_at, "clock": clock, "sleep": sleep}
     if prometheus_url:
         prometheus = PrometheusClient(prometheus_url, timeout_s=timeout_s)
+        return observe_shadow(
+            lambda start, end: measure(prometheus, target, start, end),
+            policy,
+            target,
+            source=f"Prometheus {prometheus.url}",
+            **timing,
+        )
+    check_http_url(metrics_url, "metrics URL")  # before any wait
+    found = [target]  # with the labels the page shows, for the report
 
-        def read(start: float, end: float) -> ShadowFigures:
-            return measure(prometheus, target, start, end)
+    def read(start: float, end: float) -> ShadowFigures:
+        text = read_metrics_endpoint(metrics_url, timeout_s=timeout_s)
+        figures, found[0] = metrics_text_figures(text, target, where=metrics_url)
+        return figures
 
-        source = f"Prometheus {prometheus.url}"
-    else:
-        check_http_url(metrics_url, "metrics URL")  # before any wait
-
-        def read(start: float, end: float) -> ShadowFigures:
-            text = read_metrics_endpoint(metrics_url, timeout_s=timeout_s)
-            return metrics_text_figures(text, target, where=metrics_url)
-
-        source = metrics_url
-    return observe_shadow(
-        read, policy, target, source=source, started_at=started_at, clock=clock, sleep=sleep
-    )
+    decision = observe_shadow(read, policy, target, source=metrics_url, **timing)
+    return replace(decision, target=found[0])
 
 
 def observe_shadow(

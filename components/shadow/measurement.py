@@ -30,7 +30,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
@@ -185,8 +185,11 @@ def _higher_lower(cumulative: dict[float, float]) -> tuple[float | None, float |
     return total - up_to_high, up_to_low
 
 
-def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") -> ShadowFigures:
-    """The target's figures from a predictor's `/metrics` text: totals since it started.
+def metrics_text_figures(
+    text: str, target: ShadowTarget, *, where: str = ""
+) -> tuple[ShadowFigures, ShadowTarget]:
+    """The target's figures from a predictor's `/metrics` text (totals since it started), and
+    the target with the labels of the series found filled in where it left them empty.
 
     Raises:
         ValueError: the text is not Prometheus's text format, or the series that match the
@@ -237,7 +240,17 @@ def metrics_text_figures(text: str, target: ShadowTarget, *, where: str = "") ->
 
     counts = [totals.get(name, 0.0) for name in _COUNTERS]
     abs_difference, latency = (mean(name) for name in _MEANS)
-    return ShadowFigures(*counts, abs_difference, *_higher_lower(buckets), latency)
+    figures = ShadowFigures(*counts, abs_difference, *_higher_lower(buckets), latency)
+    if not series:
+        return figures, target
+    [(model_name, served_version, shadow_version)] = series
+    found = replace(
+        target,
+        model_name=target.model_name or model_name,
+        served_version=target.served_version or served_version,
+        shadow_version=target.shadow_version or shadow_version,
+    )
+    return figures, found
 
 
 def check_http_url(url: str, what: str) -> None:
