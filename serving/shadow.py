@@ -8,9 +8,10 @@ difference, its errors and latency). Nobody sees the shadow's scores.
 
 Nothing the shadow does reaches a caller: `submit` only appends to a queue bounded in rows and
 never waits (a batch that does not fit is skipped and counted), never raises, and a shadow
-that fails, or is slow, only shows in its own metrics. Pending batches are scored together, so
-a busy server pays the shadow's fixed cost per call once for many small requests, and the
-shadow's booster uses one thread, leaving the other CPUs to the served model.
+that fails, or is slow, only shows in its own metrics. Batches gather for up to `GATHER_S` and
+are scored together, so a busy server pays the shadow's fixed cost (a wake-up, Python
+bookkeeping under the GIL, one scoring call) once for many small requests, and the shadow's
+booster uses one thread, leaving the other CPUs to the served model.
 
 The shadow's rows are the served model's rows translated once per batch with a plan made at
 load: columns are matched by feature name (by position when neither booster names its
@@ -27,7 +28,6 @@ comparison, and a server that silently runs without it would report no figures a
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -55,9 +55,11 @@ LABEL_THRESHOLD = 0.5
 MAX_ROWS_PER_CALL = 10_000
 """Most pending rows scored in one call: enough to amortise the call, small enough that the
 queue's space comes back in steps."""
-SHADOW_NICENESS = 10
-"""The shadow thread's nice value (Linux): when the CPUs are short, the scheduler runs the
-threads that answer callers first."""
+GATHER_S = 0.05
+"""How long the thread lets rows gather after the first arrives: at most one round (wake-up,
+Python bookkeeping, one scoring call) every 50 ms however many requests arrive. Woken for
+every one-row request, the thread held the GIL often enough to stall the event loop behind it
+(docs/performance.md); the metrics lag by no more than this."""
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +149,10 @@ class ShadowScorer:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        _lower_priority()
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending or self._closing)
+                self._changed.wait_for(lambda: self._closing, GATHER_S)
                 if self._closing:
                     return
                 batches = [self._pending.popleft()]
@@ -292,13 +294,6 @@ def _translate(matrix: np.ndarray, plan: _Plan | None) -> np.ndarray:
             column = recoded
         columns.append(column)
     return np.column_stack(columns).astype(np.float32, copy=False)
-
-
-def _lower_priority() -> None:
-    try:  # on Linux a thread id names one thread of the process
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICENESS)
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: the shadow still runs, at the process's priority
 
 
 def local_shadow_dir(

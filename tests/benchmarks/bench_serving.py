@@ -133,9 +133,12 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def train_model(folder: Path) -> tuple[object, dict, object, list[list[float]]]:
-    """Train the synthetic booster and save the ctloop model folder; return the booster, its
-    profile, the 5-row input example the training step logs with it, and request rows."""
+def train_model(
+    folder: Path, eta: float = 0.1, version: str | None = None
+) -> tuple[object, dict, object, list[list[float]]]:
+    """Train the synthetic booster and save the ctloop model folder (with `version.txt` when a
+    version is given); return the booster, its profile, the 5-row input example the training
+    step logs with it, and request rows. Another `eta` gives another model of the same rows."""
     import numpy as np
     import pyarrow as pa
     import xgboost as xgb
@@ -151,10 +154,12 @@ def train_model(folder: Path) -> tuple[object, dict, object, list[list[float]]]:
     label = (rng.random(TRAIN_ROWS) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     matrix = xgb.DMatrix(x, label=label, feature_names=FEATURES)
     # One training thread: OpenMP threads that spin on a busy machine slow training 10x+.
-    params = {"objective": "binary:logistic", "max_depth": DEPTH, "eta": 0.1, "nthread": 1}
+    params = {"objective": "binary:logistic", "max_depth": DEPTH, "eta": eta, "nthread": 1}
     booster = xgb.train(params, matrix, num_boost_round=TREES)
     folder.mkdir(parents=True)
     booster.save_model(folder / "model.json")
+    if version is not None:
+        (folder / "version.txt").write_text(f"{version}\n")
     table = pa.table({**{name: x[:, i] for i, name in enumerate(FEATURES)}, TARGET: label})
     profile = reference_profile(table, TARGET, "binary", FEATURES, [], None)
     (folder / "reference_profile.json").write_text(json.dumps(profile))
