@@ -12,12 +12,24 @@ import json
 import time
 
 
+def _report_and_print(args, summary: dict, markdown: str) -> int:
+    """Write the Markdown report to `--report` (whole, or not at all), then print the decision
+    as the JSON line, naming the report."""
+    from ctloop.components.table_io import partial_then_rename
+
+    if args.report:
+        with partial_then_rename(args.report) as partial:
+            partial.write_text(markdown)
+        summary = {**summary, "report": args.report}
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
 def _shadow_analysis(args) -> int:
     from ctloop.components.shadow.decision import run_shadow_analysis
     from ctloop.components.shadow.measurement import ShadowTarget
     from ctloop.components.shadow.policy import parse_shadow_policy
     from ctloop.components.shadow.report import decision_markdown
-    from ctloop.components.table_io import partial_then_rename
 
     policy = parse_shadow_policy(args.policy)
     if args.prometheus_url and not args.shadow_version:
@@ -38,13 +50,7 @@ def _shadow_analysis(args) -> int:
         started_at=time.time() - args.window_s,
         timeout_s=args.timeout,
     )
-    summary = decision.to_json()
-    if args.report:
-        with partial_then_rename(args.report) as partial:
-            partial.write_text(decision_markdown(decision))
-        summary["report"] = args.report
-    print(json.dumps(summary, sort_keys=True))
-    return 0
+    return _report_and_print(args, decision.to_json(), decision_markdown(decision))
 
 
 def add_shadow_analysis(commands) -> None:
@@ -102,16 +108,9 @@ def add_shadow_analysis(commands) -> None:
 def _ab_analysis(args) -> int:
     from ctloop.components.experiment.decision import run_ab_analysis
     from ctloop.components.experiment.report import decision_markdown, decision_summary
-    from ctloop.components.table_io import partial_then_rename
 
     decision = run_ab_analysis(args.prediction_log, args.labels, args.control_variant, args.policy)
-    summary = decision_summary(decision)
-    if args.report:
-        with partial_then_rename(args.report) as partial:
-            partial.write_text(decision_markdown(decision))
-        summary["report"] = args.report
-    print(json.dumps(summary, sort_keys=True))
-    return 0
+    return _report_and_print(args, decision_summary(decision), decision_markdown(decision))
 
 
 def add_ab_analysis(commands) -> None:
