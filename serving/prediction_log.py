@@ -214,7 +214,7 @@ class PredictionLog:
                 or (oldest is not None and time.time() >= oldest + self.flush_interval_s)
             )
             if due and waiting:
-                self._write(pa.concat_tables(waiting))
+                self._write(waiting)
                 with self._condition:
                     self._held_rows -= waiting_rows
                 waiting, waiting_rows, oldest = [], 0, None
@@ -237,9 +237,10 @@ class PredictionLog:
                 self._held_rows -= rows
             return None
 
-    def _write(self, table: pa.Table) -> None:
+    def _write(self, tables: list[pa.Table]) -> None:
+        rows = sum(table.num_rows for table in tables)
         try:
-            for day, part in _days(table):
+            for day, part in _days(pa.concat_tables(tables)):
                 for start in range(0, part.num_rows, self.rows_per_file):
                     self._write_file(day, part.slice(start, self.rows_per_file))
         except Exception as error:  # a broken log must not stop the server or its thread
@@ -252,12 +253,12 @@ class PredictionLog:
                     error,
                 )
             self._failing = True
-            ROWS_DROPPED.labels("write_failed").inc(table.num_rows)
+            ROWS_DROPPED.labels("write_failed").inc(rows)
             return
         if self._failing:
             logger.info("prediction log %r is written again", self.uri)
         self._failing = False
-        ROWS_WRITTEN.inc(table.num_rows)
+        ROWS_WRITTEN.inc(rows)
 
     def _write_file(self, day: str, table: pa.Table) -> None:
         folder = f"{self._root}/{contract.PARTITION_KEY}={day}"
