@@ -212,17 +212,19 @@ def test_answers_carry_the_callers_request_id_or_a_new_one_and_the_variant(model
     assert "variant" not in _answer(_predictor("untagged", champion), rows)
 
 
-def _v2_request(features, request_id=None) -> InferRequest:
-    schema = load_model(features[0]).schema
-    rows = features[1].slice(0, 3)
+def _v2_inputs(rows) -> list[dict]:
+    """One v2 JSON input per feature of the Telco rows (categorical ones as BYTES)."""
     inputs = []
-    for name in schema.features:
-        values = rows.column(name).to_pylist()
-        if name in schema.categories:
-            inputs.append(InferInput(name, [3], "BYTES", [str(value) for value in values]))
-        else:
-            data = np.asarray(values, dtype=np.float32)
-            inputs.append(InferInput(name, [3], "FP32", data.tolist()))
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        values = column.to_pylist()
+        numeric = all(isinstance(value, int | float) for value in values)
+        datatype = "FP32" if numeric else "BYTES"
+        inputs.append({"name": name, "shape": [len(values)], "datatype": datatype, "data": values})
+    return inputs
+
+
+def _v2_request(rows, request_id=None) -> InferRequest:
+    inputs = [InferInput(**tensor) for tensor in _v2_inputs(rows)]
     return InferRequest("tagged", inputs, request_id=request_id)
 
 
@@ -231,7 +233,7 @@ def test_v2_answers_carry_the_request_id_and_the_variant_parameter(models):
     predictor = _predictor("tagged-v2", champion, variant="3")
 
     def answer(request_id, headers=None):
-        request = _v2_request((champion, features), request_id)
+        request = _v2_request(features.slice(0, 3), request_id)
         body, _ = asyncio.run(predictor.predict(request, headers)).to_rest()
         return body
 
@@ -317,6 +319,12 @@ def test_ctloop_serve_with_a_shadow_a_variant_and_a_prediction_log(models, tmp_p
             headers={"X-Request-Id": "call-1"},
             timeout=30,
         ).json()
+        v2 = httpx.post(
+            f"{server.url}/v2/models/churn/infer",
+            json={"id": "body-id", "inputs": _v2_inputs(features.slice(9, 1))},
+            headers={"X-Request-Id": "call-2"},
+            timeout=30,
+        ).json()
         metrics_text = ""
         for _ in range(100):  # the shadow scores off the request path: poll its counter
             metrics_text = httpx.get(f"{server.url}/metrics", timeout=10).text
@@ -324,10 +332,12 @@ def test_ctloop_serve_with_a_shadow_a_variant_and_a_prediction_log(models, tmp_p
                 break
             time.sleep(0.1)
     assert (v1["request_id"], v1["variant"], v1["model_version"]) == ("call-1", "3", "3")
+    assert (v2["id"], v2["parameters"], v2["model_version"]) == ("call-2", {"variant": "3"}, "3")
     assert (
         'ctloop_shadow_rows_compared_total{model_name="churn",model_version="3",'
-        'shadow_version="4"} 9.0' in metrics_text
+        'shadow_version="4"} 10.0' in metrics_text
     )
     logged = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
-    assert logged.column("request_id").to_pylist() == ["call-1"] * 9
-    assert np.allclose(logged.column("score").to_pylist(), v1["predictions"])
+    logged = logged.sort_by([("request_id", "ascending"), ("row", "ascending")])
+    assert logged.column("request_id").to_pylist() == ["call-1"] * 9 + ["call-2"]
+    assert np.allclose(logged.column("score").to_pylist()[:9], v1["predictions"])
