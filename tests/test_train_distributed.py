@@ -26,7 +26,7 @@ from ctloop.components.train.distributed import (
     ShardError,
     WorkerEnvironmentError,
     placement_from_environment,
-    read_training_result,
+    read_published_model,
     shard_row_groups,
 )
 from ctloop.components.train.hyperparameters import parse_hyperparameters
@@ -159,28 +159,28 @@ def test_two_workers_joined_by_a_tracker_match_one_process(tables, one_process_a
     tracker.wait_for(timeout=60)
 
     model_dir = tmp_path / "model"
-    result, workers_count = read_training_result(str(output), str(model_dir))
-    assert workers_count == 2
+    published = read_published_model(str(output), str(model_dir))
+    result = published.result
+    assert (published.workers, published.device) == (2, "cpu")
     assert result.train_rows == 6000 and result.validation_rows == 1500
     assert result.booster.num_boosted_rounds() == 40
     assert sorted(os.listdir(model_dir)) == ["model.json", "reference_profile.json"]
     assert auc_on(model_dir, tables["test"]) == pytest.approx(one_process_auc, abs=0.002)
 
 
-def test_a_node_with_two_gpus_runs_two_workers_and_rank_0_runs_the_tracker(tables, tmp_path):
-    """One pod (task id 0) of a run with two workers per node: the entry starts both, the
-    first starts the tracker the runtime's DMLC_TRACKER_URI names."""
+def test_a_node_with_two_gpus_runs_two_workers_and_rank_0_runs_the_tracker(
+    tables, tmp_path, monkeypatch
+):
+    """One pod (task id 0) of a run with two workers per node: the entry starts both worker
+    processes, and the first starts the tracker the runtime's DMLC_TRACKER_URI names."""
+    for name, value in runtime_environment(free_port(), 0, 2).items():
+        monkeypatch.setenv(name, value)
     output = tmp_path / "published"
-    done = subprocess.run(
-        worker_command(tables, output, "--workers-per-node=2"),
-        env=runtime_environment(free_port(), 0, 2),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    result, workers = read_training_result(str(output), str(tmp_path / "model"))
-    assert workers == 2 and result.train_rows == 6000
+    with pytest.raises(SystemExit) as exit_:
+        distributed.main(worker_command(tables, output, "--workers-per-node=2")[len(ENTRY) :])
+    assert exit_.value.code == 0
+    published = read_published_model(str(output), str(tmp_path / "model"))
+    assert published.workers == 2 and published.result.train_rows == 6000
 
 
 def test_fewer_row_groups_than_workers_fails_naming_both(tables, tmp_path, monkeypatch, capsys):
@@ -219,4 +219,4 @@ def test_placement_follows_the_runtime_environment():
 
 def test_no_published_model_is_named(tmp_path):
     with pytest.raises(distributed.TrainingDataError, match="holds no published model"):
-        read_training_result(str(tmp_path), str(tmp_path / "model"))
+        read_published_model(str(tmp_path), str(tmp_path / "model"))

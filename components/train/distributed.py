@@ -24,7 +24,7 @@ is merged from per-worker sketches.
 
 Rank 0 publishes the model folder (`write_model_folder`) and `training_result.json` (the
 validation curves and row counts the train step logs to MLflow) to the output location, a
-local folder or any URI pyarrow has a filesystem for; `read_training_result` brings them back.
+local folder or any URI pyarrow has a filesystem for; `read_published_model` brings them back.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.fs as pa_fs
@@ -211,21 +211,37 @@ def train_worker(
     if tracker is not None:
         tracker.wait_for()
     if placement.rank == 0:
-        publish(result, profile, output_uri, table.metadata.num_rows, placement.world_size)
+        everyone = replace(result, train_rows=table.metadata.num_rows)
+        publish(
+            PublishedModel(everyone, placement.world_size, resolved.split(":")[0]),
+            profile,
+            output_uri,
+        )
     return result
 
 
-def publish(
-    result: TrainResult, profile: ReferenceProfile, output_uri: str, train_rows: int, workers: int
-) -> None:
+@dataclass(frozen=True)
+class PublishedModel:
+    """What a distributed run leaves at its output location."""
+
+    result: TrainResult
+    """As one process returns it: `train_rows` counts every worker's rows."""
+    workers: int
+    device: str
+    """XGBoost's device type on the workers: "cpu" or "cuda"."""
+
+
+def publish(published: PublishedModel, profile: ReferenceProfile, output_uri: str) -> None:
     """Write the model folder and `RESULT_FILE` to `output_uri`, the result last."""
+    result = published.result
     summary = {
         "best_iteration": result.best_iteration,
         "evals_result": result.evals_result,
-        "train_rows": train_rows,
+        "train_rows": result.train_rows,
         "validation_rows": result.validation_rows,
         "early_stopped": result.early_stopped,
-        "workers": workers,
+        "workers": published.workers,
+        "device": published.device,
     }
     with tempfile.TemporaryDirectory(prefix="ctloop-model-") as folder:
         write_model_folder(result.booster, profile, folder)
@@ -238,11 +254,8 @@ def publish(
                 stream.write((Path(folder) / name).read_bytes())
 
 
-def read_training_result(output_uri: str, model_dir: str) -> tuple[TrainResult, int]:
-    """Bring the published model folder at `output_uri` into `model_dir`.
-
-    Returns:
-        The `TrainResult` as one process would have returned it, and the number of workers.
+def read_published_model(output_uri: str, model_dir: str) -> PublishedModel:
+    """Bring the model folder published at `output_uri` into `model_dir`.
 
     Raises:
         TrainingDataError: `output_uri` holds no complete published model.
@@ -269,7 +282,7 @@ def read_training_result(output_uri: str, model_dir: str) -> tuple[TrainResult, 
         validation_rows=summary["validation_rows"],
         early_stopped=summary["early_stopped"],
     )
-    return result, summary["workers"]
+    return PublishedModel(result, summary["workers"], summary["device"])
 
 
 def build_parser() -> argparse.ArgumentParser:

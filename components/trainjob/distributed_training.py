@@ -1,0 +1,105 @@
+"""The train step on several nodes: a TrainJob does the boosting, the step does the rest.
+
+What the step gives the pipeline is what the one-process train step gives
+(`ctloop.components.train.training_run`): the model folder as the KFP Model artifact, an MLflow
+run with the parameters, the per-iteration validation curves, the row counts and the logged
+model with its reference profile, so evaluation, the gate and registration run unchanged. Only
+the boosting moves: into the workers of a Kubeflow Trainer TrainJob
+(`ctloop.components.train.distributed`), which publish the model folder at the job's output
+location, from where it is brought back here.
+
+The MLflow run is open while the job runs, so a job that fails leaves a FAILED run, as a
+failing one-process step does. Hyperparameters and the profile are checked before the run
+is created and before the TrainJob is: bad input leaves nothing behind in MLflow or the
+cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from kubernetes import client
+
+from ctloop.components.contract.model_input import to_frame
+from ctloop.components.contract.profile import ReferenceProfile, check_profile, feature_schema
+from ctloop.components.registry import mlflow_registry
+from ctloop.components.table_io import iter_batches
+from ctloop.components.train.distributed import read_published_model
+from ctloop.components.train.hyperparameters import parse_hyperparameters
+from ctloop.components.train.training_run import TrainingOutcome
+from ctloop.components.trainjob.cluster import create_trainjob, wait_for_trainjob
+from ctloop.components.trainjob.trainjob import TrainJobRequest, desired_trainjob
+
+
+def run_distributed_training(
+    request: TrainJobRequest,
+    *,
+    api: client.CustomObjectsApi,
+    profile: ReferenceProfile,
+    validation_path: str,
+    tracking_uri: str,
+    experiment: str,
+    model_dir: str,
+    artifact_location: str = "",
+    run_tags: Mapping[str, str] = {},  # noqa: B006 - read only
+    timeout_s: float = 24 * 3600,
+    poll_s: float = 10.0,
+    report: Callable[[str], None] = print,
+) -> TrainingOutcome:
+    """Train through the TrainJob `request` describes and log the run as the train step does.
+
+    Args:
+        request: The TrainJob: its workers read `request.train_uri` etc. and publish the model
+            at `request.output_uri`.
+        api: The Kubernetes API client (`ctloop.components.deploy.api_client.kube_api`).
+        profile: The reference profile (the one `request.profile_uri` names).
+        validation_path: The validation table here, for the logged model's input example.
+        model_dir: Where the model folder is brought back to (the Model artifact's path).
+        timeout_s: How long the job may take from creation to completion.
+
+    Raises:
+        TrainJobFailed, TrainJobTimeout: the job failed or ran out of time (the message has
+            the reason and the workers' last log lines).
+    """
+    profile = check_profile(profile)
+    params = parse_hyperparameters(request.hyperparameters, profile["task"])
+    schema = feature_schema(profile)
+    manifest = desired_trainjob(request)
+    where = f"TrainJob {request.namespace}/{request.name}"
+    dataset = profile.get("dataset", {})
+    tags = {
+        "ctloop.task": profile["task"],
+        "ctloop.target": profile["target"],
+        "ctloop.dataset.uri": str(dataset.get("uri", "")),
+        "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
+        "ctloop.trainjob": f"{request.namespace}/{request.name}",
+        **run_tags,
+    }
+    nodes = {"num_nodes": request.num_nodes, "gpus_per_node": request.gpus_per_node}
+    with mlflow_registry.training_run(
+        tracking_uri,
+        experiment,
+        run_name=run_tags.get("kfp.run_name") or "ctloop-training",
+        tags=tags,
+        params={**params, "device": request.device, "features": len(schema.features), **nodes},
+        artifact_location=artifact_location,
+    ) as run:
+        _, action = create_trainjob(api, manifest)
+        report(f"{where}: {action} (runtime {request.runtime}, {request.num_nodes} node(s))")
+        wait_for_trainjob(
+            api, request.name, request.namespace, timeout_s=timeout_s, poll_s=poll_s, report=report
+        )
+        published = read_published_model(request.output_uri, model_dir)
+        result = published.result
+        mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
+        mlflow_registry.log_metrics(
+            {
+                "best_iteration": result.best_iteration,
+                "train_rows": result.train_rows,
+                "validation_rows": result.validation_rows,
+                "workers": published.workers,
+            }
+        )
+        example = to_frame(next(iter(iter_batches(validation_path, batch_rows=5))), schema)
+        model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
+    return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, published.device)
