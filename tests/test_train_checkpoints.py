@@ -153,8 +153,13 @@ def test_early_stopping_state_survives_a_crash(tmp_path):
     assert resumed.early_stopped
 
 
-def test_checkpoints_do_not_change_the_model(splits, tmp_path):
-    store = CheckpointStore(str(tmp_path / "checkpoints"))
+def test_checkpoints_do_not_change_the_model_and_leave_only_the_last(splits, tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "rounds-000003.ubj").write_bytes(b"killed before its JSON was written")
+    (folder / ".rounds-000003.json.5d1e").write_bytes(b"{")
+    store = CheckpointStore(str(folder))
+    assert store.latest() is None
     kept = _train(splits, SAMPLED, checkpoint_every=7, checkpoints=store)
     plain = _train(splits, SAMPLED, checkpoint_every=7)
     assert kept.booster.get_dump() == plain.booster.get_dump()

@@ -95,7 +95,7 @@ class CheckpointStore:
         return Checkpoint(state["rounds"], model, state["curves"], state["finished"])
 
     def save(self, checkpoint: Checkpoint) -> None:
-        """Write `checkpoint`, then remove the older ones."""
+        """Write `checkpoint`, then remove the older ones (and what a killed write left)."""
         self._fs.create_dir(self._root, recursive=True)
         stem = f"rounds-{checkpoint.rounds:06d}"
         state = {
@@ -106,7 +106,7 @@ class CheckpointStore:
         self._write(f"{stem}.ubj", checkpoint.model)
         self._write(f"{stem}.json", json.dumps(state).encode())
         for name in self._names():
-            if not name.startswith(stem) and name.startswith("rounds-"):
+            if not name.startswith(stem):
                 self._fs.delete_file(f"{self._root}/{name}")
 
     def clear(self) -> None:
