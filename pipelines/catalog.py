@@ -11,7 +11,13 @@ import copy
 from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.batch_scoring.component import score_dataset
-from ctloop.components.canary.component import analyze_canary
+from ctloop.components.canary.component import (
+    analyze_canary,
+    promote_version,
+    resolve_control_variant,
+    roll_back_variants,
+    roll_back_version,
+)
 from ctloop.components.data.component import (
     load_dataset,
     resolve_window,
@@ -21,6 +27,7 @@ from ctloop.components.data.component import (
 from ctloop.components.deploy.component import deploy_model
 from ctloop.components.drift.component import monitor_drift
 from ctloop.components.evaluate.component import evaluate_model
+from ctloop.components.experiment.component import analyze_ab
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.registry.component import record_rejection, register_model
 from ctloop.components.retrain.component import (
@@ -30,6 +37,7 @@ from ctloop.components.retrain.component import (
     start_retraining_run,
     summarize_retraining,
 )
+from ctloop.components.shadow.component import analyze_shadow
 from ctloop.components.train.component import train_model
 
 COMPONENTS: dict[str, BaseComponent] = {
@@ -45,6 +53,12 @@ COMPONENTS: dict[str, BaseComponent] = {
         record_rejection,
         deploy_model,
         analyze_canary,
+        analyze_shadow,
+        promote_version,
+        roll_back_version,
+        resolve_control_variant,
+        analyze_ab,
+        roll_back_variants,
         resolve_window,
         score_dataset,
         monitor_drift,

@@ -5,38 +5,45 @@ compiled by CI on every change rather than committed beside it.
 
 Two targets:
 - `kfp` (`compile_all`, `ctloop compile`): Kubeflow Pipelines on Kubernetes, into
-  `<output>/pipelines/{training,monitoring}.yaml` and `<output>/components/<name>.yaml`;
+  `<output>/pipelines/{training,monitoring,ab-analysis}.yaml` and
+  `<output>/components/<name>.yaml`;
 - `vertex` (`compile_vertex`, `ctloop compile --target vertex`): the training pipeline for
   Vertex AI Pipelines, its train step a Vertex AI CustomJob, into `<output>/vertex/training.yaml`.
   The folder is apart from `pipelines/`, which `ctloop upload` publishes to a KFP endpoint.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from kfp import compiler
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
+from ctloop.pipelines.experiment import build_experiment_pipeline
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
-from ctloop.pipelines.placement import GpuPlacement, VertexPlacement
+from ctloop.pipelines.placement import GpuPlacement, VertexPlacement, label_every_pod
 from ctloop.pipelines.training import build_training_pipeline
 
 
 def compile_all(
-    output_dir: str | Path, image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
+    output_dir: str | Path,
+    image: str = DEFAULT_IMAGE,
+    placement: GpuPlacement | None = None,
+    pod_labels: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write `pipelines/{training,monitoring}.yaml` and `components/<name>.yaml`; return the
-    paths, the training pipeline first."""
+    """Write `pipelines/{training,monitoring,ab-analysis}.yaml` and `components/<name>.yaml`;
+    return the paths, the training pipeline first. `pod_labels` go on every pipeline pod."""
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
     written = []
-    for name, build in (
-        ("training", build_training_pipeline),
-        ("monitoring", build_monitoring_pipeline),
+    for name, pipeline in (
+        ("training", build_training_pipeline(image, placement)),
+        ("monitoring", build_monitoring_pipeline(image, placement)),
+        ("ab-analysis", build_experiment_pipeline(image)),
     ):
         path = output_dir / "pipelines" / f"{name}.yaml"
-        compiler.Compiler().compile(build(image, placement), str(path))
+        compiler.Compiler().compile(label_every_pod(pipeline, pod_labels or {}), str(path))
         written.append(path)
     for name, component in sorted(catalog(image).items()):
         path = output_dir / "components" / f"{name}.yaml"

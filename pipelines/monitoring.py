@@ -22,6 +22,7 @@ from kfp.dsl.base_component import BaseComponent
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.placement import GpuPlacement
+from ctloop.pipelines.rollout import CANARY
 from ctloop.pipelines.training import SERVING_RUNTIME, build_training_pipeline
 
 PIPELINE_NAME = "ctloop-monitoring"
@@ -74,6 +75,10 @@ def build_monitoring_pipeline(
         canary_analysis: bool = True,
         prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
         canary_policy: str = "",
+        rollout_strategy: str = CANARY,
+        shadow_policy: str = "",
+        ab_traffic_percent: int = 50,
+        prediction_log_uri: str = "",
         kfp_host: str = "http://ml-pipeline.kubeflow:8888",
         training_pipeline: str = "ctloop-training",
         kfp_experiment: str = "ctloop",
@@ -118,6 +123,11 @@ def build_monitoring_pipeline(
                 or roll it back.
             prometheus_url: Prometheus that scrapes the predictors (canary analysis).
             canary_policy: Canary analysis policy as JSON; empty uses the default.
+            rollout_strategy: How the retrained model rolls out: "canary",
+                "shadow-then-canary", "blue-green" or "ab" (see the training pipeline).
+            shadow_policy: Shadow analysis policy as JSON; empty uses the default.
+            ab_traffic_percent: Traffic share of the retrained model as an A/B variant.
+            prediction_log_uri: Where A/B variants log their predictions (needed by "ab").
             kfp_host: KFP API endpoint, for retrain_mode "api".
             training_pipeline: Uploaded training pipeline, for retrain_mode "api".
             kfp_experiment: Experiment of the started training run, for retrain_mode "api".
@@ -180,6 +190,10 @@ def build_monitoring_pipeline(
                 canary_analysis=canary_analysis,
                 prometheus_url=prometheus_url,
                 canary_policy=canary_policy,
+                rollout_strategy=rollout_strategy,
+                shadow_policy=shadow_policy,
+                ab_traffic_percent=ab_traffic_percent,
+                prediction_log_uri=prediction_log_uri,
             ).set_display_name("retrain")
             summarized = c["summarize_retraining"](
                 gate_passed=retrained.outputs["gate_passed"],

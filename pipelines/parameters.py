@@ -10,6 +10,9 @@ import json
 
 from kfp.dsl.base_component import BaseComponent
 
+from ctloop.components.image import SERVING_RUNTIME
+from ctloop.pipelines.rollout import AB, CANARY, ROLLOUT_STRATEGIES
+
 
 class ParameterError(ValueError):
     """A `--param` that names no parameter or whose value does not fit its type."""
@@ -84,6 +87,8 @@ JSON_PARSERS = {
     "gate_policy": ("ctloop.components.gate.policy", "parse_gate_policy"),
     "drift_policy": ("ctloop.components.drift.policy", "parse_drift_policy"),
     "canary_policy": ("ctloop.components.canary.policy", "parse_canary_policy"),
+    "shadow_policy": ("ctloop.components.shadow.policy", "parse_shadow_policy"),
+    "ab_policy": ("ctloop.components.experiment.policy", "parse_experiment_policy"),
     "serving_capacity": ("ctloop.components.deploy.serving_capacity", "parse_serving_capacity"),
 }
 """JSON parameter -> (module, parser). A parser is imported only when its parameter is given:
@@ -100,8 +105,10 @@ def check_json_arguments(arguments: dict) -> None:
     policy fails in a second with the key and rule named, not after a training run. Each
     parser reads a blank text as its default, so a blank value is checked like any other.
     A gate policy's metrics must be ones the evaluation reports for the task: the gate
-    alone would find a misspelt one only after training, as a failed check.
+    alone would find a misspelt one only after training, as a failed check. The rollout
+    parameters are checked together first (`check_rollout_arguments`).
     """
+    check_rollout_arguments(arguments)
     task = arguments.get("task", "binary")
     for name, (module, function) in JSON_PARSERS.items():
         if name not in arguments:
@@ -136,3 +143,35 @@ def _check_gate_metrics(policy, task: str) -> None:
                 f"--param gate_policy: {section}.{unknown[0]}: the {task} evaluation has no "
                 f"metric {unknown[0]!r}; it reports {', '.join(known)}"
             )
+
+
+def check_rollout_arguments(arguments: dict) -> None:
+    """Refuse a rollout the deploy step would refuse only after training: an unknown strategy,
+    an A/B share that leaves the champion nothing, an A/B rollout without a prediction log,
+    or a shadow or A/B rollout on a serving runtime other than ctloop's (which does not know
+    the shadow and variant arguments). Parameters not given keep the pipeline's defaults.
+    """
+    strategy = arguments.get("rollout_strategy", CANARY)
+    if strategy not in ROLLOUT_STRATEGIES:
+        raise ParameterError(
+            f"--param rollout_strategy={strategy!r}: not one of {', '.join(ROLLOUT_STRATEGIES)}"
+        )
+    percent = arguments.get("ab_traffic_percent", 50)
+    if not 1 <= percent <= 99:
+        raise ParameterError(
+            f"--param ab_traffic_percent={percent}: outside 1..99 (the champion keeps the rest)"
+        )
+    if strategy == CANARY:
+        return
+    runtime = arguments.get("serving_runtime", SERVING_RUNTIME)
+    if runtime != SERVING_RUNTIME:
+        raise ParameterError(
+            f"--param rollout_strategy={strategy}: needs ctloop's serving runtime "
+            f"{SERVING_RUNTIME!r}, not serving_runtime={runtime!r}: only ctloop's predictor "
+            "runs a shadow or tags and logs A/B variants"
+        )
+    if strategy == AB and not arguments.get("prediction_log_uri"):
+        raise ParameterError(
+            "--param rollout_strategy=ab: needs --param prediction_log_uri=<path or URI> "
+            "where the variants log their predictions for the A/B analysis"
+        )

@@ -1,8 +1,9 @@
-"""The training pipeline: load → validate → split → train → evaluate → gate → register → deploy.
+"""The training pipeline: load → validate → split → train → evaluate → gate → register → rollout.
 
 Read it top to bottom as the data flows. The gate's decision is visible here, as a
-`dsl.If` at the pipeline level: only a blessed candidate is registered and deployed; a
-rejected one is tagged in MLflow with the reasons.
+`dsl.If` at the pipeline level: only a blessed candidate is registered and rolled out; a
+rejected one is tagged in MLflow with the reasons. The rollout is a nested pipeline
+(`ctloop.pipelines.rollout`) whose branches are the strategies and their decisions.
 """
 
 from typing import NamedTuple
@@ -13,6 +14,7 @@ from kfp.dsl.base_component import BaseComponent
 from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.placement import GpuPlacement, Placement
+from ctloop.pipelines.rollout import CANARY, build_rollout_pipeline
 
 PIPELINE_NAME = "ctloop-training"
 
@@ -33,6 +35,7 @@ def build_training_pipeline(
     c = catalog(image)
     placement = placement or GpuPlacement()
     train_model = placement.wrap(c["train_model"])
+    rollout = build_rollout_pipeline(c)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training(
@@ -64,6 +67,10 @@ def build_training_pipeline(
         canary_analysis: bool = True,
         prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
         canary_policy: str = "",
+        rollout_strategy: str = CANARY,
+        shadow_policy: str = "",
+        ab_traffic_percent: int = 50,
+        prediction_log_uri: str = "",
     ) -> TrainingOutputs:
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
@@ -99,8 +106,18 @@ def build_training_pipeline(
             canary_analysis: After deploying, watch the canary against the champion in
                 Prometheus, then promote or roll it back; false leaves the split as deployed
                 (no Prometheus, or a person decides with ctloop promote/rollback).
-            prometheus_url: Prometheus that scrapes the predictors (canary analysis).
+            prometheus_url: Prometheus that scrapes the predictors (canary and shadow
+                analysis).
             canary_policy: Canary analysis policy as JSON; empty uses the default.
+            rollout_strategy: "canary" (a canary, then canary analysis), "shadow-then-canary"
+                (the champion scores the new model as a shadow; shadow analysis decides
+                whether a canary follows), "blue-green" (a shadow, then all traffic at once)
+                or "ab" (an A/B variant beside the champion, judged later by the
+                ctloop-ab-analysis pipeline). Shadow and A/B need ctloop's serving runtime.
+            shadow_policy: Shadow analysis policy as JSON; empty uses the default.
+            ab_traffic_percent: Traffic share of the new model as an A/B variant (1-99).
+            prediction_log_uri: Where A/B variants log their predictions (needed by "ab"):
+                a path or URI, e.g. s3://bucket/ctloop/predictions.
         """
         loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
         validated = c["validate_dataset"](
@@ -155,11 +172,13 @@ def build_training_pipeline(
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_display_name("register")
-            deployed = c["deploy_model"](
+            rolled_out = rollout(
                 model=trained.outputs["model"],
                 model_version=registered.outputs["version"],
-                registered_model_name=registered_model_name,
                 alias=registered.outputs["alias"],
+                registered_model_name=registered_model_name,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                rollout_strategy=rollout_strategy,
                 inference_service_name=inference_service_name,
                 namespace=namespace,
                 deployment_mode=deployment_mode,
@@ -167,20 +186,15 @@ def build_training_pipeline(
                 serving_runtime=serving_runtime,
                 service_account=service_account,
                 serving_capacity=serving_capacity,
-                target=deploy_target,
+                deploy_target=deploy_target,
                 render_dir=render_dir,
-            ).set_display_name("deploy")
-            with dsl.If(canary_analysis == True, name="canary-analysis"):  # noqa: E712
-                c["analyze_canary"](
-                    model_version=registered.outputs["version"],
-                    prometheus_url=prometheus_url,
-                    registered_model_name=registered_model_name,
-                    mlflow_tracking_uri=mlflow_tracking_uri,
-                    inference_service_name=inference_service_name,
-                    namespace=namespace,
-                    deployment_mode=deployment_mode,
-                    policy=canary_policy,
-                ).after(deployed).set_display_name("canary analysis")
+                canary_analysis=canary_analysis,
+                prometheus_url=prometheus_url,
+                canary_policy=canary_policy,
+                shadow_policy=shadow_policy,
+                ab_traffic_percent=ab_traffic_percent,
+                prediction_log_uri=prediction_log_uri,
+            ).set_display_name("rollout")
         with dsl.Else(name="gate-failed"):
             rejected = c["record_rejection"](
                 run_id=trained.outputs["run_id"],
@@ -192,7 +206,7 @@ def build_training_pipeline(
             gate_passed=gate.outputs["passed"],
             gate_failures=gate.outputs["failures"],
             metrics=evaluated.outputs["candidate_metrics"],
-            deployment=dsl.OneOf(deployed.outputs["deployment"], rejected.outputs["deployment"]),
+            deployment=dsl.OneOf(rolled_out.output, rejected.outputs["deployment"]),
         )
 
     return training

@@ -27,3 +27,19 @@ def tasks_under_condition(spec: dict) -> dict[str, str]:
 
     walk(spec["root"]["dag"], [])
     return guarded
+
+
+def waits_for(spec: dict) -> dict[str, set[str]]:
+    """Map each task to the tasks it waits for: its own `dependentTasks` and those of every
+    branch (or nested pipeline) holding it, where KFP puts a dependency on a branch."""
+    waiting = {}
+
+    def walk(dag: dict, inherited: set[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            upstream = inherited | set(task.get("dependentTasks", []))
+            waiting[name] = upstream
+            component = spec["components"][task["componentRef"]["name"]]
+            walk(component.get("dag", {}), upstream)
+
+    walk(spec["root"]["dag"], set())
+    return waiting

@@ -11,7 +11,7 @@ from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.placement import GpuPlacement, Toleration
-from tests.compiled_spec import pipeline_spec, tasks_under_condition
+from tests.compiled_spec import pipeline_spec, tasks_under_condition, waits_for
 
 
 def _training(build: Path) -> dict:
@@ -29,9 +29,9 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_compile_writes_both_pipelines_and_one_yaml_per_component(compiled_pipelines):
+def test_compile_writes_every_pipeline_and_one_yaml_per_component(compiled_pipelines):
     names = {p.name for p in (compiled_pipelines / "pipelines").glob("*.yaml")}
-    assert names == {"training.yaml", "monitoring.yaml"}
+    assert names == {"training.yaml", "monitoring.yaml", "ab-analysis.yaml"}
     names = {p.stem for p in (compiled_pipelines / "components").glob("*.yaml")}
     assert names == set(COMPONENTS)
 
@@ -61,7 +61,9 @@ def test_register_and_deploy_run_only_when_the_gate_passed(compiled_pipelines):
     guarded = tasks_under_condition(spec)
     passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
     assert guarded["register-model"] == passed
-    assert guarded["deploy-model"] == passed
+    assert guarded["ctloop-rollout"] == passed
+    deploys = [task for task in guarded if task.startswith("deploy-model")]
+    assert deploys and all(guarded[task].startswith(f"{passed} | ") for task in deploys)
     assert guarded["record-rejection"].startswith("!(") and passed in guarded["record-rejection"]
     assert "register-model" not in spec["root"]["dag"]["tasks"]
 
@@ -71,15 +73,14 @@ def test_canary_analysis_runs_after_deploy_only_when_asked_and_the_gate_passed(c
     guarded = tasks_under_condition(spec)
     passed = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
     asked = "inputs.parameter_values['pipelinechannel--canary_analysis'] == true"
-    assert guarded["analyze-canary"] == f"{passed} | {asked}"
-    # The branch holding it waits for the deploy step (KFP puts the dependency on the branch).
-    branch = next(
-        task
-        for component in spec["components"].values()
-        for task in component.get("dag", {}).get("tasks", {}).values()
-        if task.get("triggerPolicy", {}).get("condition") == asked
-    )
-    assert "deploy-model" in branch["dependentTasks"]
+    canary = "inputs.parameter_values['pipelinechannel--rollout_strategy'] == 'canary'"
+    assert guarded["analyze-canary"] == f"{passed} | {canary} | {asked}"
+    # Every canary analysis (the canary strategy's, the canary's after a passed shadow, a first
+    # deployment's) waits for a deploy step: KFP puts the dependency on the enclosing branch.
+    waiting = waits_for(spec)
+    analyses = [task for task in waiting if task.startswith("analyze-canary")]
+    assert len(analyses) == 3
+    assert all(any(t.startswith("deploy-model") for t in waiting[task]) for task in analyses)
 
 
 def test_every_task_runs_the_pinned_project_image(compiled_pipelines):

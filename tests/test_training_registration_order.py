@@ -1,9 +1,10 @@
-"""A refused registration stops the rollout: deploy and canary analysis wait on register.
+"""A refused registration stops the rollout: the rollout (deploy, analyses) waits on register.
 
 Registration refuses a candidate whose champion moved since the gate compared them; the
 steps after it must then never run, in the training pipeline and in the retraining nested in
-monitoring. KFP runs no task whose dependency failed, so the compiled YAML must say that deploy
-and canary analysis depend on register (not only sit beside it under the gate's condition).
+monitoring. KFP runs no task whose dependency failed, so the compiled YAML must say that the
+nested rollout pipeline depends on register (not only sits beside it under the gate's
+condition) and that its deploy and canary analysis take the version register returned.
 """
 
 import pytest
@@ -23,9 +24,11 @@ def _tasks(spec: dict) -> dict[str, dict]:
 @pytest.mark.parametrize("pipeline", ["training", "monitoring"])
 def test_deploy_and_canary_analysis_wait_on_registration(compiled_pipelines, pipeline):
     tasks = _tasks(pipeline_spec(compiled_pipelines / "pipelines" / f"{pipeline}.yaml"))
-    deploy = tasks["deploy-model"]
-    assert "register-model" in deploy["dependentTasks"]
-    version = deploy["inputs"]["parameters"]["model_version"]
+    rollout = tasks["ctloop-rollout"]
+    assert "register-model" in rollout["dependentTasks"]
+    version = rollout["inputs"]["parameters"]["model_version"]
     assert version["taskOutputParameter"]["producerTask"] == "register-model"
+    deploy = tasks["deploy-model"]["inputs"]["parameters"]["model_version"]
+    assert deploy["componentInputParameter"] == "pipelinechannel--model_version"
     canary = tasks["analyze-canary"]["inputs"]["parameters"]["model_version"]
-    assert canary["componentInputParameter"] == "pipelinechannel--register-model-version"
+    assert canary["componentInputParameter"] == "pipelinechannel--model_version"

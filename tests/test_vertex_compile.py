@@ -82,7 +82,7 @@ def test_gate_still_guards_register_and_deploy(compiled):
     guarded = tasks_under_condition(compiled["vertex"])
 
     assert guarded["register-model"] == PASSED
-    assert guarded["deploy-model"] == PASSED
+    assert guarded["ctloop-rollout"] == PASSED
     assert guarded["record-rejection"].startswith("!(") and PASSED in guarded["record-rejection"]
     assert TRAIN not in guarded
     assert guarded == tasks_under_condition(compiled["kfp"])

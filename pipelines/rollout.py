@@ -1,0 +1,138 @@
+"""The rollout of a registered candidate: canary, shadow then canary, blue-green, or A/B.
+
+A pipeline of its own, nested in the training pipeline after the gate (and so in the
+retraining that monitoring runs), so that each strategy's decisions are visible as
+`dsl.If` branches here rather than inside a step:
+
+- canary: deploy as a canary → canary analysis promotes or rolls back (today's rollout);
+- shadow-then-canary: deploy as a shadow of the champion → shadow analysis → go on: deploy as
+  a canary → canary analysis; rejected: remove the shadow → record the rollback;
+- blue-green: deploy as a shadow → shadow analysis → go on: switch all traffic at once →
+  promote; rejected: as above;
+- ab: deploy as an A/B variant beside the champion, every variant logging its predictions;
+  the decision comes later, from the scheduled `ctloop-ab-analysis` pipeline
+  (`ctloop.pipelines.experiment`).
+
+With no service yet there is nothing to compare with: any strategy's first deploy serves the
+new model to all traffic, and canary analysis (when on) promotes it as the first champion.
+"""
+
+from kfp import dsl
+from kfp.dsl import Input, Model
+from kfp.dsl.base_component import BaseComponent
+
+from ctloop.components.image import SERVING_RUNTIME
+
+PIPELINE_NAME = "ctloop-rollout"
+CANARY, SHADOW_THEN_CANARY, BLUE_GREEN, AB = "canary", "shadow-then-canary", "blue-green", "ab"
+ROLLOUT_STRATEGIES = (CANARY, SHADOW_THEN_CANARY, BLUE_GREEN, AB)
+
+
+def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
+    """The rollout pipeline from the catalog `c` (components bound to the run's image)."""
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def rollout(
+        model: Input[Model],
+        model_version: str,
+        alias: str,
+        registered_model_name: str,
+        mlflow_tracking_uri: str,
+        rollout_strategy: str = CANARY,
+        inference_service_name: str = "ctloop-model",
+        namespace: str = "",
+        deployment_mode: str = "Serverless",
+        canary_percent: int = 10,
+        serving_runtime: str = SERVING_RUNTIME,
+        service_account: str = "",
+        serving_capacity: str = "",
+        deploy_target: str = "cluster",
+        render_dir: str = "",
+        canary_analysis: bool = True,
+        prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
+        canary_policy: str = "",
+        shadow_policy: str = "",
+        ab_traffic_percent: int = 50,
+        prediction_log_uri: str = "",
+    ) -> str:
+        """Roll the registered version out with the chosen strategy; returns the first
+        deploy step's summary (JSON)."""
+        service = {
+            "inference_service_name": inference_service_name,
+            "namespace": namespace,
+            "deployment_mode": deployment_mode,
+        }
+        registry = {
+            "registered_model_name": registered_model_name,
+            "mlflow_tracking_uri": mlflow_tracking_uri,
+        }
+
+        def deploy(stage: str, percent, name: str):
+            return c["deploy_model"](
+                model=model,
+                model_version=model_version,
+                registered_model_name=registered_model_name,
+                alias=alias,
+                canary_percent=percent,
+                serving_runtime=serving_runtime,
+                service_account=service_account,
+                serving_capacity=serving_capacity,
+                target=deploy_target,
+                render_dir=render_dir,
+                stage=stage,
+                prediction_log_uri=prediction_log_uri,
+                **service,
+            ).set_display_name(name)
+
+        def analyze_canary(after):
+            with dsl.If(canary_analysis == True, name="canary-analysis"):  # noqa: E712
+                c["analyze_canary"](
+                    model_version=model_version,
+                    prometheus_url=prometheus_url,
+                    policy=canary_policy,
+                    **service,
+                    **registry,
+                ).after(after).set_display_name("canary analysis")
+
+        with dsl.If(rollout_strategy == CANARY, name="canary"):
+            canaried = deploy("canary", canary_percent, "deploy canary")
+            analyze_canary(canaried)
+        with dsl.Elif(rollout_strategy == AB, name="ab"):
+            variant = deploy("ab", ab_traffic_percent, "deploy A/B variant")
+        with dsl.Else(name="shadow-first"):
+            shadowed = deploy("shadow", canary_percent, "deploy shadow")
+            with dsl.If(shadowed.outputs["serves_as"] == "shadow", name="shadowing"):
+                shadow = c["analyze_shadow"](
+                    shadow_version=model_version,
+                    prometheus_url=prometheus_url,
+                    inference_service_name=inference_service_name,
+                    namespace=namespace,
+                    policy=shadow_policy,
+                ).set_display_name("shadow analysis")
+                with dsl.If(shadow.outputs["go_on"] == True, name="shadow-passed"):  # noqa: E712
+                    with dsl.If(rollout_strategy == BLUE_GREEN, name="blue-green"):
+                        switched = deploy("canary", 100, "switch all traffic")
+                        c["promote_version"](
+                            model_version=model_version, **service, **registry
+                        ).after(switched).set_display_name("promote")
+                    with dsl.Else(name="then-canary"):
+                        canaried_after_shadow = deploy("canary", canary_percent, "deploy canary")
+                        analyze_canary(canaried_after_shadow)
+                with dsl.Else(name="shadow-rejected"):
+                    removed = deploy("unshadow", canary_percent, "remove shadow")
+                    c["roll_back_version"](
+                        model_version=model_version,
+                        reason=f"shadow analysis: {shadow.outputs['verdict']}",
+                        **service,
+                        **registry,
+                    ).after(removed).set_display_name("record rejection")
+            with dsl.Else(name="first-deployment"):
+                analyze_canary(shadowed)
+
+        return dsl.OneOf(
+            canaried.outputs["deployment"],
+            variant.outputs["deployment"],
+            shadowed.outputs["deployment"],
+        )
+
+    return rollout
