@@ -12,6 +12,7 @@ import docstring_parser
 from kfp.dsl.base_component import BaseComponent
 
 from ctloop.pipelines.catalog import COMPONENTS
+from ctloop.pipelines.experiment import build_experiment_pipeline
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.training import build_training_pipeline
 
@@ -24,6 +25,7 @@ the same docstrings. The user guide is the [README](../README.md).
 
 - [Training pipeline parameters](#training-pipeline-parameters)
 - [Monitoring pipeline parameters](#monitoring-pipeline-parameters)
+- [A/B analysis pipeline parameters](#ab-analysis-pipeline-parameters)
 - [Component catalog](#component-catalog)
 """
 
@@ -83,6 +85,7 @@ def reference_markdown() -> str:
     lines = [HEADER]
     lines += _pipeline_section("Training", build_training_pipeline())
     lines += _pipeline_section("Monitoring", build_monitoring_pipeline())
+    lines += _pipeline_section("A/B analysis", build_experiment_pipeline())
     lines += ["## Component catalog", ""]
     for name, component in COMPONENTS.items():
         lines += _component_section(name, component)
