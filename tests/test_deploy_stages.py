@@ -234,3 +234,15 @@ def test_rendering_a_stage_twice_changes_nothing(mode, tmp_path, crd_dir):
         True,
     )
     assert render("2", "ab")["action"] == "unchanged"
+
+
+def test_a_standard_canary_is_named_for_its_version_and_has_fixed_replicas(stage):
+    """KServe's webhook refuses a `spec.canary[]` predictor without a name, or with
+    maxReplicas (a canary runs fixed replicas)."""
+    served = champion(stage, "Standard")
+
+    [canary] = stage("canary", "2", served, "Standard", min_replicas=1, max_replicas=4)
+
+    [entry] = canary["spec"]["canary"]
+    assert entry["predictor"]["name"] == "v2"
+    assert entry["predictor"]["minReplicas"] == 1 and "maxReplicas" not in entry["predictor"]
