@@ -16,38 +16,22 @@ from ctloop.components.image import DEFAULT_IMAGE
 
 def _compile(args) -> int:
     from ctloop.pipelines.compiler import compile_all, compile_vertex
-    from ctloop.pipelines.placement import GpuPlacement, Toleration, VertexPlacement
+    from ctloop.pipelines.placement import key_values, placement_for
 
+    options = {name: getattr(args, name) for name in PLACEMENT_FLAGS}
+    placement = placement_for(args.target, **options)
     if args.target == "vertex":
-        if args.node_selector or args.toleration:
-            raise ValueError(
-                "--node-selector and --toleration place pods on Kubernetes nodes; "
-                "Vertex AI picks the machine from --machine-type and --accelerator-type"
-            )
-        defaults = VertexPlacement()
-        placement = VertexPlacement(
-            machine_type=args.machine_type or defaults.machine_type,
-            accelerator_type=args.accelerator_type or defaults.accelerator_type,
-            accelerator_count=args.accelerator_count,
-        )
-        for path in compile_vertex(args.output_dir, image=args.image, placement=placement):
-            print(path)
-        return 0
-    if args.machine_type:
-        raise ValueError("--machine-type applies to --target vertex only")
-    defaults = GpuPlacement()
-    selectors = dict(pair.split("=", 1) for pair in args.node_selector or [])
-    placement = GpuPlacement(
-        accelerator_type=args.accelerator_type or defaults.accelerator_type,
-        accelerator_count=args.accelerator_count,
-        node_selector=selectors if args.node_selector else defaults.node_selector,
-        tolerations=tuple(Toleration.parse(t) for t in args.toleration)
-        if args.toleration
-        else defaults.tolerations,
-    )
-    for path in compile_all(args.output_dir, image=args.image, placement=placement):
+        written = compile_vertex(args.output_dir, image=args.image, placement=placement)
+    else:
+        labels = key_values("--label", args.label or [])
+        written = compile_all(args.output_dir, args.image, placement, pod_labels=labels)
+    for path in written:
         print(path)
     return 0
+
+
+PLACEMENT_FLAGS = ("accelerator_type", "accelerator_count", "machine_type", "node_selector")
+PLACEMENT_FLAGS += ("toleration", "spot", "retries", "retry_backoff", "label")
 
 
 def add_compile(commands) -> None:
@@ -95,6 +79,34 @@ def add_compile(commands) -> None:
         action="append",
         metavar="KEY[=VALUE][:EFFECT]",
         help="taint the train step tolerates (repeatable; default nvidia.com/gpu:NoSchedule)",
+    )
+    parser.add_argument(
+        "--spot",
+        nargs="?",
+        const="",
+        metavar="CLOUD",
+        help="train on spot (preemptible) capacity: kfp needs the cloud, gke "
+        "(cloud.google.com/gke-spot) or eks (eks.amazonaws.com/capacityType: SPOT); "
+        "vertex takes none (Spot VMs). Pair with the train step's checkpoint_uri",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="times KFP retries a failed train step (default 3; 0: never)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        default="60s",
+        metavar="DURATION",
+        help="wait before the first retry, doubling after each (default 60s, at most 1h in all)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="label on every pipeline pod, e.g. team=fraud, project=churn, cost-center=cc-42 "
+        "(repeatable), for grouping cluster spend",
     )
 
 

@@ -12,17 +12,30 @@ it is called, `apply` to the task it made.
   becomes a Vertex AI CustomJob on one machine with its accelerators
   (`--machine-type … --accelerator-type … --accelerator-count …`), through
   google-cloud-pipeline-components; there are no Kubernetes nodes to select or tolerate.
+
+Both retry the train step (`Retry`, KFP's `set_retry`): a preempted spot node or a lost pod
+costs a restart, and the step resumes from its last checkpoint (`checkpoint_uri`,
+components/train/checkpoints.py). `spot` puts the step on spot capacity: on Kubernetes the
+cloud's spot node label (`SPOT_POOLS`, with the toleration GKE's docs give for tainted spot
+pools), on Vertex AI the CustomJob's SPOT scheduling strategy.
+
+`label_every_pod` gives every pod of a compiled pipeline the same labels (team, project,
+cost-center, ...), so a cluster's cost tools can group spend by them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from google.protobuf import json_format
 from kfp import kubernetes
-from kfp.dsl import PipelineTask
+from kfp.dsl import PipelineTask, structures
 from kfp.dsl.base_component import BaseComponent
+from kfp.dsl.graph_component import GraphComponent
+from kfp.kubernetes import kubernetes_executor_config_pb2
 
 
 class Placement(Protocol):
@@ -61,6 +74,54 @@ class Toleration:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """KFP's retry policy for the train step: `num_retries` restarts, the first after
+    `backoff_duration`, each later one `backoff_factor` times longer, none after
+    `backoff_max_duration` (durations as KFP writes them: "60s", "5m", "1h")."""
+
+    num_retries: int = 3
+    backoff_duration: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "3600s"
+
+    def __post_init__(self) -> None:
+        if self.num_retries < 0:
+            raise ValueError(f"retries {self.num_retries} is below 0")
+        if self.backoff_factor < 1:
+            raise ValueError(f"retry backoff factor {self.backoff_factor} is below 1")
+        for duration in (self.backoff_duration, self.backoff_max_duration):
+            try:
+                structures.convert_duration_to_seconds(duration)
+            except (ValueError, IndexError) as error:
+                raise ValueError(
+                    f"retry duration {duration!r}: expected a number and a unit of s, m, h, d "
+                    "or w, e.g. 60s or 5m"
+                ) from error
+
+    def apply(self, task: PipelineTask) -> PipelineTask:
+        if self.num_retries:
+            task.set_retry(
+                self.num_retries,
+                backoff_duration=self.backoff_duration,
+                backoff_factor=self.backoff_factor,
+                backoff_max_duration=self.backoff_max_duration,
+            )
+        return task
+
+
+SPOT_POOLS: dict[str, tuple[dict[str, str], tuple[Toleration, ...]]] = {
+    # GKE labels spot nodes; pools created with the taint its docs suggest need the toleration.
+    "gke": (
+        {"cloud.google.com/gke-spot": "true"},
+        (Toleration("cloud.google.com/gke-spot", "Equal", "true", "NoSchedule"),),
+    ),
+    # EKS managed node groups label the capacity type and taint nothing by default.
+    "eks": ({"eks.amazonaws.com/capacityType": "SPOT"}, ()),
+}
+"""Node labels and tolerations of each cloud's spot (preemptible) capacity."""
+
+
+@dataclass(frozen=True)
 class GpuPlacement:
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_count: int = 1
@@ -71,21 +132,32 @@ class GpuPlacement:
     cpu_request: str = "4"
     memory_request: str = "16Gi"
     memory_limit: str = "32Gi"
+    spot: str = ""
+    """"gke" or "eks": train on that cloud's spot nodes (`SPOT_POOLS`); "" on any."""
+    retry: Retry = Retry()
+
+    def __post_init__(self) -> None:
+        if self.spot and self.spot not in SPOT_POOLS:
+            raise ValueError(
+                f"spot capacity {self.spot!r} is not known: expected one of {sorted(SPOT_POOLS)}"
+            )
 
     def wrap(self, component: BaseComponent) -> BaseComponent:
         """The component unchanged: on Kubernetes the task itself carries the placement."""
         return component
 
     def apply(self, task: PipelineTask) -> PipelineTask:
-        """Ask for the accelerator, CPU and memory, and pin the task to GPU nodes."""
+        """Ask for the accelerator, CPU and memory, pin the task to GPU (and spot) nodes,
+        retry it."""
         task.set_cpu_request(self.cpu_request).set_memory_request(self.memory_request)
         task.set_memory_limit(self.memory_limit)
         if self.accelerator_count > 0:
             task.set_accelerator_type(self.accelerator_type)
             task.set_accelerator_limit(self.accelerator_count)
-        for key, value in sorted(self.node_selector.items()):
+        spot_selector, spot_tolerations = SPOT_POOLS.get(self.spot, ({}, ()))
+        for key, value in sorted({**self.node_selector, **spot_selector}.items()):
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
-        for toleration in self.tolerations:
+        for toleration in (*self.tolerations, *spot_tolerations):
             kubernetes.add_toleration(
                 task,
                 key=toleration.key,
@@ -93,7 +165,7 @@ class GpuPlacement:
                 value=toleration.value,
                 effect=toleration.effect,
             )
-        return task
+        return self.retry.apply(task)
 
 
 VERTEX_ACCELERATOR = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -111,6 +183,9 @@ class VertexPlacement:
     accelerator_type: str = "NVIDIA_TESLA_T4"
     accelerator_count: int = 1
     boot_disk_size_gb: int = 100
+    spot: bool = False
+    """Run the CustomJob on Spot VMs (Vertex AI's SPOT scheduling strategy)."""
+    retry: Retry = Retry()
 
     def __post_init__(self) -> None:
         if self.accelerator_count < 0:
@@ -150,8 +225,122 @@ class VertexPlacement:
             accelerator_type=self.accelerator_type if self.accelerator_count else "",
             accelerator_count=self.accelerator_count,
             boot_disk_size_gb=self.boot_disk_size_gb,
+            strategy="SPOT" if self.spot else "STANDARD",
         )
 
     def apply(self, task: PipelineTask) -> PipelineTask:
-        """The task unchanged: the CustomJob's worker pool spec holds machine and accelerator."""
-        return task
+        """The task retried; the CustomJob's worker pool spec holds machine and accelerator."""
+        return self.retry.apply(task)
+
+
+LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+LABEL_PREFIX = re.compile(
+    r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
+)
+
+
+def check_pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """`labels` if Kubernetes accepts each key and value, else a ValueError naming the first
+    that it refuses and the rule (checked here: the API server would refuse the pod later)."""
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if (
+            not name
+            or not LABEL_NAME.fullmatch(name)
+            or (prefix and not LABEL_PREFIX.fullmatch(prefix))
+            or len(prefix) > 253
+        ):
+            raise ValueError(
+                f"label key {key!r}: expected [prefix/]name, the name at most 63 letters, "
+                "digits, '-', '_' or '.', starting and ending with a letter or digit"
+            )
+        if not LABEL_NAME.fullmatch(value):
+            raise ValueError(
+                f"label {key}={value!r}: a value is at most 63 letters, digits, '-', '_' or "
+                "'.', starting and ending with a letter or digit (or empty)"
+            )
+    return dict(labels)
+
+
+def label_every_pod(pipeline: GraphComponent, labels: Mapping[str, str]) -> GraphComponent:
+    """`pipeline` with `labels` on the pod of every task, nested pipelines' tasks included.
+
+    kfp-kubernetes labels one task at a time (`add_pod_label`); the same Kubernetes executor
+    config is written here into the platform spec of each executor the compiled pipeline has,
+    so no pipeline definition has to label each of its tasks.
+    """
+    if not labels:
+        return pipeline
+    executors = pipeline.pipeline_spec.deployment_spec["executors"]
+    configs = pipeline.platform_spec.platforms["kubernetes"].deployment_spec.executors
+    for name in sorted(executors):
+        config = kubernetes_executor_config_pb2.KubernetesExecutorConfig()
+        if name in configs:
+            json_format.ParseDict(json_format.MessageToDict(configs[name]), config)
+        config.pod_metadata.labels.update(check_pod_labels(labels))
+        configs[name].Clear()
+        configs[name].update(json_format.MessageToDict(config))
+    return pipeline
+
+
+def key_values(flag: str, pairs: Sequence[str]) -> dict[str, str]:
+    """`KEY=VALUE` texts as a dict, or a ValueError naming `flag` and the text without "="."""
+    parsed = {}
+    for text in pairs:
+        key, equals, value = text.partition("=")
+        if not equals or not key:
+            raise ValueError(f"{flag} {text!r}: expected KEY=VALUE")
+        parsed[key] = value
+    return parsed
+
+
+def placement_for(
+    target: str,
+    *,
+    accelerator_type: str | None = None,
+    accelerator_count: int = 1,
+    machine_type: str | None = None,
+    node_selector: Sequence[str] | None = None,
+    toleration: Sequence[str] | None = None,
+    spot: str | None = None,
+    retries: int = 3,
+    retry_backoff: str = "60s",
+    label: Sequence[str] | None = None,
+) -> GpuPlacement | VertexPlacement:
+    """The placement `ctloop compile`'s flags ask for on `target` ("kfp" or "vertex"); a flag
+    of the other target is refused with the rule. `spot` is None (not asked), "" (asked with no
+    cloud: Vertex AI's Spot VMs) or the cloud of a Kubernetes spot pool (`SPOT_POOLS`)."""
+    retry = Retry(num_retries=retries, backoff_duration=retry_backoff)
+    if target == "vertex":
+        if node_selector or toleration or label:
+            raise ValueError(
+                "--node-selector, --toleration and --label set Kubernetes pods; Vertex AI "
+                "picks the machine from --machine-type and --accelerator-type"
+            )
+        if spot:
+            raise ValueError("--spot takes no cloud with --target vertex: Vertex AI's Spot VMs")
+        defaults = VertexPlacement()
+        return VertexPlacement(
+            machine_type=machine_type or defaults.machine_type,
+            accelerator_type=accelerator_type or defaults.accelerator_type,
+            accelerator_count=accelerator_count,
+            spot=spot is not None,
+            retry=retry,
+        )
+    if machine_type:
+        raise ValueError("--machine-type applies to --target vertex only")
+    if spot == "":
+        raise ValueError("--spot needs the cloud whose spot nodes to use: --spot gke or --spot eks")
+    defaults = GpuPlacement()
+    return GpuPlacement(
+        accelerator_type=accelerator_type or defaults.accelerator_type,
+        accelerator_count=accelerator_count,
+        node_selector=key_values("--node-selector", node_selector)
+        if node_selector
+        else defaults.node_selector,
+        tolerations=tuple(Toleration.parse(t) for t in toleration)
+        if toleration
+        else defaults.tolerations,
+        spot=spot or "",
+        retry=retry,
+    )
