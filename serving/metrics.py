@@ -161,7 +161,8 @@ SHADOW_DISAGREEMENTS = Counter(
 )
 SHADOW_LATENCY = Histogram(
     "ctloop_shadow_latency_seconds",
-    "Time the shadow took to score one batch (off the request path).",
+    "Time the shadow took to score one round: the batches gathered, scored in one call off the "
+    "request path.",
     SHADOW_LABELS,
     buckets=LATENCY_BUCKETS,
 )

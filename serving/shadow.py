@@ -56,10 +56,11 @@ MAX_ROWS_PER_CALL = 10_000
 """Most pending rows scored in one call: enough to amortise the call, small enough that the
 queue's space comes back in steps."""
 GATHER_S = 0.05
-"""How long the thread lets rows gather after the first arrives: at most one round (wake-up,
-Python bookkeeping, one scoring call) every 50 ms however many requests arrive. Woken for
-every one-row request, the thread held the GIL often enough to stall the event loop behind it
-(docs/performance.md); the metrics lag by no more than this."""
+"""How long the thread lets rows gather after the first arrives (less when `MAX_ROWS_PER_CALL`
+rows wait): one round (wake-up, Python bookkeeping under the GIL, one scoring call) per 50 ms
+however many requests arrive. Scoring one row costs about as much as scoring a hundred
+(docs/performance.md), and each wake-up takes the GIL from the event loop; the metrics lag
+by no more than this."""
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,9 @@ class ShadowScorer:
                 if self._closing or self._pending_rows + rows > self.queue_rows:
                     accepted = False
                 else:
-                    if not self._pending:  # the thread waits only while nothing is pending
+                    if not self._pending or (  # wake the thread: it waits for the first
+                        self._pending_rows < MAX_ROWS_PER_CALL <= self._pending_rows + rows
+                    ):  # rows, then for GATHER_S unless a full call's rows are waiting
                         self._changed.notify_all()
                     self._pending.append((matrix, served_scores))
                     self._pending_rows += rows
@@ -152,7 +155,9 @@ class ShadowScorer:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending or self._closing)
-                self._changed.wait_for(lambda: self._closing, GATHER_S)
+                self._changed.wait_for(
+                    lambda: self._closing or self._pending_rows >= MAX_ROWS_PER_CALL, GATHER_S
+                )
                 if self._closing:
                     return
                 batches = [self._pending.popleft()]

@@ -106,7 +106,10 @@ def paced(rate: float, seconds: float, url: str, body: Path, scratch: Path, pid:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10, help="wrk duration of each cell")
-    parser.add_argument("--rounds", type=int, default=3, help="half-load runs per server")
+    parser.add_argument("--rounds", type=int, default=5, help="half-load runs per server")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=list(BATCHES), help="rows per request"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench_shadow_serving needs wrk: `apt-get install -y wrk`", file=sys.stderr)
@@ -145,11 +148,12 @@ def main() -> None:
             started = []
             for peer in servers:
                 url, pid = stack.enter_context(running(peer, scratch / f"{peer.name}.log"))
-                bodies = {batch: write_body(scratch, peer, rows, batch) for batch in BATCHES}
-                print(f"{peer.name}: {check_scores(url, peer, bodies[100], expected)}")
-                run_wrk(url + v1, bodies[1], 1, 1, 1, scratch)  # warm-up
+                bodies = {batch: write_body(scratch, peer, rows, batch) for batch in args.batches}
+                checked = write_body(scratch, peer, rows, 100)
+                print(f"{peer.name}: {check_scores(url, peer, checked, expected)}")
+                run_wrk(url + v1, checked, 1, 1, 1, scratch)  # warm-up
                 started.append((peer, url, pid, bodies))
-            for batch in BATCHES:
+            for batch in args.batches:
                 for peer, url, pid, bodies in started:
                     saturation[peer.name, batch] = run_wrk(
                         url + v1, bodies[batch], THREADS, CONNECTIONS, args.seconds, scratch, pid
@@ -162,6 +166,7 @@ def main() -> None:
                         )
             figures = shadow_metrics(started[1][1])
         report(saturation, half, rates, figures)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def _row(label: str, batch: int, load: str, result: WrkResult) -> str:
@@ -185,7 +190,8 @@ def report(
         f"{'p99 ms':>8}{'errors':>7}{'CPU ms/req':>11}"
     )
     medians: dict[tuple[str, int], WrkResult] = {}
-    for batch in BATCHES:
+    batches = sorted(rates)
+    for batch in batches:
         for name in ("ctloop", "+shadow"):
             print(_row(name, batch, "saturation", saturation[name, batch]))
         for name in ("ctloop", "+shadow"):
@@ -211,7 +217,7 @@ def report(
     )
     print("\ngoals at half load (not asserted): with a shadow, p99 <= 1.10x and throughput >= "
           "0.85x of no shadow")  # fmt: skip
-    for batch in BATCHES:
+    for batch in batches:
         plain, shadowed = medians["ctloop", batch], medians["+shadow", batch]
         full = saturation["+shadow", batch].per_second / saturation["ctloop", batch].per_second
         print(
