@@ -72,11 +72,7 @@ def test_first_deploy_gives_new_model_all_traffic_without_canary_fields(build, m
     assert isvc["spec"] == {
         "predictor": {
             "labels": {MODEL_VERSION_LABEL: "2"},
-            "model": {
-                "modelFormat": {"name": "xgboost"},
-                "name": "kserve-container",
-                "storageUri": NEW_URI,
-            },
+            "model": {"modelFormat": {"name": "xgboost"}, "storageUri": NEW_URI},
         }
     }
 
@@ -125,11 +121,7 @@ def test_canary_percent_100_replaces_model_without_canary_fields(build, mode):
     assert isvc["spec"] == {
         "predictor": {
             "labels": {MODEL_VERSION_LABEL: "2"},
-            "model": {
-                "modelFormat": {"name": "xgboost"},
-                "name": "kserve-container",
-                "storageUri": NEW_URI,
-            },
+            "model": {"modelFormat": {"name": "xgboost"}, "storageUri": NEW_URI},
         }
     }
 

@@ -246,3 +246,17 @@ def test_a_standard_canary_is_named_for_its_version_and_has_fixed_replicas(stage
     [entry] = canary["spec"]["canary"]
     assert entry["predictor"]["name"] == "v2"
     assert entry["predictor"]["minReplicas"] == 1 and "maxReplicas" not in entry["predictor"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_canary_entries_name_the_model_container(stage, mode):
+    """The CRD requires `spec.canary[].predictor.model.name`; KServe's webhook refuses
+    `spec.predictor.model.name` ("the 'name' field is not allowed in standard predictor")."""
+    served = champion(stage, mode)
+    [canary] = stage("canary", "2", served, mode)
+    steps = stage("ab", "3", served, mode, canary_percent=20)
+
+    for isvc in [served, canary, *steps]:
+        assert "name" not in isvc["spec"]["predictor"]["model"]
+        for entry in isvc["spec"].get("canary", []):
+            assert entry["predictor"]["model"]["name"] == "kserve-container"

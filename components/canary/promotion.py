@@ -30,6 +30,7 @@ two ends of one state machine over the same service and aliases, and share every
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -93,7 +94,7 @@ def promote(
             patch = {
                 "metadata": {"labels": {MODEL_VERSION_LABEL: version}},
                 "spec": {
-                    "predictor": cluster.replacing(spec["predictor"], entry["predictor"]),
+                    "predictor": cluster.replacing(spec["predictor"], _as_stable(entry)),
                     "canary": None,
                 },
             }
@@ -338,6 +339,15 @@ def _restored_model(predictor: dict, storage_uri: str, champion: str) -> dict:
             for arg in args
         ]
     return model
+
+
+def _as_stable(entry: dict) -> dict:
+    """A canary entry's predictor as `spec.predictor`: without the model's container name,
+    which the CRD requires on a canary and KServe's webhook refuses on the stable predictor.
+    The predictor keeps its own name, so KServe keeps the canary's Deployment (no restart)."""
+    predictor = copy.deepcopy(entry["predictor"])
+    (predictor.get("model") or {}).pop("name", None)
+    return predictor
 
 
 def _canary_entry(spec: dict, version: str) -> dict | None:

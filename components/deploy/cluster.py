@@ -260,7 +260,7 @@ def deploy_inference_service(
     before = get_inference_service(api, name, namespace)
     isvc, action = apply_inference_service(api, desired)
     superseded = None
-    if before is not None and rolling_out_storage_uri(before) != rolling_out_storage_uri(desired):
+    if before is not None and _makes_new_revision(before, desired):
         superseded = _predictor_status(before).get("latestCreatedRevision")
     ready = wait_until_ready(
         api,
@@ -279,6 +279,17 @@ def deploy_inference_service(
         "url": status.get("url"),
         "status": status,
     }
+
+
+def _makes_new_revision(before: dict, desired: dict) -> bool:
+    """Whether applying `desired` makes Knative create a revision: a new model, or any other
+    change of the predictor than its `canaryTrafficPercent` (new arguments, say). Until that
+    revision is ready, the Ready status of the one before would pass a wait."""
+    if rolling_out_storage_uri(before) != rolling_out_storage_uri(desired):
+        return True
+    predictor = desired["spec"]["predictor"]
+    wanted = {key: value for key, value in predictor.items() if key != "canaryTrafficPercent"}
+    return not _already_applied((before.get("spec") or {}).get("predictor"), wanted)
 
 
 def canary_percent_of(isvc: dict) -> int | None:

@@ -52,8 +52,9 @@ KIND = "InferenceService"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODEL_VERSION_LABEL = "ctloop.model-version"
 MODEL_FORMAT = "xgboost"
-# The container name KServe gives the model server; the CRD requires a name on the canary's
-# model (`spec.canary[].predictor.model.name`), so every predictor carries it explicitly.
+# The container name KServe gives the model server. The CRD requires it on a canary's model
+# (`spec.canary[].predictor.model.name`), and KServe's webhook refuses it on `spec.predictor`
+# ("the 'name' field is not allowed in standard predictor"): only canary entries carry it.
 MODEL_CONTAINER_NAME = "kserve-container"
 SERVERLESS = "Serverless"
 STANDARD = "Standard"
@@ -185,7 +186,7 @@ def desired_inference_service(
 
     new_predictor = V1beta1PredictorSpec(
         model=V1beta1ModelSpec(
-            name=MODEL_CONTAINER_NAME,
+            name=None,
             model_format=V1beta1ModelFormat(name=MODEL_FORMAT),
             storage_uri=storage_uri,
             runtime=runtime,
@@ -209,6 +210,7 @@ def desired_inference_service(
         spec = V1beta1InferenceServiceSpec(predictor=new_predictor)
     else:
         new_predictor.name = variant_name(model_version)
+        new_predictor.model.name = MODEL_CONTAINER_NAME
         new_predictor.max_replicas = None
         spec = V1beta1InferenceServiceSpec(
             predictor=_current_standard_predictor(current),
@@ -358,11 +360,14 @@ def _current_standard_predictor(current: dict) -> dict:
     Taken as the API returns it (webhook defaults included) rather than rebuilt, so the
     serving pods are not touched; the kserve SDK cannot deserialise it into typed models
     (its deserialiser does not know the Kubernetes core types). `canaryTrafficPercent` is
-    dropped: Standard mode ignores it. So are shadow arguments: a canary ends a shadow stage.
+    dropped: Standard mode ignores it. So are shadow arguments: a canary ends a shadow stage;
+    and the model's container name, which KServe's webhook refuses on the stable predictor
+    (services a former ctloop release created carry it).
     """
     predictor = copy.deepcopy(current["spec"]["predictor"])
     predictor.pop("canaryTrafficPercent", None)
     model = predictor.get("model") or {}
+    model.pop("name", None)
     if has_args(model.get("args"), SHADOW_ARGS):
         model["args"] = without_args(model["args"], SHADOW_ARGS)
     return predictor
