@@ -108,7 +108,8 @@ def test_training_killed_by_sigkill_resumes_to_the_same_model(splits, tmp_path):
     store = tmp_path / "checkpoints"
     arguments = [*map(str, splits), str(store), json.dumps(PROFILE), SAMPLED]
     killed = subprocess.Popen([sys.executable, "-c", CHILD, *arguments])
-    uninterrupted = _train(splits, SAMPLED, checkpoint_every=5).booster  # while it starts
+    reference = CheckpointStore(str(tmp_path / "reference"))
+    uninterrupted = _train(splits, SAMPLED, checkpoint_every=5, checkpoints=reference).booster
     while not list(store.glob("*.json")):
         assert killed.poll() is None, "the training process ended before its first checkpoint"
         time.sleep(0.01)
@@ -137,7 +138,8 @@ def test_early_stopping_state_survives_a_crash(tmp_path):
         _write(tmp_path / "v.parquet", 800, 6, True),
     )
     params = '{"num_boost_round": 200, "early_stopping_rounds": 6, "max_depth": 3, "nthread": 1}'
-    uninterrupted = _train(splits, params, checkpoint_every=4)
+    reference = CheckpointStore(str(tmp_path / "reference"))
+    uninterrupted = _train(splits, params, checkpoint_every=4, checkpoints=reference)
     assert uninterrupted.early_stopped
     store = CheckpointStore(str(tmp_path / "checkpoints"))
     crash_at = uninterrupted.booster.num_boosted_rounds() - 2  # after the best round
@@ -153,26 +155,32 @@ def test_early_stopping_state_survives_a_crash(tmp_path):
     assert resumed.early_stopped
 
 
-def test_checkpoints_do_not_change_the_model_and_leave_only_the_last(splits, tmp_path):
+def test_a_finished_run_keeps_only_its_last_checkpoint_and_is_not_trained_again(splits, tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "rounds-000003.ubj").write_bytes(b"killed before its JSON was written")
     (folder / ".rounds-000003.json.5d1e").write_bytes(b"{")
     store = CheckpointStore(str(folder))
     assert store.latest() is None
-    kept = _train(splits, SAMPLED, checkpoint_every=7, checkpoints=store)
-    plain = _train(splits, SAMPLED, checkpoint_every=7)
-    assert kept.booster.get_dump() == plain.booster.get_dump()
-    assert kept.evals_result == plain.evals_result
+    first = _train(splits, SAMPLED, checkpoint_every=7, checkpoints=store)
     latest = store.latest()
     assert latest.finished and latest.rounds == 40
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "rounds-000040.json",
-        "rounds-000040.ubj",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["rounds-000040.json", "rounds-000040.ubj"]
+    rounds = _Rounds()
+    again = _train(splits, SAMPLED, checkpoint_every=7, checkpoints=store, callbacks=[rounds])
+    assert (again.resumed_rounds, rounds.seen) == (40, [])
+    assert again.booster.get_dump() == first.booster.get_dump()
+    assert again.evals_result == first.evals_result
 
 
-def test_callbacks_see_the_whole_run_across_segments(splits):
+def test_without_sampling_checkpoints_change_nothing(splits, tmp_path):
+    exact = SAMPLED.replace("}", ', "subsample": 1, "colsample_bytree": 1}')
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    kept = _train(splits, exact, checkpoint_every=7, checkpoints=store)
+    assert kept.booster.get_dump() == _train(splits, exact).booster.get_dump()
+
+
+def test_callbacks_see_the_whole_run_across_segments(splits, tmp_path):
     class Seen(xgb.callback.TrainingCallback):
         def __init__(self):
             super().__init__()
@@ -184,7 +192,8 @@ def test_callbacks_see_the_whole_run_across_segments(splits):
             return False
 
     seen = Seen()
-    _train(splits, SAMPLED, checkpoint_every=3, callbacks=[seen])
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    _train(splits, SAMPLED, checkpoint_every=3, checkpoints=store, callbacks=[seen])
     assert seen.rounds == list(range(40))
     assert seen.lengths == list(range(1, 41))
 

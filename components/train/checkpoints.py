@@ -8,16 +8,23 @@ last segment it finished, with `xgboost.train(xgb_model=...)` and the rounds tha
 Why the result is the same model as an uninterrupted run (checked by
 tests/test_train_checkpoints.py, which SIGKILLs a training process): XGBoost keeps the random
 state of row and column sampling (`subsample`, `colsample_*`) in the running learner, not in the
-saved model, so a learner rebuilt from a checkpoint would draw different samples. Here *every*
-run, interrupted or not, starts each segment from the model bytes of the previous one, with the
-sampling seed set to `seed + rounds done`: a segment's draws depend only on where it starts. Early
-stopping's state (best score, rounds since it improved) is rebuilt by replaying the saved curve
-through a fresh `EarlyStopping`, and the booster's `best_iteration` / `best_score` attributes
-travel in the model bytes. What must hold for two runs to give the same trees: the same data
-files (rows in the same order), the same hyperparameters including `seed`, the same
+saved model, so a learner rebuilt from a checkpoint would draw different samples. So with a store
+*every* run, interrupted or not, starts each segment from the model bytes of the previous one,
+with the sampling seed set to `seed + rounds done`: a segment's draws depend only on where it
+starts. Early stopping's state (best score, rounds since it improved) is rebuilt by replaying the
+saved curve through a fresh `EarlyStopping`, and the booster's `best_iteration` / `best_score`
+attributes travel in the model bytes. What must hold for two runs to give the same trees: the
+same data files (rows in the same order), the same hyperparameters including `seed`, the same
 `tree_method` ("hist") and device, the same `nthread` (CPU `hist` sums per-thread histograms, so
 a different thread count may round differently), the same XGBoost version, and the same segment
-length (it decides where sampling is reseeded).
+length (it decides where sampling is reseeded). Without row and column sampling the segments
+change nothing: the same trees come out with or without checkpoints.
+
+What it costs: a learner rebuilt from model bytes predicts every tree so far on the training and
+validation rows before its first round (XGBoost's prediction cache), about a tenth of a round's
+time per tree (measured: 0.36 s of CPU to resume a 150-tree depth-6 model on 200k x 30 rows, a
+round 0.024 s). Over T rounds in segments of K that is about T²/(20 K) rounds' worth: +20 % at
+T = 200, K = 50. So without a store training is one segment and pays nothing.
 
 Where checkpoints live: KFP retries a failed task by starting its executor pod again with the
 same executor input, but a step's output artifacts are uploaded only after the step succeeds, so
@@ -181,11 +188,13 @@ def boost(
     store: CheckpointStore | None = None,
     every: int = CHECKPOINT_EVERY,
 ) -> tuple[xgb.Booster, Curves, int]:
-    """Boost up to `num_boost_round` rounds in segments of `every`, resuming from `store`'s
-    newest checkpoint when it has one; return the booster, its validation curves and the
-    rounds it resumed after (0: from scratch)."""
+    """Boost up to `num_boost_round` rounds, with a `store` in segments of `every` resuming
+    from its newest checkpoint; return the booster, its validation curves and the rounds it
+    resumed after (0: from scratch)."""
     if every < 1:
         raise ValueError(f"checkpoint interval {every} must be >= 1 round")
+    if store is None:
+        every = num_boost_round
     stopper = _Stopping(rounds=early_stopping_rounds) if early_stopping_rounds else None
     start = store.latest() if store else None
     model = xgb.Booster(model_file=bytearray(start.model)) if start else None

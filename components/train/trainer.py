@@ -174,8 +174,8 @@ def train_booster(
             "cuda" (which builds the index on the host and moves it to the GPU).
         checkpoints: Where to save the booster every `checkpoint_every` rounds and resume
             from (`checkpoints.py`: why a resumed run gives the same trees); None keeps none.
-        checkpoint_every: Rounds per segment. Keep the default: with row or column sampling
-            the trees depend on it.
+        checkpoint_every: Rounds per checkpoint (with `checkpoints`). Keep the default: with
+            row or column sampling the trees depend on it.
 
     Returns:
         The booster (set to predict on CPU), its best iteration and the validation curves.
