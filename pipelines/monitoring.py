@@ -120,8 +120,9 @@ def build_monitoring_pipeline(
             deploy_target: "cluster" applies to Kubernetes; "render" only writes manifests.
             render_dir: Folder of rendered manifests when deploy_target is "render".
             canary_analysis: Watch the retrained model's canary in Prometheus, then promote
-                or roll it back.
-            prometheus_url: Prometheus that scrapes the predictors (canary analysis).
+                or roll it back (the shadow strategies' shadow analysis runs either way).
+            prometheus_url: Prometheus that scrapes the predictors (canary and shadow
+                analysis).
             canary_policy: Canary analysis policy as JSON; empty uses the default.
             rollout_strategy: How the retrained model rolls out: "canary",
                 "shadow-then-canary", "blue-green" or "ab" (see the training pipeline).

@@ -105,7 +105,8 @@ def build_training_pipeline(
             render_dir: Folder of rendered manifests when deploy_target is "render".
             canary_analysis: After deploying, watch the canary against the champion in
                 Prometheus, then promote or roll it back; false leaves the split as deployed
-                (no Prometheus, or a person decides with ctloop promote/rollback).
+                (no Prometheus, or a person decides with ctloop promote/rollback). The
+                shadow strategies' shadow analysis runs either way.
             prometheus_url: Prometheus that scrapes the predictors (canary and shadow
                 analysis).
             canary_policy: Canary analysis policy as JSON; empty uses the default.
