@@ -19,8 +19,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: setup
 	$(CTLOOP) demo
 
+# One pytest-xdist worker per core; tests/conftest.py keeps each module, and all the tests of an
+# expensive session fixture (the training loop, the kube-apiserver), on one worker, those first.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup --no-loadscope-reorder
 
 compile: setup
 	$(CTLOOP) compile --output-dir $(BUILD)

@@ -4,8 +4,12 @@ compiled pipelines, and a KFP API stand-in.
 The loop runs the real `training` pipeline through kfp.local twice on the same work
 directory (first model, then a challenger), exactly as `make demo` does, so the slower
 end-to-end assertions share one pair of runs.
+
+`make test` spreads the tests over pytest-xdist workers (`--dist loadgroup`); the hook below
+keeps each module, and every test of an expensive session fixture, on one worker.
 """
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,34 @@ import pytest
 from ctloop.pipelines.demo_data import export_telco_churn
 
 CHALLENGER_HYPERPARAMETERS = '{"max_depth": 3, "eta": 0.05, "num_boost_round": 800}'
+
+# Session fixtures that cost a minute or more to build (two training runs; a kube-apiserver
+# with etcd): every worker that ran one of their tests would build its own.
+ONE_WORKER_FIXTURES = ("training_loop", "kube_apiserver")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup`, give each test an `xdist_group`: the first of
+    ONE_WORKER_FIXTURES it uses, else its module (module fixtures, such as a server started
+    once for a module, are then set up once). Workers take the groups in collection order
+    (`--no-loadscope-reorder`), so the fixture groups go first, being the longest chains that
+    would otherwise finish last, then the other groups largest first, leaving small ones to
+    even out the end."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            shared = [name for name in ONE_WORKER_FIXTURES if name in item.fixturenames]
+            group = shared[0] if shared else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+    groups = [item.get_closest_marker("xdist_group").args[0] for item in items]
+    sizes = Counter(groups)
+    order = {
+        id(item): (group not in ONE_WORKER_FIXTURES, -sizes[group], group)
+        for item, group in zip(items, groups, strict=True)
+    }
+    items.sort(key=lambda item: order[id(item)])
 
 
 @pytest.fixture(scope="session")
