@@ -1,34 +1,36 @@
-"""Bad input through `ctloop run training`: one clear message, exit non-zero, nothing registered."""
+"""Bad input through `ctloop run training`: one clear message, exit non-zero, nothing registered.
+
+The command runs in this process through `main`, as the console script calls it, its output
+captured at the file descriptors (a step's output on stdout would still show): a child Python
+for each case would only add seconds of start-up.
+"""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from ctloop.pipelines.cli import main
+
 pytestmark = pytest.mark.e2e
 
 
-def _run(tmp_path: Path, data: str, *extra: str, target: str = "churn"):
-    command = [
-        sys.executable,
-        "-m",
-        "ctloop",
-        "run",
-        "training",
-        "--data",
-        data,
-        "--target",
-        target,
-        "--workdir",
-        str(tmp_path / "work"),
-        "--json",
-        *extra,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def ctloop_run(tmp_path, capfd):
+    """`ctloop run training --json` on `data` with a work directory under `tmp_path`."""
+
+    def run(data: str, *extra: str, target: str = "churn") -> subprocess.CompletedProcess:
+        capfd.readouterr()
+        argv = ["run", "training", "--data", data, "--target", target]
+        argv += ["--workdir", str(tmp_path / "work"), "--json", *extra]
+        code = main(argv)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["ctloop", *argv], code, out, err)
+
+    return run
 
 
 def _error_line(result) -> str:
@@ -68,8 +70,10 @@ def _png(path: Path) -> str:
     ],
     ids=["missing-uri", "empty-file", "not-a-table"],
 )
-def test_unreadable_local_data_is_refused_before_any_step_runs(tmp_path, make_data, expected):
-    result = _run(tmp_path, make_data(tmp_path))
+def test_unreadable_local_data_is_refused_before_any_step_runs(
+    tmp_path, ctloop_run, make_data, expected
+):
+    result = ctloop_run(make_data(tmp_path))
     assert result.returncode == 2
     message = _error_line(result)
     assert message.startswith("ctloop run: --data: dataset ")
@@ -95,9 +99,9 @@ def test_unreadable_local_data_is_refused_before_any_step_runs(tmp_path, make_da
     ids=["missing-target", "three-classes"],
 )
 def test_bad_data_fails_its_step_with_one_clear_message(
-    tmp_path, telco_churn_parquet, make_data, target, step, expected
+    tmp_path, ctloop_run, telco_churn_parquet, make_data, target, step, expected
 ):
-    result = _run(tmp_path, make_data(tmp_path, telco_churn_parquet), target=target)
+    result = ctloop_run(make_data(tmp_path, telco_churn_parquet), target=target)
     assert result.returncode == 1
     message = _error_line(result)
     assert message.startswith(f"ctloop run: step {step} failed: ")
@@ -122,9 +126,9 @@ def test_bad_data_fails_its_step_with_one_clear_message(
     ],
 )
 def test_malformed_json_parameters_are_rejected_before_any_step_runs(
-    tmp_path, telco_churn_parquet, param, expected
+    tmp_path, ctloop_run, telco_churn_parquet, param, expected
 ):
-    result = _run(tmp_path, str(telco_churn_parquet), "--param", param)
+    result = ctloop_run(str(telco_churn_parquet), "--param", param)
     assert result.returncode == 2
     assert expected in _error_line(result)
     assert not (tmp_path / "work").exists()
