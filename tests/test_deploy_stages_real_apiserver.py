@@ -8,10 +8,11 @@ pruning apply to every write, and a rerun of a stage must send no write at all.
 import pytest
 from mlflow import MlflowClient
 
-from ctloop.components.canary import promotion
+from ctloop.components.canary import promotion, variants
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.stages import desired_stage
 from ctloop.components.image import SERVING_RUNTIME
+from ctloop.components.registry import mlflow_registry
 from tests import envtest
 from tests import test_deploy_real_apiserver as real_api
 from tests.test_deploy_real_apiserver import FAST, NAME, Namespace
@@ -132,3 +133,40 @@ def test_serverless_ab_makes_the_champion_log_first_and_a_rollback_restores_its_
     predictor = ns.stored()["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == URIS["1"]
     assert args(predictor) == ["--version=1", "--variant=1", f"--prediction-log-uri={LOG}"]
+
+
+def test_ending_an_experiment_the_control_won_rolls_back_every_challenger(space):
+    ns = space("Standard")
+    register(ns)
+    apply_stage(ns, "canary", "1")
+    apply_stage(ns, "ab", "2", percent=30)
+    apply_stage(ns, "ab", "3", percent=20)
+    options = {key: value for key, value in ns.options().items() if key != "version"}
+
+    outcome = variants.roll_back_challengers(
+        ns.api, ns.tracking_uri, reasons=["A/B: control won"], **options
+    )
+
+    assert outcome["versions"] == ["2", "3"]
+    stored = ns.stored()
+    assert "canary" not in stored["spec"] and "canaryStatuses" not in stored["status"]
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URIS["1"]
+    for version in ("2", "3"):
+        assert (
+            mlflow_registry.version_tags(ns.tracking_uri, ns.model, version)["ctloop.rolled_back"]
+            == "A/B: control won"
+        )
+    mark = len(ns.sent)
+    rerun = variants.roll_back_challengers(ns.api, ns.tracking_uri, reasons=["again"], **options)
+    assert (rerun["versions"], rerun["changed"], ns.writes_since(mark)) == ([], False, [])
+
+
+def test_the_experiments_control_is_the_champion_unless_named(space):
+    from ctloop.components.canary.component import resolve_control_variant
+
+    ns = space("Standard")
+    register(ns, champion="1")
+    resolve = resolve_control_variant.python_func
+
+    assert resolve("", ns.model, ns.tracking_uri) == "1"
+    assert resolve("7", ns.model, ns.tracking_uri) == "7"
