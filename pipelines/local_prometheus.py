@@ -7,9 +7,9 @@ generated scrape configuration that lists the predictors' `host:port` targets an
 them every second. The targets may start after Prometheus: it finds them as they come up.
 
 Each target carries a `namespace` label, as Prometheus Operator labels a pod's series, so the
-analysis selects series exactly as it would on a cluster. The store is a throwaway folder:
-stopping escalates from SIGTERM to SIGKILL (`ctloop.serving.local_server.stop`), and the
-server's output goes to a file that a start-up failure quotes.
+analysis selects series exactly as it would on a cluster. The store is a throwaway folder.
+Starting, waiting and stopping are the predictor's (`ctloop.serving.local_server`): a deadline
+on start-up, SIGTERM then SIGKILL on exit, and the output in a file a start-up failure quotes.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from ctloop.components.canary.prometheus import PrometheusClient
-from ctloop.serving.local_server import LOOPBACK, free_port, stop
+from ctloop.serving.local_server import LOOPBACK, ServerStartError, free_port, running_server
 
 BINARY = "prometheus"
 INSTALL_HINT = "apt-get install prometheus (Debian/Ubuntu; .ci/run installs it)"
 READY_PATH = "/-/ready"
 START_TIMEOUT_S = 30.0
 _OUTPUT_TAIL_CHARS = 3000
-
-
-class PrometheusStartError(RuntimeError):
-    """Prometheus is not installed, exited, or was not ready in time (with its output)."""
 
 
 class LocalPrometheus(PrometheusClient):
@@ -87,12 +80,12 @@ def running_prometheus(
     store and output under `root`; yield it once `/-/ready` answers 200; stop it on exit.
 
     Raises:
-        PrometheusStartError: the binary is missing, or the server exited or was not ready
+        ServerStartError: the binary is missing, or the server exited or was not ready
             within `start_timeout_s` (the message quotes its output).
     """
     binary = shutil.which(BINARY)
     if binary is None:
-        raise PrometheusStartError(f"the {BINARY} binary is not on PATH: {INSTALL_HINT}")
+        raise ServerStartError(f"the {BINARY} binary is not on PATH: {INSTALL_HINT}")
     root.mkdir(parents=True, exist_ok=True)
     config = root / "prometheus.yml"
     # JSON is YAML: Prometheus reads it as it is.
@@ -105,33 +98,12 @@ def running_prometheus(
         f"--web.listen-address={LOOPBACK}:{port}",
     ]
     log = root / "prometheus.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    server = LocalPrometheus(f"http://{LOOPBACK}:{port}", process, log)
-    try:
-        _wait_until_ready(server, start_timeout_s)
-        yield server
-    finally:
-        stop(process)
-
-
-def _wait_until_ready(server: LocalPrometheus, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=server.url, timeout=2.0) as client:
-        while True:
-            code = server.process.poll()
-            if code is not None:
-                raise PrometheusStartError(
-                    f"{BINARY} exited with code {code}; its output:\n{server.output_tail()}"
-                )
-            try:
-                if client.get(READY_PATH).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() >= deadline:
-                raise PrometheusStartError(
-                    f"{BINARY} not ready at {server.url}{READY_PATH} after {timeout_s:g} s; "
-                    f"its output:\n{server.output_tail()}"
-                )
-            time.sleep(0.2)
+    with running_server(
+        command,
+        port,
+        start_timeout_s=start_timeout_s,
+        output_path=log,
+        ready_path=READY_PATH,
+        what=BINARY,
+    ) as server:
+        yield LocalPrometheus(server.url, server.process, log)

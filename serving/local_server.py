@@ -75,9 +75,12 @@ def running_server(
     start_timeout_s: float = START_TIMEOUT_S,
     stop_timeout_s: float = STOP_TIMEOUT_S,
     output_path: Path | None = None,
+    ready_path: str = READY_PATH,
+    what: str = "model server",
 ) -> Iterator[LocalServer]:
     """Start `command` (a server that will listen on `LOOPBACK:port`), yield it once
-    `/v2/health/ready` answers 200, and stop it on exit, whatever happened inside.
+    `ready_path` answers 200, and stop it on exit, whatever happened inside. `what` names the
+    server in errors (another server than the predictor, e.g. Prometheus, starts this way too).
 
     The server's output goes to `output_path`, kept afterwards; by default to a temporary
     file removed with the server.
@@ -92,7 +95,7 @@ def running_server(
             process = subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT)
         server = LocalServer(f"http://{LOOPBACK}:{port}", port, process, output_path)
         try:
-            _wait_until_ready(server, start_timeout_s)
+            _wait_until_ready(server, start_timeout_s, ready_path, what)
             yield server
         finally:
             stop(process, stop_timeout_s)
@@ -109,21 +112,21 @@ def stop(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int:
     return process.wait(timeout=timeout_s)
 
 
-def _wait_until_ready(server: LocalServer, timeout_s: float) -> None:
+def _wait_until_ready(server: LocalServer, timeout_s: float, ready_path: str, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=server.url, timeout=2.0) as client:
         while True:
             code = server.process.poll()
             if code is not None:
-                raise ServerStartError(f"model server exited with code {code}{_tail(server)}")
+                raise ServerStartError(f"{what} exited with code {code}{_tail(server)}")
             try:
-                if client.get(READY_PATH).status_code == 200:
+                if client.get(ready_path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass  # not listening yet
             if time.monotonic() >= deadline:
                 raise ServerStartError(
-                    f"model server not ready at {server.url}{READY_PATH} after {timeout_s:g} s"
+                    f"{what} not ready at {server.url}{ready_path} after {timeout_s:g} s"
                     f"{_tail(server)}"
                 )
             time.sleep(0.2)

@@ -10,7 +10,8 @@ from pytest_httpserver import HTTPServer
 
 from ctloop.components.canary.prometheus import PrometheusError
 from ctloop.pipelines import local_prometheus
-from ctloop.pipelines.local_prometheus import PrometheusStartError, running_prometheus
+from ctloop.pipelines.local_prometheus import running_prometheus
+from ctloop.serving.local_server import ServerStartError
 
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -63,7 +64,7 @@ def test_prometheus_scrapes_its_targets_every_second_with_their_labels(target, t
 def test_prometheus_that_exits_at_start_is_reported_with_its_output(tmp_path):
     # A storage path that is a file: Prometheus cannot open its store and exits.
     (tmp_path / "data").write_text("not a folder")
-    with pytest.raises(PrometheusStartError, match="prometheus exited with code .*; its output:"):
+    with pytest.raises(ServerStartError, match="prometheus exited with code .*; its output:"):
         with running_prometheus(["127.0.0.1:1"], tmp_path):
             pass
 
@@ -72,7 +73,7 @@ def test_missing_binary_is_named_with_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setattr(local_prometheus.shutil, "which", lambda _name: None)
 
     assert not local_prometheus.installed()
-    with pytest.raises(PrometheusStartError, match="apt-get install prometheus"):
+    with pytest.raises(ServerStartError, match="apt-get install prometheus"):
         with running_prometheus(["127.0.0.1:1"], tmp_path):
             pass
     assert not (tmp_path / "prometheus.yml").exists()
