@@ -360,14 +360,11 @@ def _current_standard_predictor(current: dict) -> dict:
     Taken as the API returns it (webhook defaults included) rather than rebuilt, so the
     serving pods are not touched; the kserve SDK cannot deserialise it into typed models
     (its deserialiser does not know the Kubernetes core types). `canaryTrafficPercent` is
-    dropped: Standard mode ignores it. So are shadow arguments: a canary ends a shadow stage;
-    and the model's container name, which KServe's webhook refuses on the stable predictor
-    (services a former ctloop release created carry it).
+    dropped: Standard mode ignores it. So are shadow arguments: a canary ends a shadow stage.
     """
     predictor = copy.deepcopy(current["spec"]["predictor"])
     predictor.pop("canaryTrafficPercent", None)
     model = predictor.get("model") or {}
-    model.pop("name", None)
     if has_args(model.get("args"), SHADOW_ARGS):
         model["args"] = without_args(model["args"], SHADOW_ARGS)
     return predictor
