@@ -180,3 +180,8 @@ SHADOW_ABS_SCORE_DIFFERENCE = BatchHistogram(
 )
 REGISTRY.register(SHADOW_SCORE_DIFFERENCE)
 REGISTRY.register(SHADOW_ABS_SCORE_DIFFERENCE)
+
+PREDICTION_LOG_ROWS_SKIPPED = Counter(
+    "ctloop_prediction_log_rows_skipped",
+    "Scored rows not handed to the prediction log: the queue in front of it was full.",
+)

@@ -6,10 +6,10 @@ which scores the same rows on a background thread and updates the paired metrics
 `ctloop.serving.metrics` (rows compared, disagreements at the 0.5 threshold, the per-row score
 difference, its errors and latency). Nobody sees the shadow's scores.
 
-Nothing the shadow does reaches a caller: `submit` only appends to a queue bounded in rows and
-never waits (a batch that does not fit is skipped and counted), never raises, and a shadow
-that fails, or is slow, only shows in its own metrics. Batches gather for up to `GATHER_S` and
-are scored together, so a busy server pays the shadow's fixed cost (a wake-up, Python
+Nothing the shadow does reaches a caller: `submit` only appends to a `GatheringQueue` bounded
+in rows and never waits (a batch that does not fit is skipped and counted), never raises, and
+a shadow that fails, or is slow, only shows in its own metrics. Batches gather for up to 50 ms
+and are scored together, so a busy server pays the shadow's fixed cost (a wake-up, Python
 bookkeeping under the GIL, one scoring call) once for many small requests, and the shadow's
 booster uses one thread, leaving the other CPUs to the served model.
 
@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
-from collections import deque
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -50,18 +48,9 @@ from ctloop.components.contract.model_uri import (
     local_model_dir,
 )
 from ctloop.serving import metrics
+from ctloop.serving.gathering_queue import GatheringQueue
 
 LABEL_THRESHOLD = 0.5
-MAX_ROWS_PER_CALL = 10_000
-"""Most pending rows scored in one call: enough to amortise the call, small enough that the
-queue's space comes back in steps."""
-GATHER_S = 0.05
-"""How long the thread lets rows gather after the first arrives (less when `MAX_ROWS_PER_CALL`
-rows wait): one round (wake-up, Python bookkeeping under the GIL, one scoring call) per 50 ms
-however many requests arrive. Scoring one row costs about as much as scoring a hundred
-(docs/performance.md), and each wake-up takes the GIL from the event loop; the metrics lag
-by no more than this."""
-
 logger = logging.getLogger(__name__)
 
 
@@ -85,9 +74,6 @@ class ShadowScorer:
             model_name, model_version, shadow_version: The metrics' labels.
             queue_rows: Most rows waiting to be scored; a batch that would exceed it is skipped.
         """
-        if queue_rows < 1:
-            raise ValueError(f"shadow queue rows = {queue_rows} must be >= 1")
-        self.queue_rows = queue_rows
         self.labels = (model_name, model_version, shadow_version)
         self._booster = shadow.booster
         self._booster.set_param({"nthread": 1})
@@ -101,39 +87,20 @@ class ShadowScorer:
                 shadow_version or "(no version)",
                 self._unusable,
             )
-        self._pending: deque[tuple[np.ndarray, np.ndarray]] = deque()
-        self._pending_rows = 0
-        self._unfinished = 0  # batches accepted and not yet scored (or failed)
-        self._closing = False
-        self._changed = threading.Condition()
         self._logged: set[str] = set()
-        self._skipped = metrics.SHADOW_ROWS_SKIPPED.labels(*self.labels)
         self._errors = metrics.SHADOW_ERRORS.labels(*self.labels)
         self._latency = metrics.SHADOW_LATENCY.labels(*self.labels)
-        self._thread = threading.Thread(target=self._run, name="ctloop-shadow", daemon=True)
-        self._thread.start()
+        self.queue = GatheringQueue(
+            "ctloop-shadow",
+            queue_rows,
+            self._compare,
+            metrics.SHADOW_ROWS_SKIPPED.labels(*self.labels).inc,
+        )
 
     def submit(self, matrix: np.ndarray, served_scores: np.ndarray) -> None:
         """Offer a scored batch; skipped (and counted) when the queue has no room for it.
         Never waits, never raises: the caller is answering a request."""
-        try:
-            rows = len(matrix)
-            with self._changed:
-                if self._closing or self._pending_rows + rows > self.queue_rows:
-                    accepted = False
-                else:
-                    if not self._pending or (  # wake the thread: it waits for the first
-                        self._pending_rows < MAX_ROWS_PER_CALL <= self._pending_rows + rows
-                    ):  # rows, then for GATHER_S unless a full call's rows are waiting
-                        self._changed.notify_all()
-                    self._pending.append((matrix, served_scores))
-                    self._pending_rows += rows
-                    self._unfinished += 1
-                    accepted = True
-            if not accepted:
-                self._skipped.inc(rows)
-        except Exception:  # noqa: BLE001 - the request must not see the shadow's problems
-            logger.exception("shadow: a batch could not be queued")
+        self.queue.put(len(served_scores), (matrix, served_scores))
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow's scores of rows in its own feature order (background thread)."""
@@ -141,39 +108,15 @@ class ShadowScorer:
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every accepted batch is scored or failed; False if `timeout_s` passed."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._unfinished == 0, timeout_s)
+        return self.queue.wait_idle(timeout_s)
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop accepting batches, let the thread finish what it holds, and stop it."""
-        with self._changed:
-            self._closing = True
-            self._changed.notify_all()
-        self._thread.join(timeout_s)
+    def close(self) -> None:
+        """Stop accepting batches and stop the thread."""
+        self.queue.close()
 
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._pending or self._closing)
-                self._changed.wait_for(
-                    lambda: self._closing or self._pending_rows >= MAX_ROWS_PER_CALL, GATHER_S
-                )
-                if self._closing:
-                    return
-                batches = [self._pending.popleft()]
-                rows = len(batches[0][0])
-                while self._pending and rows + len(self._pending[0][0]) <= MAX_ROWS_PER_CALL:
-                    batches.append(self._pending.popleft())
-                    rows += len(batches[-1][0])
-                self._pending_rows -= rows
-            try:
-                self._compare(batches, rows)
-            finally:
-                with self._changed:
-                    self._unfinished -= len(batches)
-                    self._changed.notify_all()
-
-    def _compare(self, batches: list[tuple[np.ndarray, np.ndarray]], rows: int) -> None:
+    def _compare(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Score a round's batches with the shadow and record the paired figures."""
+        rows = sum(len(scores) for _, scores in batches)
         try:
             if self._unusable:
                 raise ShadowInputError(self._unusable)

@@ -260,16 +260,22 @@ def test_every_scored_batch_goes_to_the_prediction_log_with_its_model_input(mode
     champion, _, features = models
     log = RecordingLog()
     predictor = _predictor("logged", champion, variant="3", prediction_log=log)
-    rows = features.slice(0, 5)
+    sizes = (5, 1, 3)  # requests in one round share a frame, each is recorded with its rows
+    starts = np.cumsum((0, *sizes[:-1]))
+    batches = [features.slice(start, size) for start, size in zip(starts, sizes, strict=True)]
 
-    answer = _answer(predictor, rows.to_pylist(), {"x-request-id": "r1"})
+    answers = [
+        _answer(predictor, rows.to_pylist(), {"x-request-id": f"r{index}"})
+        for index, rows in enumerate(batches)
+    ]
+    assert predictor.side_outputs.wait_idle(WAIT_S)
 
-    (entry,) = log.records
-    expected_frame = to_frame(rows, load_model(champion).schema)
-    assert entry["request_id"] == "r1"
-    assert (entry["variant"], entry["model_version"]) == ("3", "3")
-    assert row_hashes(entry["frame"]) == row_hashes(expected_frame)
-    assert np.array_equal(entry["scores"], answer["predictions"])
+    schema = load_model(champion).schema
+    assert [entry["request_id"] for entry in log.records] == ["r0", "r1", "r2"]
+    for entry, rows, answer in zip(log.records, batches, answers, strict=True):
+        assert (entry["variant"], entry["model_version"]) == ("3", "3")
+        assert row_hashes(entry["frame"]) == row_hashes(to_frame(rows, schema))
+        assert np.array_equal(entry["scores"], answer["predictions"])
 
 
 def test_a_prediction_log_that_fails_does_not_fail_the_request(models, unshadowed):
@@ -281,7 +287,9 @@ def test_a_prediction_log_that_fails_does_not_fail_the_request(models, unshadowe
 
     predictor = _predictor("broken-log", champion, prediction_log=Broken())
     answer = _answer(predictor, features.to_pylist()[:7])
+    assert predictor.side_outputs.wait_idle(WAIT_S)
     assert np.array_equal(answer["predictions"], unshadowed[:7])
+    assert _answer(predictor, features.to_pylist()[:7])["predictions"] == answer["predictions"]
 
 
 def _serve_options(*flags: str) -> dict:
