@@ -1,6 +1,7 @@
 """Peak memory and time of ctloop's streamed training against the naive pandas path.
 
-Run: `.venv/bin/python tests/benchmarks/bench_training.py [--rows 2000000] [--rounds 50]`.
+Run: `.venv/bin/python tests/benchmarks/bench_training.py [--rows 2000000] [--rounds 50]
+[--nthread 0]`.
 
 Writes synthetic train/validation/test Parquet files (26 float32 features with ~2% missing,
 4 categorical string features with 10 levels, a binary label drawn from a known logistic
@@ -12,12 +13,22 @@ its own:
   (what `external_memory="auto"` picks on CPU from 1M training rows);
 - ctloop-mem: `train_booster(external_memory=False)`, the same batches into the in-memory
   QuantileDMatrix (the path for small files and for device="cuda");
+- ctloop-ckpt: ctloop-mem checkpointing every 50 rounds to a temporary folder (what a train
+  step with `checkpoint_uri` does): what resumable segments cost;
 - naive:    `pd.read_parquet` -> `xgb.DMatrix(enable_categorical=True)` -> `xgb.train`;
 - baseline: only imports xgboost, pandas and pyarrow (the floor both paths pay).
 
 Both paths use the same hyperparameters and early stopping on the validation file; AUC is
 measured on the held-out test file. Goal: ctloop-disk's peak RSS <= 1/3 of naive's at an AUC
 within 0.002. Nothing here is asserted: it prints figures.
+
+Where the time goes, per path: `build s` is building the training and validation matrices (up to
+the first boosting round), `convert s` the part of it spent turning Parquet into model input
+(decoding and ctloop's `to_frame` for the streamed paths, `read_parquet` and the categorical cast
+for naive; the rest of the build is XGBoost's quantile sketch and index), `boost s` the rest.
+Each is given as wall time and as CPU time of the process (all its threads): on a shared, busy
+host the CPU figures are the ones to compare. (One file past 350 lines: each child it starts
+runs this same script, so the paths and the report stay together.)
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -76,35 +88,99 @@ def write_split(path: Path, rows: int, seed: int) -> None:
 def _params(rounds: int, depth: int) -> dict:
     from ctloop.components.train.hyperparameters import parse_hyperparameters
 
+    nthread = int(os.environ.get("BENCH_NTHREAD", "0"))  # 0: every core
     return parse_hyperparameters(
-        json.dumps({"num_boost_round": rounds, "max_depth": depth}), "binary"
+        json.dumps({"num_boost_round": rounds, "max_depth": depth, "nthread": nthread}), "binary"
     )
 
 
-def child_ctloop(folder: Path, rounds: int, depth: int, *, external_memory: bool) -> dict:
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(started: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = _now()
+    return wall - started[0], cpu - started[1]
+
+
+class _Clock:
+    """(wall, CPU) seconds spent inside wrapped generators, and when boosting began."""
+
+    def __init__(self):
+        self.convert = (0.0, 0.0)
+        self.boosting_at: tuple[float, float] | None = None
+
+    def timed(self, generator_function):
+        def wrapped(*args, **kwargs):
+            items = generator_function(*args, **kwargs)
+            while True:
+                started = _now()
+                item = next(items, None)
+                spent = _since(started)
+                self.convert = (self.convert[0] + spent[0], self.convert[1] + spent[1])
+                if item is None:
+                    return
+                yield item
+
+        return wrapped
+
+    def callback(self):
+        import xgboost as xgb
+
+        clock = self
+
+        class FirstRound(xgb.callback.TrainingCallback):
+            def before_training(self, model):
+                if clock.boosting_at is None:
+                    clock.boosting_at = _now()
+                return model
+
+        return FirstRound()
+
+
+def child_ctloop(
+    folder: Path, rounds: int, depth: int, *, external_memory: bool, checkpoints: bool = False
+) -> dict:
     import numpy as np
 
     from ctloop.components.contract.model_input import FeatureSchema, predict_scores
     from ctloop.components.evaluate.metrics import roc_auc
-    from ctloop.components.train.trainer import iter_frames, train_booster
+    from ctloop.components.train import trainer
+    from ctloop.components.train.checkpoints import CheckpointStore
 
     schema = FeatureSchema(features=NUMERIC + CATEGORICAL, categories=dict(LEVELS))
-    started = time.perf_counter()
-    result = train_booster(
+    clock = _Clock()
+    trainer.iter_frames = clock.timed(trainer.iter_frames)  # what the batches spend in ctloop
+    store = CheckpointStore(str(folder / "checkpoints")) if checkpoints else None
+    started = _now()
+    result = trainer.train_booster(
         folder / "train.parquet",
         folder / "validation.parquet",
         target=TARGET,
         schema=schema,
         params=_params(rounds, depth),
         external_memory=external_memory,
+        callbacks=[clock.callback()],
+        checkpoints=store,
     )
-    wall = time.perf_counter() - started
+    wall, cpu = _since(started)
+    if store:
+        store.clear()
     labels, scores = [], []
-    for frame, extra in iter_frames(folder / "test.parquet", schema, [TARGET]):
+    for frame, extra in trainer.iter_frames(folder / "test.parquet", schema, [TARGET]):
         scores.append(predict_scores(result.booster, frame))
         labels.append(extra.column(TARGET).to_numpy())
     auc = roc_auc(np.concatenate(labels), np.concatenate(scores))
-    return {"wall_s": wall, "auc": auc, "best_iteration": result.best_iteration}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "build_s": clock.boosting_at[0] - started[0],
+        "build_cpu_s": clock.boosting_at[1] - started[1],
+        "convert_s": clock.convert[0],
+        "convert_cpu_s": clock.convert[1],
+        "auc": auc,
+        "best_iteration": result.best_iteration,
+    }
 
 
 def child_naive(folder: Path, rounds: int, depth: int) -> dict:
@@ -113,19 +189,26 @@ def child_naive(folder: Path, rounds: int, depth: int) -> dict:
 
     from ctloop.components.evaluate.metrics import roc_auc
 
+    convert = [0.0, 0.0]
+
     def matrix(name: str) -> xgb.DMatrix:
+        converting = _now()
         frame = pd.read_parquet(folder / name)
         for column in CATEGORICAL:
             frame[column] = frame[column].astype(pd.CategoricalDtype(LEVELS[column]))
+        spent = _since(converting)
+        convert[0] += spent[0]
+        convert[1] += spent[1]
         return xgb.DMatrix(
             frame[NUMERIC + CATEGORICAL], label=frame[TARGET], enable_categorical=True
         )
 
     params = _params(rounds, depth)
     loop = {k: params.pop(k) for k in ("num_boost_round", "early_stopping_rounds")}
-    started = time.perf_counter()
+    started = _now()
     dtrain = matrix("train.parquet")
     dvalidation = matrix("validation.parquet")
+    build = _since(started)
     booster = xgb.train(
         params,
         dtrain,
@@ -134,11 +217,20 @@ def child_naive(folder: Path, rounds: int, depth: int) -> dict:
         early_stopping_rounds=loop["early_stopping_rounds"],
         verbose_eval=False,
     )
-    wall = time.perf_counter() - started
+    wall, cpu = _since(started)
     dtest = matrix("test.parquet")
     scores = booster.predict(dtest, iteration_range=(0, booster.best_iteration + 1))
     auc = roc_auc(dtest.get_label(), scores)
-    return {"wall_s": wall, "auc": auc, "best_iteration": booster.best_iteration}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "build_s": build[0],
+        "build_cpu_s": build[1],
+        "convert_s": convert[0],
+        "convert_cpu_s": convert[1],
+        "auc": auc,
+        "best_iteration": booster.best_iteration,
+    }
 
 
 def child_baseline(folder: Path, rounds: int, depth: int) -> dict:
@@ -146,7 +238,8 @@ def child_baseline(folder: Path, rounds: int, depth: int) -> dict:
     import pyarrow  # noqa: F401
     import xgboost  # noqa: F401
 
-    return {"wall_s": 0.0, "auc": None, "best_iteration": None}
+    times = dict.fromkeys(("wall_s", "cpu_s", "build_s", "build_cpu_s", "convert_s"), 0.0)
+    return {**times, "convert_cpu_s": 0.0, "auc": None, "best_iteration": None}
 
 
 def _vm_hwm_mb() -> float | None:
@@ -164,6 +257,7 @@ def _vm_hwm_mb() -> float | None:
 CHILDREN = {
     "ctloop-disk": functools.partial(child_ctloop, external_memory=True),
     "ctloop-mem": functools.partial(child_ctloop, external_memory=False),
+    "ctloop-ckpt": functools.partial(child_ctloop, external_memory=False, checkpoints=True),
     "naive": child_naive,
     "baseline": child_baseline,
 }
@@ -193,6 +287,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument(
+        "--nthread", type=int, default=0, help="XGBoost threads (0: every core; 1 on a busy host)"
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
@@ -204,6 +301,7 @@ def main() -> None:
         write_split(args.write / "validation.parquet", held_out, seed=2)
         write_split(args.write / "test.parquet", held_out, seed=3)
         return
+    os.environ["BENCH_NTHREAD"] = str(args.nthread)  # the children inherit it
     if args.child:
         figures = CHILDREN[args.child](args.dir, args.rounds, args.depth)
         figures["path"] = args.child
@@ -229,21 +327,34 @@ def main() -> None:
         )
         results = {
             path: run_child(path, folder, args.rounds, args.depth)
-            for path in ("baseline", "ctloop-disk", "ctloop-mem", "naive")
+            for path in ("baseline", "ctloop-disk", "ctloop-mem", "ctloop-ckpt", "naive")
         }
 
-    header = f"{'path':<13}{'wall s':>9}{'peak RSS MB':>14}{'VmHWM MB':>10}{'test AUC':>10}"
-    print(header + f"{'best iter':>11}")
+    print(
+        f"{'path':<13}{'wall s':>8}{'CPU s':>8}{'build':>7}{'CPU':>7}{'convert':>9}{'CPU':>7}"
+        f"{'boost':>7}{'CPU':>7}{'peak RSS MB':>13}{'VmHWM MB':>10}{'test AUC':>10}{'best':>6}"
+    )
     for path, row in results.items():
         auc = "—" if row["auc"] is None else f"{row['auc']:.4f}"
         best = "—" if row["best_iteration"] is None else str(row["best_iteration"])
         hwm = "—" if row["vm_hwm_mb"] is None else f"{row['vm_hwm_mb']:.0f}"
         print(
-            f"{path:<13}{row['wall_s']:>9.1f}{row['peak_rss_mb']:>14.0f}{hwm:>10}{auc:>10}"
-            f"{best:>11}"
+            f"{path:<13}{row['wall_s']:>8.1f}{row['cpu_s']:>8.1f}{row['build_s']:>7.1f}"
+            f"{row['build_cpu_s']:>7.1f}{row['convert_s']:>9.1f}{row['convert_cpu_s']:>7.1f}"
+            f"{row['wall_s'] - row['build_s']:>7.1f}{row['cpu_s'] - row['build_cpu_s']:>7.1f}"
+            f"{row['peak_rss_mb']:>13.0f}{hwm:>10}{auc:>10}{best:>6}"
         )
+    for path, row in results.items():
+        if row["cpu_s"]:
+            print(
+                f"{path}: of the CPU time, matrix build {row['build_cpu_s'] / row['cpu_s']:.0%}, "
+                f"conversion {row['convert_cpu_s'] / row['cpu_s']:.0%} (of the build: "
+                f"{row['convert_cpu_s'] / row['build_cpu_s']:.0%}); wall: build "
+                f"{row['build_s'] / row['wall_s']:.0%}, "
+                f"conversion {row['convert_s'] / row['wall_s']:.0%}"
+            )
     naive, floor = results["naive"], results["baseline"]
-    for path in ("ctloop-disk", "ctloop-mem"):
+    for path in ("ctloop-disk", "ctloop-mem", "ctloop-ckpt"):
         ours = results[path]
         ratio = ours["peak_rss_mb"] / naive["peak_rss_mb"]
         above_floor = (ours["peak_rss_mb"] - floor["peak_rss_mb"]) / (
