@@ -184,7 +184,15 @@ def test_callbacks_see_the_whole_run_across_segments(splits, tmp_path):
     class Seen(xgb.callback.TrainingCallback):
         def __init__(self):
             super().__init__()
-            self.rounds, self.lengths = [], []
+            self.rounds, self.lengths, self.ends = [], [], []
+
+        def before_training(self, model):
+            self.ends.append(("before", model.num_boosted_rounds()))
+            return model
+
+        def after_training(self, model):
+            self.ends.append(("after", model.num_boosted_rounds()))
+            return model
 
         def after_iteration(self, model, epoch, evals_log):
             self.rounds.append(epoch)
@@ -196,6 +204,7 @@ def test_callbacks_see_the_whole_run_across_segments(splits, tmp_path):
     _train(splits, SAMPLED, checkpoint_every=3, checkpoints=store, callbacks=[seen])
     assert seen.rounds == list(range(40))
     assert seen.lengths == list(range(1, 41))
+    assert seen.ends == [("before", 0), ("after", 40)]
 
 
 def test_fingerprint_changes_with_data_and_hyperparameters(splits, tmp_path):

@@ -153,22 +153,30 @@ class _Stopping(xgb.callback.EarlyStopping):
 
 class _WholeRun(xgb.callback.TrainingCallback):
     """Shows a caller's callback the whole run as one: round numbers counted from the first
-    round and every round's scores, across segments and resumption."""
+    round and every round's scores, across segments and resumption; `before_training` once,
+    before the first segment, and `after_training` once, from `after_run`."""
 
     def __init__(self, callback: xgb.callback.TrainingCallback, earlier: Callable[[], Curves]):
         super().__init__()
         self._callback = callback
         self._earlier = earlier
         self._start = 0
+        self.began = False
 
     def before_training(self, model: xgb.Booster) -> xgb.Booster:
         self._start = model.num_boosted_rounds()
+        if not self.began:
+            self.began = True
+            model = self._callback.before_training(model)
         return model
 
     def _log(self, evals_log: Mapping) -> dict:
         earlier = self._earlier()
         now = evals_log.get(VALIDATION, {})
         return {VALIDATION: {m: earlier.get(m, []) + list(now.get(m, [])) for m in now}}
+
+    def after_run(self, model: xgb.Booster) -> xgb.Booster:
+        return self._callback.after_training(model) if self.began else model
 
     def before_iteration(self, model, epoch, evals_log) -> bool:
         return self._callback.before_iteration(model, self._start + epoch, self._log(evals_log))
@@ -206,8 +214,6 @@ def boost(
             prefix = {VALIDATION: {m: values[: i + 1] for m, values in curves.items()}}
             stopper.after_iteration(model, i, prefix)
     wrapped = [_WholeRun(callback, lambda: curves) for callback in callbacks]
-    for callback in callbacks:
-        callback.before_training(model)
     while not finished:
         rounds = min(every, num_boost_round - done)
         segment: dict[str, dict[str, list[float]]] = {}
@@ -226,10 +232,9 @@ def boost(
         curves = {m: curves.get(m, []) + [float(v) for v in new[m]] for m in new}
         done = booster.num_boosted_rounds()
         finished = done >= num_boost_round or bool(stopper and stopper.stopped)
-        raw = booster.save_raw("ubj")
         if store:
-            store.save(Checkpoint(done, bytes(raw), curves, finished))
-        model = xgb.Booster(model_file=raw)
-    for callback in callbacks:
-        model = callback.after_training(model)
+            store.save(Checkpoint(done, bytes(booster.save_raw("ubj")), curves, finished))
+        model = booster if finished else xgb.Booster(model_file=booster.save_raw("ubj"))
+    for callback in wrapped:
+        model = callback.after_run(model)
     return model, curves, start.rounds if start else 0
