@@ -6,7 +6,10 @@ with that champion on the same test rows and, if the gate passes it, rendered as
 The champion is then served on loopback by ctloop's KServe predictor, which answers a few
 rows over v1 and v2. Last, the monitoring pipeline checks two production windows against the
 champion: a steady one (no drift, nothing happens) and one of seniors, a population the
-champion barely saw, which drifts and retrains through the same gate and canary.
+champion barely saw, which drifts and retrains through the same gate and canary. The rollout
+of that retrained challenger follows on loopback (`demo_rollout`): a shadow stage, a canary
+behind a local router watched by a real Prometheus, promoted, and a broken challenger rolled
+back; the demo's last lines say what each stage decided and why.
 
 A person follows it in the terminal: each pipeline run shows one line per task and then what
 it decided, while kfp.local's whole output (thousands of lines of task logs) goes to a file a
@@ -24,6 +27,8 @@ import pyarrow.parquet as pq
 
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.demo_data import demo_tables, export_telco_churn
+from ctloop.pipelines.demo_models import Registry
+from ctloop.pipelines.demo_rollout import describe_stages, run_rollout
 from ctloop.pipelines.local_logs import LocalRunError
 from ctloop.pipelines.local_run import Workdir, run_monitoring_pipeline, run_training_pipeline
 from ctloop.serving.local_server import free_port, running_server, server_command
@@ -31,6 +36,8 @@ from ctloop.serving.local_server import free_port, running_server, server_comman
 TARGET = "churn"
 SECOND_HYPERPARAMETERS = '{"max_depth": 3, "eta": 0.05, "num_boost_round": 800}'
 SERVED_NAME = "ctloop-model"
+EXPERIMENT = "ctloop"
+"""The training pipeline's default MLflow experiment, which the demo's runs use."""
 SERVED_ROWS = 3
 REQUEST_TIMEOUT_S = 30.0
 
@@ -210,7 +217,15 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     with _run_log(work, "4-monitoring-seniors", title) as logs:
         shifted = run_monitoring_pipeline(str(tables.shifted), data, TARGET, work.root, {}, **logs)
     print(_describe_monitoring(shifted))
+    registry = Registry(
+        work.tracking_uri, EXPERIMENT, work.artifact_location.as_uri(), champion["registered_model"]
+    )
+    runs = [first, second, steady.get("training"), shifted.get("training")]
+    stages = run_rollout(
+        work.root / "rollout", registry, work.serving, runs, tables.shifted, tables.history, TARGET
+    )
     compiled = compile_all(build_dir)
+    print("\nWhat the rollout decided:\n" + describe_stages(stages) if stages else "")
     print()
     print("Where everything is:")
     print(f"  work directory            {work.root}/")
@@ -220,6 +235,7 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     print(f"  InferenceService manifest {champion['inference_service_manifest']}")
     print(f"  drift reports (HTML)      {steady['drift_report']}")
     print(f"                            {shifted['drift_report']}")
+    print(f"  rollout (logs, reports)   {work.root / 'rollout'}/")
     print(f"  logs                      {work.logs}/")
     print(f"  kfp.local outputs         {work.pipeline_root}/")
     print(f"  compiled pipelines        {compiled[0].parent.resolve()}/")

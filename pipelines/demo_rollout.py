@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -295,9 +295,15 @@ def run_rollout(
         stages.append(steps.canary(champion, challenger, window, prometheus, urls))
         served = challenger if stages[-1].verdict.startswith(PROMOTE) else champion
         say(f"== rollout 3: a broken challenger ({REASON}) as a canary beside v{served.version}")
-        version, model_dir = register_broken_challenger(
-            history, target, root / "broken-challenger", registry
-        )
+        folder = root / "broken-challenger"
+        folder.mkdir(exist_ok=True)
+        # Training and MLflow talk at length (as the pipelines' steps do, into their logs).
+        with (
+            open(folder / "training.log", "w") as log,
+            redirect_stdout(log),
+            redirect_stderr(log),
+        ):
+            version, model_dir = register_broken_challenger(history, target, folder, registry)
         broken = steps.render_canary(served, version, model_dir)
         urls.update(start_predictors(stack, [_serving(broken, ports[2])], root))
         stages.append(steps.canary(served, broken, window, prometheus, urls))
