@@ -127,7 +127,8 @@ def test_a_slow_shadow_and_a_full_queue_leave_answers_alone_and_count_skipped_ro
         return score(matrix)
 
     shadow.scores = slow_scores
-    threading.Timer(WAIT_S, release.set).start()  # were answers to wait, they would come late
+    deadline = threading.Timer(WAIT_S, release.set)  # were answers to wait, they would come late
+    deadline.start()
     rows = features.to_pylist()[:35]
     first = _answer(predictor, rows[:7])["predictions"]  # the thread takes it and waits
     assert entered.wait(WAIT_S)
@@ -135,6 +136,7 @@ def test_a_slow_shadow_and_a_full_queue_leave_answers_alone_and_count_skipped_ro
     # answered while the shadow is stuck: 7 + 7 rows queued (the queue's 14), 14 skipped
     skipped = _figures("slow")["skipped"]
     release.set()
+    deadline.cancel()
     assert shadow.wait_idle(WAIT_S)
 
     assert np.array_equal(np.concatenate([first, *rest]), unshadowed[:35])
@@ -333,18 +335,16 @@ def test_ctloop_serve_with_a_shadow_a_variant_and_a_prediction_log(models, tmp_p
             headers={"X-Request-Id": "call-2"},
             timeout=30,
         ).json()
-        metrics_text = ""
-        for _ in range(100):  # the shadow scores off the request path: poll its counter
+        compared = 'ctloop_shadow_rows_compared_total{model_name="churn",model_version="3",'
+        compared += 'shadow_version="4"} 10.0'
+        for _ in range(WAIT_S * 10):  # the shadow scores off the request path, in rounds
             metrics_text = httpx.get(f"{server.url}/metrics", timeout=10).text
-            if 'ctloop_shadow_rows_compared_total{model_name="churn"' in metrics_text:
+            if compared in metrics_text:
                 break
             time.sleep(0.1)
     assert (v1["request_id"], v1["variant"], v1["model_version"]) == ("call-1", "3", "3")
     assert (v2["id"], v2["parameters"], v2["model_version"]) == ("call-2", {"variant": "3"}, "3")
-    assert (
-        'ctloop_shadow_rows_compared_total{model_name="churn",model_version="3",'
-        'shadow_version="4"} 10.0' in metrics_text
-    )
+    assert compared in metrics_text
     logged = ds.dataset(log_dir, format="parquet", partitioning="hive").to_table()
     logged = logged.sort_by([("request_id", "ascending"), ("row", "ascending")])
     assert logged.column("request_id").to_pylist() == ["call-1"] * 9 + ["call-2"]
