@@ -8,6 +8,7 @@ otherwise, like the live canary test).
 """
 
 import shutil
+from dataclasses import asdict
 
 import pytest
 import yaml
@@ -20,7 +21,7 @@ from ctloop.pipelines import demo_rollout
 from ctloop.pipelines.demo_data import demo_tables
 from ctloop.pipelines.demo_models import EXTRA_FEATURE, Registry, register_model
 
-pytestmark = pytest.mark.skipif(
+needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
     reason="the prometheus binary is not installed (Debian: apt-get install prometheus; "
     ".ci/run installs it)",
@@ -69,6 +70,7 @@ def demo(tmp_path_factory, telco_churn_parquet):
     return root, registry, render_dir, stages, said
 
 
+@needs_prometheus
 def test_shadow_agreeing_with_the_champion_goes_on_to_a_canary(demo):
     _root, _registry, _render_dir, stages, said = demo
 
@@ -80,6 +82,7 @@ def test_shadow_agreeing_with_the_champion_goes_on_to_a_canary(demo):
     assert said[0].strip().startswith("== rollout 1: shadow, v2 beside the champion v1")
 
 
+@needs_prometheus
 def test_healthy_canary_is_promoted_alias_and_rendered_service_follow(demo):
     _root, registry, render_dir, stages, _said = demo
 
@@ -93,6 +96,7 @@ def test_healthy_canary_is_promoted_alias_and_rendered_service_follow(demo):
     assert "# " in canary.report.read_text()
 
 
+@needs_prometheus
 def test_router_gave_the_canary_its_rendered_percent(demo):
     _root, _registry, _render_dir, stages, _said = demo
 
@@ -102,6 +106,7 @@ def test_router_gave_the_canary_its_rendered_percent(demo):
     assert sent > 0 and taken == sent * 10 // 100
 
 
+@needs_prometheus
 def test_broken_canary_is_rolled_back_and_the_service_serves_the_champion(demo):
     _root, registry, render_dir, stages, said = demo
 
@@ -122,3 +127,45 @@ def test_broken_canary_is_rolled_back_and_the_service_serves_the_champion(demo):
     assert "canaryTrafficPercent" not in predictor
     assert predictor["labels"]["ctloop.model-version"] == "2"
     assert predictor["model"]["args"] == ["--version=2"]
+
+
+@pytest.mark.parametrize(
+    ("shadow_verdict", "prometheus", "why"),
+    [
+        ("reject", "/usr/bin/prometheus", "the shadow stage rejected v2: it never takes traffic"),
+        ("go on to a canary", None, "no prometheus binary to watch a canary; to get it: apt-get"),
+    ],
+)
+def test_canary_stages_are_skipped_saying_why(
+    monkeypatch, tmp_path, shadow_verdict, prometheus, why
+):
+    """A rejected shadow never reaches a canary; without Prometheus nothing can watch one,
+    and the demo says how to install it. (Registry and shadow stand in: only the routing
+    between stages is under test here.)"""
+    aliases = {mlflow_registry.CHAMPION: "1", mlflow_registry.CHALLENGER: "2"}
+    monkeypatch.setattr(
+        mlflow_registry, "version_with_alias", lambda _uri, _name, alias="champion": aliases[alias]
+    )
+    monkeypatch.setattr(shutil, "which", lambda _name: prometheus)
+    shadow = demo_rollout.Stage("shadow", shadow_verdict, [])
+    monkeypatch.setattr(demo_rollout.Rollout, "shadow", lambda *_args: shadow)
+    summaries = [
+        {
+            "model_version": version,
+            "deployment": asdict(rollout.RolloutRequest(NAME, "demo", f"/m/{version}", version)),
+        }
+        for version in ("1", "2")
+    ]
+    registry = Registry("sqlite:///unused.db", "demo", "", NAME)
+    said = []
+
+    stages = demo_rollout.run_rollout(
+        tmp_path, registry, tmp_path, summaries, tmp_path, tmp_path, "churn", say=said.append
+    )
+
+    assert stages[0] is shadow
+    assert stages[1].title == "canary stages" and stages[1].verdict == "skipped"
+    assert stages[1].reasons[0].startswith(why)
+    assert len(stages) == 2
+    # Said as it happens too, not only in the closing lines, when Prometheus is missing.
+    assert any(why in line for line in said) == (prometheus is None)
