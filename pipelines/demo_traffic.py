@@ -2,8 +2,11 @@
 
 The rollout stages (`demo_rollout`) need several predictors up at once, and callers sending
 them what production would: rows of a production window, in batches, as v1 requests of
-feature-keyed objects. Predictors start in parallel (each imports KServe: seconds of CPU) and
-each is stopped by the caller's ExitStack, also when another failed to start.
+feature-keyed objects, once (the shadow stage) or over and over until the analysis decides (the
+canary stages). Predictors start in parallel (each imports KServe: seconds of CPU) and each is
+stopped by the caller's ExitStack, also when another failed to start. Before a canary is
+watched, `warm_up` sends each version one request and waits until Prometheus has scraped it,
+so every series the analysis reads exists when its window opens.
 """
 
 from __future__ import annotations
@@ -65,16 +68,15 @@ def send_all(url: str, bodies: Sequence[bytes]) -> None:
                 raise RuntimeError(f"POST {url}: HTTP {answer.status_code}: {answer.text[:500]}")
 
 
-def send_until(url: str, bodies: Sequence[bytes], done: threading.Event) -> int:
-    """POST the bodies in turn, over and over, at REQUESTS_PER_S until `done` is set; any
-    answer is accepted (the analysis reads each version's failures from its metrics).
-    Returns the number of requests sent."""
-    sent = 0
+def send_until(url: str, bodies: Sequence[bytes], done: threading.Event) -> None:
+    """POST the bodies in turn, over and over, about REQUESTS_PER_S a second until `done` is
+    set; any answer is accepted (the analysis reads each version's failures from its
+    metrics)."""
     with httpx.Client(timeout=30, headers=JSON_HEADERS) as client:
+        sent = 0
         while not done.wait(1.0 / REQUESTS_PER_S):
             client.post(url, content=bodies[sent % len(bodies)])
             sent += 1
-    return sent
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = SETTLE_TIMEOUT_S):
