@@ -80,7 +80,8 @@ class GatheringQueue:
             return self._changed.wait_for(lambda: self._unfinished == 0, timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop accepting batches and stop the thread (after the round it is in, if any)."""
+        """Stop accepting batches, handle those pending at once (the server is stopping: a
+        prediction log gets its last rows), and stop the thread; wait at most `timeout_s`."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
@@ -93,7 +94,7 @@ class GatheringQueue:
                 self._changed.wait_for(
                     lambda: self._closing or self._pending_rows >= MAX_ROWS_PER_ROUND, GATHER_S
                 )
-                if self._closing:
+                if not self._pending:  # closed, and all handed over
                     return
                 taken, rows = [], 0
                 while self._pending and (

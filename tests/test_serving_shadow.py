@@ -26,6 +26,7 @@ from ctloop.components.contract.prediction_log import row_hashes
 from ctloop.components.table_io import read_table
 from ctloop.pipelines.cli import build_parser
 from ctloop.serving import server
+from ctloop.serving.gathering_queue import GatheringQueue
 from ctloop.serving.local_server import free_port, running_server
 from ctloop.serving.predictor import CtloopPredictor
 from ctloop.serving.server_options import server_options
@@ -183,6 +184,18 @@ def test_a_shadow_needing_a_feature_the_requests_lack_counts_errors_and_says_so_
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1
     assert "needs feature(s) ['tenure']" in messages[0]
+
+
+def test_closing_a_gathering_queue_hands_over_what_is_pending_and_refuses_more():
+    handled, skipped = [], []
+    queue = GatheringQueue("test-queue", 10, handled.extend, skipped.append)
+    for item in ("a", "b", "c"):
+        queue.put(3, item)
+    queue.put(3, "over the 10 rows")
+    queue.close(WAIT_S)
+    queue.put(1, "after close")
+    assert handled == ["a", "b", "c"]
+    assert skipped == [3, 1]
 
 
 def test_a_shadow_that_cannot_be_loaded_stops_the_start_up(models, tmp_path):
