@@ -7,6 +7,7 @@ child process checks the flags end to end over HTTP.
 """
 
 import asyncio
+import dataclasses
 import logging
 import sys
 import threading
@@ -21,7 +22,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client import REGISTRY
 
 from ctloop.components.contract.model_folder import ModelLoadingError, load_model
-from ctloop.components.contract.model_input import predict_scores, to_frame
+from ctloop.components.contract.model_input import FeatureSchema, predict_scores, to_frame
 from ctloop.components.contract.prediction_log import row_hashes
 from ctloop.components.table_io import read_table
 from ctloop.pipelines.cli import build_parser
@@ -29,8 +30,9 @@ from ctloop.serving import server
 from ctloop.serving.gathering_queue import GatheringQueue
 from ctloop.serving.local_server import free_port, running_server
 from ctloop.serving.predictor import CtloopPredictor
+from ctloop.serving.request_decoding import RequestDecoder
 from ctloop.serving.server_options import server_options
-from ctloop.serving.shadow import local_shadow_dir
+from ctloop.serving.shadow import ShadowScorer, local_shadow_dir
 from tests.served_model import train_model_folder
 
 ROWS = 400
@@ -184,6 +186,41 @@ def test_a_shadow_needing_a_feature_the_requests_lack_counts_errors_and_says_so_
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1
     assert "needs feature(s) ['tenure']" in messages[0]
+
+
+def test_the_shadow_gets_the_rows_in_its_own_feature_order_and_category_codes(models):
+    champion, _, features = models
+    served = load_model(champion)
+    categorical = sorted(served.schema.categories)
+    recoded = categorical[0]  # a category list of another order, one category short
+    shadow_schema = FeatureSchema(
+        list(reversed(served.schema.features)),
+        {**served.schema.categories, recoded: served.schema.categories[recoded][:0:-1]},
+    )
+    shadow = ShadowScorer(
+        dataclasses.replace(served, schema=shadow_schema),
+        served,
+        model_name="recoded",
+        model_version="3",
+        shadow_version="4",
+        queue_rows=1000,
+    )
+    received = []
+    shadow.scores = lambda matrix: received.append(matrix) or np.zeros(len(matrix))
+    rows = features.slice(0, 50)
+    matrix = RequestDecoder(served.schema, 1000).from_instances(rows.to_pylist())
+    shadow.submit(matrix, np.zeros(50, dtype=np.float32))
+    assert shadow.wait_idle(WAIT_S)
+
+    frame = to_frame(rows, shadow_schema)
+    expected = np.column_stack(
+        [
+            frame[name].cat.codes.replace(-1, np.nan) if name in categorical else frame[name]
+            for name in shadow_schema.features
+        ]
+    ).astype(np.float32)
+    assert np.isnan(expected[:, shadow_schema.features.index(recoded)]).any()
+    np.testing.assert_array_equal(received[0], expected)
 
 
 def test_closing_a_gathering_queue_hands_over_what_is_pending_and_refuses_more():
