@@ -23,8 +23,9 @@ change nothing: the same trees come out with or without checkpoints.
 What it costs: a learner rebuilt from model bytes predicts every tree so far on the training and
 validation rows before its first round (XGBoost's prediction cache), about a tenth of a round's
 time per tree (measured: 0.36 s of CPU to resume a 150-tree depth-6 model on 200k x 30 rows, a
-round 0.024 s). Over T rounds in segments of K that is about T²/(20 K) rounds' worth: +20 % at
-T = 200, K = 50. So without a store training is one segment and pays nothing.
+round 0.024 s). Over T rounds in segments of K that is at most about T²/(20 K) rounds' worth;
+bench_training's ctloop-ckpt measured +9 % CPU a round over ~270 rounds (100k x 30 rows, depth
+6, one thread). So without a store training is one segment and pays nothing.
 
 Where checkpoints live: KFP retries a failed task by starting its executor pod again with the
 same executor input, but a step's output artifacts are uploaded only after the step succeeds, so
