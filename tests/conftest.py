@@ -28,9 +28,9 @@ def pytest_collection_modifyitems(config, items):
     """Under `--dist loadgroup`, give each test an `xdist_group`: the first of
     ONE_WORKER_FIXTURES it uses, else its module (module fixtures, such as a server started
     once for a module, are then set up once). Workers take the groups in collection order
-    (`--no-loadscope-reorder`), so the fixture groups go first, being the longest chains that
-    would otherwise finish last, then the other groups largest first, leaving small ones to
-    even out the end."""
+    (`--no-loadscope-reorder`), so the longest go first and short ones even out the end: the
+    fixture groups, then groups holding `e2e` tests (a whole local pipeline run each), then
+    the others by their number of tests."""
     if not getattr(config.option, "loadgroup", False):
         return
     for item in items:
@@ -40,8 +40,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
     groups = [item.get_closest_marker("xdist_group").args[0] for item in items]
     sizes = Counter(groups)
+    e2e = {
+        group for item, group in zip(items, groups, strict=True) if item.get_closest_marker("e2e")
+    }
     order = {
-        id(item): (group not in ONE_WORKER_FIXTURES, -sizes[group], group)
+        id(item): (group not in ONE_WORKER_FIXTURES, group not in e2e, -sizes[group], group)
         for item, group in zip(items, groups, strict=True)
     }
     items.sort(key=lambda item: order[id(item)])

@@ -13,6 +13,9 @@ import sys
 import time
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 LONG_TRAINING = '{"num_boost_round": 1000000, "early_stopping_rounds": null, "eta": 0.001}'
 
