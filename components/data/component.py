@@ -135,7 +135,8 @@ def split_dataset(
     Args:
         dataset: The validated table.
         target: Label column; the random split is stratified on it for binary tasks.
-        train: Rows to fit on.
+        train: Rows to fit on, in Parquet row groups of 131,072 rows: whole groups are what
+            the distributed train step shares out among its workers.
         validation: Rows for early stopping.
         test: Held-out rows for evaluation and the quality gate.
         validation_fraction: Share of rows for validation.
@@ -143,7 +144,7 @@ def split_dataset(
         seed: Seed of the random split (same seed, same split).
         time_column: When set, split by time instead: oldest rows train, newest test.
     """
-    from ctloop.components.data.split import split_table
+    from ctloop.components.data.split import ROW_GROUP_ROWS, split_table
     from ctloop.components.table_io import read_table, write_parquet
 
     parts = split_table(
@@ -155,5 +156,5 @@ def split_dataset(
         time_column=time_column or None,
     )
     for artifact, part in zip((train, validation, test), parts, strict=True):
-        write_parquet(part, artifact.path)
+        write_parquet(part, artifact.path, row_group_rows=ROW_GROUP_ROWS)
         artifact.metadata.update({"rows": part.num_rows})
