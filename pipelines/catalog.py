@@ -39,6 +39,7 @@ from ctloop.components.retrain.component import (
 )
 from ctloop.components.shadow.component import analyze_shadow
 from ctloop.components.train.component import train_model
+from ctloop.components.trainjob.component import train_model_distributed
 
 COMPONENTS: dict[str, BaseComponent] = {
     component.name.replace("-", "_"): component
@@ -47,6 +48,7 @@ COMPONENTS: dict[str, BaseComponent] = {
         validate_dataset,
         split_dataset,
         train_model,
+        train_model_distributed,
         evaluate_model,
         quality_gate,
         register_model,

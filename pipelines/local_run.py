@@ -16,6 +16,7 @@ from kfp import local
 from ctloop.pipelines.local_logs import local_run_output
 from ctloop.pipelines.local_stop import steps_stopped_on_signal
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
+from ctloop.pipelines.parameters import check_local_trainer
 from ctloop.pipelines.training import build_training_pipeline
 
 
@@ -75,7 +76,7 @@ def run_training_pipeline(
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
-        build_training_pipeline(),
+        build_training_pipeline(trainjob=False),
         {"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments},
         work,
         log_stream,
@@ -123,7 +124,7 @@ def run_monitoring_pipeline(
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
-        build_monitoring_pipeline(),
+        build_monitoring_pipeline(trainjob=False),
         {
             "current_uri": current_uri,
             "reference_uri": reference_uri,
@@ -159,6 +160,7 @@ def run_monitoring_pipeline(
 
 
 def _run_locally(pipeline, arguments: dict, work: Workdir, log_stream, console) -> dict:
+    check_local_trainer(arguments)
     work.root.mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

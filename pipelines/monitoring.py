@@ -23,7 +23,7 @@ from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.placement import GpuPlacement
 from ctloop.pipelines.rollout import CANARY
-from ctloop.pipelines.training import SERVING_RUNTIME, build_training_pipeline
+from ctloop.pipelines.training import SERVING_RUNTIME, SINGLE, build_training_pipeline
 
 PIPELINE_NAME = "ctloop-monitoring"
 
@@ -38,11 +38,12 @@ class MonitoringOutputs(NamedTuple):
 
 
 def build_monitoring_pipeline(
-    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None
+    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None, trainjob: bool = True
 ) -> BaseComponent:
-    """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`."""
+    """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`
+    (and, with `trainjob`, may train through a TrainJob: see `build_training_pipeline`)."""
     c = catalog(image)
-    training = build_training_pipeline(image, placement)
+    training = build_training_pipeline(image, placement, trainjob)
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def monitoring(
@@ -79,6 +80,10 @@ def build_monitoring_pipeline(
         shadow_policy: str = "",
         ab_traffic_percent: int = 50,
         prediction_log_uri: str = "",
+        trainer: str = SINGLE,
+        trainjob_output_uri: str = "",
+        trainjob_nodes: int = 2,
+        trainjob_gpus_per_node: int = 1,
         kfp_host: str = "http://ml-pipeline.kubeflow:8888",
         training_pipeline: str = "ctloop-training",
         kfp_experiment: str = "ctloop",
@@ -129,6 +134,11 @@ def build_monitoring_pipeline(
             shadow_policy: Shadow analysis policy as JSON; empty uses the default.
             ab_traffic_percent: Traffic share of the retrained model as an A/B variant.
             prediction_log_uri: Where A/B variants log their predictions (needed by "ab").
+            trainer: Where the retrained model trains: "single" (one pod) or "trainjob"
+                (several nodes through Kubeflow Trainer; see the training pipeline).
+            trainjob_output_uri: Folder the TrainJob publishes the model to (for "trainjob").
+            trainjob_nodes: Nodes of the TrainJob.
+            trainjob_gpus_per_node: GPUs of each TrainJob node (0: CPUs only).
             kfp_host: KFP API endpoint, for retrain_mode "api".
             training_pipeline: Uploaded training pipeline, for retrain_mode "api".
             kfp_experiment: Experiment of the started training run, for retrain_mode "api".
@@ -195,6 +205,10 @@ def build_monitoring_pipeline(
                 shadow_policy=shadow_policy,
                 ab_traffic_percent=ab_traffic_percent,
                 prediction_log_uri=prediction_log_uri,
+                trainer=trainer,
+                trainjob_output_uri=trainjob_output_uri,
+                trainjob_nodes=trainjob_nodes,
+                trainjob_gpus_per_node=trainjob_gpus_per_node,
             ).set_display_name("retrain")
             summarized = c["summarize_retraining"](
                 gate_passed=retrained.outputs["gate_passed"],

@@ -12,6 +12,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.image import SERVING_RUNTIME
 from ctloop.pipelines.rollout import AB, CANARY, ROLLOUT_STRATEGIES
+from ctloop.pipelines.training import SINGLE, TRAINERS, TRAINJOB
 
 
 class ParameterError(ValueError):
@@ -106,9 +107,11 @@ def check_json_arguments(arguments: dict) -> None:
     parser reads a blank text as its default, so a blank value is checked like any other.
     A gate policy's metrics must be ones the evaluation reports for the task: the gate
     alone would find a misspelt one only after training, as a failed check. The rollout
-    parameters are checked together first (`check_rollout_arguments`).
+    parameters are checked together first (`check_rollout_arguments`), and so are the
+    trainer's (`check_trainer_arguments`).
     """
     check_rollout_arguments(arguments)
+    check_trainer_arguments(arguments)
     task = arguments.get("task", "binary")
     for name, (module, function) in JSON_PARSERS.items():
         if name not in arguments:
@@ -174,4 +177,35 @@ def check_rollout_arguments(arguments: dict) -> None:
         raise ParameterError(
             "--param rollout_strategy=ab: needs --param prediction_log_uri=<path or URI> "
             "where the variants log their predictions for the A/B analysis"
+        )
+
+
+def check_trainer_arguments(arguments: dict) -> None:
+    """Refuse a trainer the train step would refuse only once the data is split: an unknown
+    one, a TrainJob with nowhere to publish its model, or one without a worker."""
+    trainer = arguments.get("trainer", SINGLE)
+    if trainer not in TRAINERS:
+        raise ParameterError(f"--param trainer={trainer!r}: not one of {', '.join(TRAINERS)}")
+    if trainer != TRAINJOB:
+        return
+    if not arguments.get("trainjob_output_uri"):
+        raise ParameterError(
+            "--param trainer=trainjob: needs --param trainjob_output_uri=<folder URI>, e.g. "
+            "s3://bucket/ctloop/trainjobs, which the TrainJob's workers write the model to and "
+            "the pipeline reads it back from"
+        )
+    nodes = arguments.get("trainjob_nodes", 2)
+    if nodes < 1:
+        raise ParameterError(f"--param trainjob_nodes={nodes}: a TrainJob needs at least 1 node")
+    gpus = arguments.get("trainjob_gpus_per_node", 1)
+    if gpus < 0:
+        raise ParameterError(f"--param trainjob_gpus_per_node={gpus}: below 0")
+
+
+def check_local_trainer(arguments: dict) -> None:
+    """Refuse `trainer=trainjob` in a kfp.local run, which trains in one process only."""
+    if arguments.get("trainer", SINGLE) != SINGLE:
+        raise ParameterError(
+            f"--param trainer={arguments['trainer']}: a local run trains in one process only "
+            "(trainer=single); a TrainJob needs a cluster with Kubeflow Trainer (--host)"
         )

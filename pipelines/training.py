@@ -17,6 +17,9 @@ from ctloop.pipelines.placement import GpuPlacement, Placement
 from ctloop.pipelines.rollout import CANARY, build_rollout_pipeline
 
 PIPELINE_NAME = "ctloop-training"
+SINGLE, TRAINJOB = "single", "trainjob"
+TRAINERS = (SINGLE, TRAINJOB)
+"""Where the train step trains: its own pod, or a Kubeflow Trainer TrainJob on several nodes."""
 
 
 class TrainingOutputs(NamedTuple):
@@ -29,9 +32,15 @@ class TrainingOutputs(NamedTuple):
 
 
 def build_training_pipeline(
-    image: str = DEFAULT_IMAGE, placement: Placement | None = None
+    image: str = DEFAULT_IMAGE, placement: Placement | None = None, trainjob: bool = True
 ) -> BaseComponent:
-    """The training pipeline with every task in `image` and the train task on `placement`."""
+    """The training pipeline with every task in `image` and the train task on `placement`.
+
+    `trainjob` False leaves out the TrainJob branch, for kfp.local: it cannot create a
+    TrainJob, nor pick an artifact out of two branches (`dsl.OneOf` of artifacts fails there
+    with "Expected 1 artifact in ArtifactSelectorSpec"), so a local run trains in one step,
+    outside any branch, and refuses `trainer=trainjob` (`check_local_trainer`).
+    """
     c = catalog(image)
     placement = placement or GpuPlacement()
     train_model = placement.wrap(c["train_model"])
@@ -71,6 +80,10 @@ def build_training_pipeline(
         shadow_policy: str = "",
         ab_traffic_percent: int = 50,
         prediction_log_uri: str = "",
+        trainer: str = SINGLE,
+        trainjob_output_uri: str = "",
+        trainjob_nodes: int = 2,
+        trainjob_gpus_per_node: int = 1,
     ) -> TrainingOutputs:
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
@@ -119,6 +132,14 @@ def build_training_pipeline(
             ab_traffic_percent: Traffic share of the new model as an A/B variant (1-99).
             prediction_log_uri: Where A/B variants log their predictions (needed by "ab"):
                 a path or URI, e.g. s3://bucket/ctloop/predictions.
+            trainer: "single" trains in the train step's own pod; "trainjob" trains on
+                several nodes through a Kubeflow Trainer TrainJob (the xgboost-distributed
+                runtime must be installed in the cluster; kfp.local runs only "single").
+            trainjob_output_uri: Folder (s3://, gs://, ...) the TrainJob's workers publish
+                the model to and the pipeline reads it back from (needed by "trainjob").
+            trainjob_nodes: Nodes (pods) of the TrainJob.
+            trainjob_gpus_per_node: GPUs of each TrainJob node, one worker each; 0 trains
+                on CPUs, one worker per node.
         """
         loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
         validated = c["validate_dataset"](
@@ -137,25 +158,54 @@ def build_training_pipeline(
             seed=split_seed,
             time_column=time_column,
         ).set_display_name("split")
-        trained = placement.apply(
-            train_model(
-                train=split.outputs["train"],
-                validation=split.outputs["validation"],
-                reference_profile=validated.outputs["reference_profile"],
-                hyperparameters=hyperparameters,
-                device=device,
-                mlflow_tracking_uri=mlflow_tracking_uri,
-                mlflow_experiment=mlflow_experiment,
-                mlflow_artifact_location=mlflow_artifact_location,
-                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            ).set_display_name("train")
+
+        # What both train steps take: the splits, the profile, the parameters, MLflow.
+        train_inputs = dict(
+            train=split.outputs["train"],
+            validation=split.outputs["validation"],
+            reference_profile=validated.outputs["reference_profile"],
+            hyperparameters=hyperparameters,
+            device=device,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            mlflow_artifact_location=mlflow_artifact_location,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
+
+        def train_in_one_pod():
+            """The train step in its own pod, on `placement`."""
+            return placement.apply(train_model(**train_inputs).set_display_name("train"))
+
+        if not trainjob:
+            trained = train_in_one_pod()
+            model, run_id = trained.outputs["model"], trained.outputs["run_id"]
+            model_uri = trained.outputs["model_uri"]
+        else:
+            with dsl.If(trainer == SINGLE, name="train-in-one-pod"):
+                trained = train_in_one_pod()
+            with dsl.Else(name="train-on-several-nodes"):
+                # The pod only creates the TrainJob and waits: the GPUs are the workers'. A retry
+                # follows the same job, which the KFP run id names.
+                trained_on_nodes = placement.retry.apply(
+                    c["train_model_distributed"](
+                        **train_inputs,
+                        output_uri=trainjob_output_uri,
+                        num_nodes=trainjob_nodes,
+                        gpus_per_node=trainjob_gpus_per_node,
+                        trainer_image=image,
+                    ).set_display_name("train on several nodes")
+                )
+            model = dsl.OneOf(trained.outputs["model"], trained_on_nodes.outputs["model"])
+            run_id = dsl.OneOf(trained.outputs["run_id"], trained_on_nodes.outputs["run_id"])
+            model_uri = dsl.OneOf(
+                trained.outputs["model_uri"], trained_on_nodes.outputs["model_uri"]
+            )
         evaluated = c["evaluate_model"](
             test=split.outputs["test"],
-            model=trained.outputs["model"],
+            model=model,
             reference_profile=validated.outputs["reference_profile"],
-            run_id=trained.outputs["run_id"],
+            run_id=run_id,
             mlflow_tracking_uri=mlflow_tracking_uri,
             registered_model_name=registered_model_name,
         ).set_display_name("evaluate")
@@ -165,8 +215,8 @@ def build_training_pipeline(
 
         with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
             registered = c["register_model"](
-                run_id=trained.outputs["run_id"],
-                model_uri=trained.outputs["model_uri"],
+                run_id=run_id,
+                model_uri=model_uri,
                 evaluation=evaluated.outputs["evaluation"],
                 mlflow_tracking_uri=mlflow_tracking_uri,
                 registered_model_name=registered_model_name,
@@ -174,7 +224,7 @@ def build_training_pipeline(
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_display_name("register")
             rolled_out = rollout(
-                model=trained.outputs["model"],
+                model=model,
                 model_version=registered.outputs["version"],
                 alias=registered.outputs["alias"],
                 registered_model_name=registered_model_name,
@@ -198,7 +248,7 @@ def build_training_pipeline(
             ).set_display_name("rollout")
         with dsl.Else(name="gate-failed"):
             rejected = c["record_rejection"](
-                run_id=trained.outputs["run_id"],
+                run_id=run_id,
                 failures=gate.outputs["failures"],
                 mlflow_tracking_uri=mlflow_tracking_uri,
             ).set_display_name("record rejection")

@@ -21,6 +21,7 @@ from tests.compiled_spec import pipeline_spec, tasks_under_condition
 
 TRAIN = "train-model"
 PASSED = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
+SINGLE = "inputs.parameter_values['pipelinechannel--trainer'] == 'single'"
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,14 @@ def compiled(compiled_pipelines, tmp_path_factory) -> dict[str, dict]:
         "kfp": pipeline_spec(compiled_pipelines / "pipelines" / "training.yaml"),
         "vertex": pipeline_spec(vertex),
     }
+
+
+def _train_branch(spec: dict) -> dict:
+    """The DAG of the branch holding the train task (the one-pod trainer's)."""
+    [dag] = [
+        c["dag"] for c in spec["components"].values() if TRAIN in c.get("dag", {}).get("tasks", {})
+    ]
+    return dag
 
 
 def _worker_pools(spec: dict) -> list[dict]:
@@ -66,8 +75,8 @@ def test_custom_job_runs_the_same_train_command_as_kubeflow(compiled):
 
 
 def test_train_task_keeps_its_name_inputs_and_outputs(compiled):
-    kfp_task = compiled["kfp"]["root"]["dag"]["tasks"][TRAIN]
-    vertex_task = compiled["vertex"]["root"]["dag"]["tasks"][TRAIN]
+    kfp_task = _train_branch(compiled["kfp"])["tasks"][TRAIN]
+    vertex_task = _train_branch(compiled["vertex"])["tasks"][TRAIN]
     kfp_outputs = compiled["kfp"]["components"][f"comp-{TRAIN}"]["outputDefinitions"]
     vertex_outputs = compiled["vertex"]["components"][f"comp-{TRAIN}"]["outputDefinitions"]
 
@@ -84,14 +93,14 @@ def test_gate_still_guards_register_and_deploy(compiled):
     assert guarded["register-model"] == PASSED
     assert guarded["ctloop-rollout"] == PASSED
     assert guarded["record-rejection"].startswith("!(") and PASSED in guarded["record-rejection"]
-    assert TRAIN not in guarded
+    assert guarded[TRAIN] == SINGLE
     assert guarded == tasks_under_condition(compiled["kfp"])
 
 
 def test_every_other_task_is_unchanged(compiled):
     kfp, vertex = copy.deepcopy(compiled["kfp"]), copy.deepcopy(compiled["vertex"])
     for spec in (kfp, vertex):
-        del spec["root"]["dag"]["tasks"][TRAIN]
+        del _train_branch(spec)["tasks"][TRAIN]
         del spec["components"][f"comp-{TRAIN}"]
         del spec["deploymentSpec"]["executors"][f"exec-{TRAIN}"]
         spec.pop("platforms", None)
