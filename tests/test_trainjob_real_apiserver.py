@@ -1,8 +1,8 @@
 """The distributed train step against a real kube-apiserver with Kubeflow Trainer's CRDs.
 
-The TrainJob ctloop builds is created as a service account bound to the project's Role plus
-the rules the step needs (`TRAINJOB_RULES`), so the real CRD schema (pruning, defaults, 422s)
-and RBAC judge every request. No Kubeflow Trainer controller runs: the test writes the
+The TrainJob ctloop builds is created as a service account bound to the project's Role alone
+(manifests/rbac/), so the real CRD schema (pruning, defaults, 422s) and RBAC judge every
+request. No Kubeflow Trainer controller runs: the test writes the
 TrainJob's status through the status subresource, as the controller would, each time the step
 reports what it saw; and it plays rank 0 by publishing a model at the job's output location.
 The CRDs are the released ones (../shared/kubeflow-trainer/) with their CEL rules removed,
@@ -48,13 +48,6 @@ CRD_FILES = [
     f"trainer.kubeflow.org_{plural}.yaml"
     for plural in ("trainjobs", "clustertrainingruntimes", "trainingruntimes")
 ]
-TRAINJOB_RULES = [
-    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
-     "verbs": ["get", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-]  # fmt: skip
-"""What the distributed train step needs beyond the deploy step's Role (see cluster.py)."""
 PROFILE = {
     "target": "churn",
     "task": "binary",
@@ -102,20 +95,6 @@ class Namespace:
         self.namespace = server.namespace("trainjob")
         subject = server.role_bound(self.namespace)
         admin = server.admin.api_client()
-        account = subject.user.rsplit(":", 1)[-1]
-        rbac = client.RbacAuthorizationV1Api(admin)
-        rbac.create_namespaced_role(
-            self.namespace, {"metadata": {"name": "ctloop-trainjob"}, "rules": TRAINJOB_RULES}
-        )
-        rbac.create_namespaced_role_binding(
-            self.namespace,
-            {
-                "metadata": {"name": "ctloop-trainjob"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                            "name": "ctloop-trainjob"},
-                "subjects": [{"kind": "ServiceAccount", "name": account}],
-            },
-        )  # fmt: skip
         self.api = subject.custom_objects_api()
         self._await_rules(subject)
         self.admin = server.admin.custom_objects_api()
