@@ -23,7 +23,7 @@ from ctloop.components.table_io import iter_batches
 from ctloop.components.train.checkpoints import CheckpointStore, training_fingerprint
 from ctloop.components.train.hyperparameters import parse_hyperparameters, resolve_device
 from ctloop.components.train.layout import Layout, node_facts, plan_layout, table_facts
-from ctloop.components.train.trainer import train_booster
+from ctloop.components.train.trainer import TrainResult, train_booster
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,45 @@ class TrainingOutcome:
     layout: Layout | None = None
     figures: dict[str, float] = field(default_factory=dict)
     """The layout's estimate and what training took (seconds, peak RSS, resumed rounds)."""
+
+
+def training_tags(profile: ReferenceProfile, run_tags: Mapping[str, str]) -> dict[str, str]:
+    """The MLflow run's tags: the task, the target and the dataset, and `run_tags` (the KFP
+    run's id and name)."""
+    dataset = profile.get("dataset", {})
+    return {
+        "ctloop.task": profile["task"],
+        "ctloop.target": profile["target"],
+        "ctloop.dataset.uri": str(dataset.get("uri", "")),
+        "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
+        **run_tags,
+    }
+
+
+def log_trained_model(
+    run_id: str,
+    result: TrainResult,
+    profile: ReferenceProfile,
+    validation_path: str,
+    metrics: Mapping[str, float] = {},  # noqa: B006 - read only
+) -> str:
+    """Log what every train step logs once it has its booster, into the open run `run_id`:
+    the per-iteration validation curves, the best iteration, the row counts and `metrics`,
+    and the model with its profile and an input example (validation rows); return the
+    logged model's URI. The one-pod step and the TrainJob step both end here, so a model
+    is logged the same way wherever it was trained."""
+    mlflow_registry.log_iteration_metrics(run_id, result.evals_result)
+    mlflow_registry.log_metrics(
+        {
+            "best_iteration": result.best_iteration,
+            "train_rows": result.train_rows,
+            "validation_rows": result.validation_rows,
+            **metrics,
+        }
+    )
+    rows = next(iter(iter_batches(validation_path, batch_rows=5)))
+    example = to_frame(rows, feature_schema(profile))
+    return mlflow_registry.log_model_with_profile(result.booster, profile, example)
 
 
 def run_training(
@@ -79,19 +118,11 @@ def run_training(
         key = training_fingerprint(train_path, validation_path, params, resolved_device)
         run_key = run_tags.get("kfp.run_id") or "local"
         store = CheckpointStore(f"{checkpoint_uri.rstrip('/')}/{run_key}/{key}")
-    dataset = profile.get("dataset", {})
-    tags = {
-        "ctloop.task": task,
-        "ctloop.target": target,
-        "ctloop.dataset.uri": str(dataset.get("uri", "")),
-        "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
-        **run_tags,
-    }
     with mlflow_registry.training_run(
         tracking_uri,
         experiment,
         run_name=run_tags.get("kfp.run_name") or "ctloop-training",
-        tags=tags,
+        tags=training_tags(profile, run_tags),
         params={
             **params,
             "device": resolved_device,
@@ -119,17 +150,7 @@ def run_training(
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "resumed_rounds": result.resumed_rounds,
         }
-        mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
-        mlflow_registry.log_metrics(
-            {
-                "best_iteration": result.best_iteration,
-                "train_rows": result.train_rows,
-                "validation_rows": result.validation_rows,
-                **figures,
-            }
-        )
-        example = to_frame(next(iter(iter_batches(validation_path, batch_rows=5))), schema)
-        model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
+        model_uri = log_trained_model(run.info.run_id, result, profile, validation_path, figures)
     write_model_folder(result.booster, profile, model_dir)
     if store:
         store.clear()

@@ -20,13 +20,15 @@ from collections.abc import Callable, Mapping
 
 from kubernetes import client
 
-from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import ReferenceProfile, check_profile, feature_schema
 from ctloop.components.registry import mlflow_registry
-from ctloop.components.table_io import iter_batches
 from ctloop.components.train.distributed import read_published_model
 from ctloop.components.train.hyperparameters import parse_hyperparameters
-from ctloop.components.train.training_run import TrainingOutcome
+from ctloop.components.train.training_run import (
+    TrainingOutcome,
+    log_trained_model,
+    training_tags,
+)
 from ctloop.components.trainjob.cluster import create_trainjob, wait_for_trainjob
 from ctloop.components.trainjob.trainjob import TrainJobRequest, desired_trainjob
 
@@ -66,15 +68,9 @@ def run_distributed_training(
     schema = feature_schema(profile)
     manifest = desired_trainjob(request)
     where = f"TrainJob {request.namespace}/{request.name}"
-    dataset = profile.get("dataset", {})
-    tags = {
-        "ctloop.task": profile["task"],
-        "ctloop.target": profile["target"],
-        "ctloop.dataset.uri": str(dataset.get("uri", "")),
-        "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
-        "ctloop.trainjob": f"{request.namespace}/{request.name}",
-        **run_tags,
-    }
+    tags = training_tags(
+        profile, {"ctloop.trainjob": f"{request.namespace}/{request.name}", **run_tags}
+    )
     nodes = {"num_nodes": request.num_nodes, "gpus_per_node": request.gpus_per_node}
     with mlflow_registry.training_run(
         tracking_uri,
@@ -91,15 +87,7 @@ def run_distributed_training(
         )
         published = read_published_model(request.output_uri, model_dir)
         result = published.result
-        mlflow_registry.log_iteration_metrics(run.info.run_id, result.evals_result)
-        mlflow_registry.log_metrics(
-            {
-                "best_iteration": result.best_iteration,
-                "train_rows": result.train_rows,
-                "validation_rows": result.validation_rows,
-                "workers": published.workers,
-            }
+        model_uri = log_trained_model(
+            run.info.run_id, result, profile, validation_path, {"workers": published.workers}
         )
-        example = to_frame(next(iter(iter_batches(validation_path, batch_rows=5))), schema)
-        model_uri = mlflow_registry.log_model_with_profile(result.booster, profile, example)
     return TrainingOutcome(run.info.run_id, model_uri, result.best_iteration, published.device)
