@@ -259,28 +259,15 @@ def run_rollout(
     """The three stages on the registry's champion and challenger, which `summaries` (the
     demo's training runs) registered and rendered; logs and reports under `root` (a previous
     run's are removed first); `say` announces each stage as it starts. Returns what each
-    stage decided (nothing when the registry has no challenger from these runs).
-
-    A champion that an earlier demo run promoted (the work directory kept) is served from
-    the storageUri its promotion recorded, rendered as the challenger's service would be.
-    """
+    stage decided (nothing when these runs registered no champion and challenger)."""
     registered = {str(s["model_version"]): s for s in summaries if s and s.get("model_version")}
     champion = mlflow_registry.version_with_alias(registry.tracking_uri, registry.model)
     challenger = mlflow_registry.version_with_alias(
         registry.tracking_uri, registry.model, mlflow_registry.CHALLENGER
     )
-    if champion is None or challenger not in registered:
+    if champion not in registered or challenger not in registered:
         return []
-    challenger = version_of(registered[challenger])
-    if champion in registered:
-        champion = version_of(registered[champion])
-    else:
-        tags = mlflow_registry.version_tags(registry.tracking_uri, registry.model, champion)
-        storage_uri = tags.get(mlflow_registry.STORAGE_URI_TAG)
-        if not storage_uri:
-            return []
-        request = replace(challenger.request, model_artifact_uri=storage_uri)
-        champion = Version(champion, Path(storage_uri), replace(request, model_version=champion))
+    champion, challenger = version_of(registered[champion]), version_of(registered[challenger])
     shutil.rmtree(root, ignore_errors=True)
     steps = Rollout(root, registry.tracking_uri, registry.model, render_dir)
     say(f"\n== rollout 1: shadow, v{challenger.version} beside the champion v{champion.version}")

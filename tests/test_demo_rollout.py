@@ -9,7 +9,6 @@ otherwise, like the live canary test).
 
 import shutil
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import yaml
@@ -152,58 +151,22 @@ def test_canary_stages_are_skipped_saying_why(
     monkeypatch.setattr(demo_rollout.Rollout, "shadow", lambda *_args: shadow)
     summaries = _summaries("1", "2")
     registry = Registry("sqlite:///unused.db", "demo", "", NAME)
+    root = tmp_path / "rollout"
+    root.mkdir()
+    (root / "stale.log").write_text("a previous demo run's")
     said = []
 
     stages = demo_rollout.run_rollout(
-        tmp_path, registry, tmp_path, summaries, tmp_path, tmp_path, "churn", say=said.append
+        root, registry, tmp_path, summaries, tmp_path, tmp_path, "churn", say=said.append
     )
 
     assert stages[0] is shadow
     assert stages[1].title == "canary stages" and stages[1].verdict == "skipped"
     assert stages[1].reasons[0].startswith(why)
     assert len(stages) == 2
+    assert not (root / "stale.log").exists()
     # Said as it happens too, not only in the closing lines, when Prometheus is missing.
     assert any(why in line for line in said) == (prometheus is None)
-
-
-def test_a_champion_promoted_by_an_earlier_run_is_served_from_its_recorded_storage(
-    monkeypatch, tmp_path
-):
-    """Rerun in the same work directory, the demo's runs register versions 4 to 6 while
-    version 3, promoted last time, is the champion: it is served from the storageUri its
-    promotion recorded, rendered as the challenger's service is; the last run's rollout
-    files go."""
-    aliases = {mlflow_registry.CHAMPION: "3", mlflow_registry.CHALLENGER: "6"}
-    monkeypatch.setattr(
-        mlflow_registry, "version_with_alias", lambda _uri, _name, alias="champion": aliases[alias]
-    )
-    monkeypatch.setattr(
-        mlflow_registry,
-        "version_tags",
-        lambda _uri, _name, version: {mlflow_registry.STORAGE_URI_TAG: f"/models/v{version}"},
-    )
-    seen = {}
-
-    def shadow(_self, champion, challenger, _window):
-        seen.update(champion=champion, challenger=challenger)
-        return demo_rollout.Stage("shadow", "reject", [])
-
-    monkeypatch.setattr(demo_rollout.Rollout, "shadow", shadow)
-    root = tmp_path / "rollout"
-    root.mkdir()
-    (root / "stale.log").write_text("from the last run")
-    registry = Registry("sqlite:///unused.db", "demo", "", NAME)
-    summaries = _summaries("4", "5", "6")
-
-    demo_rollout.run_rollout(root, registry, tmp_path, summaries, tmp_path, tmp_path, "churn")
-
-    champion = seen["champion"]
-    assert (champion.version, champion.model_dir) == ("3", Path("/models/v3"))
-    assert champion.request.model_artifact_uri == "/models/v3"
-    assert champion.request.model_version == "3"
-    assert seen["challenger"].version == "6"
-    assert champion.request.name == seen["challenger"].request.name == NAME
-    assert not (root / "stale.log").exists()
 
 
 def _summaries(*versions: str) -> list[dict]:
