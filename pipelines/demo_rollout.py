@@ -17,7 +17,9 @@ rollout is played on loopback with real processes and decided by the project's o
    request it gets is refused with a 400) goes straight to a canary, as the `canary`
    strategy does, and is rolled back.
 
-The policies are the pipelines' defaults with a demo's bake times: seconds, not minutes.
+The policies are the pipelines' defaults with a demo's bake times (seconds, not minutes),
+widened where a few hundred requests on a shared laptop call for it: `SHADOW_POLICY` and
+`CANARY_POLICY` say where and why.
 Without the `prometheus` binary the canary stages are skipped, saying how to install it.
 """
 
