@@ -32,14 +32,15 @@ def compile_all(
     pod_labels: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Write `pipelines/{training,monitoring,ab-analysis}.yaml` and `components/<name>.yaml`;
-    return the paths, the training pipeline first. `pod_labels` go on every pipeline pod."""
+    return the paths, the training pipeline first. `pod_labels` go on every pipeline pod and,
+    as the default of the pipelines' `resource_labels`, on the InferenceService they deploy."""
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
     written = []
     for name, pipeline in (
-        ("training", build_training_pipeline(image, placement)),
-        ("monitoring", build_monitoring_pipeline(image, placement)),
+        ("training", build_training_pipeline(image, placement, resource_labels=pod_labels)),
+        ("monitoring", build_monitoring_pipeline(image, placement, resource_labels=pod_labels)),
         ("ab-analysis", build_experiment_pipeline(image)),
     ):
         path = output_dir / "pipelines" / f"{name}.yaml"

@@ -13,6 +13,7 @@ branches, each a `dsl.If`/`dsl.Elif`/`dsl.Else` at the pipeline level:
 Every branch ends in a JSON summary (`retraining`), which the pipeline returns.
 """
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from kfp import dsl
@@ -38,12 +39,17 @@ class MonitoringOutputs(NamedTuple):
 
 
 def build_monitoring_pipeline(
-    image: str = DEFAULT_IMAGE, placement: GpuPlacement | None = None, trainjob: bool = True
+    image: str = DEFAULT_IMAGE,
+    placement: GpuPlacement | None = None,
+    trainjob: bool = True,
+    resource_labels: Mapping[str, str] | None = None,
 ) -> BaseComponent:
     """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`
-    (and, with `trainjob`, may train through a TrainJob: see `build_training_pipeline`)."""
+    (and, with `trainjob`, may train through a TrainJob: see `build_training_pipeline`);
+    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`)."""
     c = catalog(image)
     training = build_training_pipeline(image, placement, trainjob)
+    default_resource_labels = dict(resource_labels or {})
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def monitoring(
@@ -84,6 +90,8 @@ def build_monitoring_pipeline(
         trainjob_output_uri: str = "",
         trainjob_nodes: int = 2,
         trainjob_gpus_per_node: int = 1,
+        checkpoint_uri: str = "",
+        resource_labels: dict = default_resource_labels,
         kfp_host: str = "http://ml-pipeline.kubeflow:8888",
         training_pipeline: str = "ctloop-training",
         kfp_experiment: str = "ctloop",
@@ -139,6 +147,10 @@ def build_monitoring_pipeline(
             trainjob_output_uri: Folder the TrainJob publishes the model to (for "trainjob").
             trainjob_nodes: Nodes of the TrainJob.
             trainjob_gpus_per_node: GPUs of each TrainJob node (0: CPUs only).
+            checkpoint_uri: Prefix where the retraining's one-pod train step checkpoints,
+                so a retried step resumes; empty keeps none (see the training pipeline).
+            resource_labels: Labels of the InferenceService the retrained model rolls out to
+                (team, project, cost-center, ...); `ctloop compile --label` sets the default.
             kfp_host: KFP API endpoint, for retrain_mode "api".
             training_pipeline: Uploaded training pipeline, for retrain_mode "api".
             kfp_experiment: Experiment of the started training run, for retrain_mode "api".
@@ -209,6 +221,8 @@ def build_monitoring_pipeline(
                 trainjob_output_uri=trainjob_output_uri,
                 trainjob_nodes=trainjob_nodes,
                 trainjob_gpus_per_node=trainjob_gpus_per_node,
+                checkpoint_uri=checkpoint_uri,
+                resource_labels=resource_labels,
             ).set_display_name("retrain")
             summarized = c["summarize_retraining"](
                 gate_passed=retrained.outputs["gate_passed"],

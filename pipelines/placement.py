@@ -37,6 +37,8 @@ from kfp.dsl.base_component import BaseComponent
 from kfp.dsl.graph_component import GraphComponent
 from kfp.kubernetes import kubernetes_executor_config_pb2
 
+from ctloop.components.kube_labels import check_labels
+
 
 class Placement(Protocol):
     """What the training pipeline asks of a placement for its train step."""
@@ -233,35 +235,6 @@ class VertexPlacement:
         return self.retry.apply(task)
 
 
-LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-LABEL_PREFIX = re.compile(
-    r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
-)
-
-
-def check_pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """`labels` if Kubernetes accepts each key and value, else a ValueError naming the first
-    that it refuses and the rule (checked here: the API server would refuse the pod later)."""
-    for key, value in labels.items():
-        prefix, _, name = key.rpartition("/")
-        if (
-            not name
-            or not LABEL_NAME.fullmatch(name)
-            or (prefix and not LABEL_PREFIX.fullmatch(prefix))
-            or len(prefix) > 253
-        ):
-            raise ValueError(
-                f"label key {key!r}: expected [prefix/]name, the name at most 63 letters, "
-                "digits, '-', '_' or '.', starting and ending with a letter or digit"
-            )
-        if not LABEL_NAME.fullmatch(value):
-            raise ValueError(
-                f"label {key}={value!r}: a value is at most 63 letters, digits, '-', '_' or "
-                "'.', starting and ending with a letter or digit (or empty)"
-            )
-    return dict(labels)
-
-
 def label_every_pod(pipeline: GraphComponent, labels: Mapping[str, str]) -> GraphComponent:
     """`pipeline` with `labels` on the pod of every task, nested pipelines' tasks included.
 
@@ -277,7 +250,7 @@ def label_every_pod(pipeline: GraphComponent, labels: Mapping[str, str]) -> Grap
         config = kubernetes_executor_config_pb2.KubernetesExecutorConfig()
         if name in configs:
             json_format.ParseDict(json_format.MessageToDict(configs[name]), config)
-        config.pod_metadata.labels.update(check_pod_labels(labels))
+        config.pod_metadata.labels.update(check_labels(labels, ValueError))
         configs[name].Clear()
         configs[name].update(json_format.MessageToDict(config))
     return pipeline

@@ -54,9 +54,11 @@ def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
         shadow_policy: str = "",
         ab_traffic_percent: int = 50,
         prediction_log_uri: str = "",
+        resource_labels: dict = {},  # noqa: B006 - KFP reads defaults from the signature
     ) -> str:
         """Roll the registered version out with the chosen strategy; returns the first
-        deploy step's summary (JSON)."""
+        deploy step's summary (JSON). Every deploy step puts `resource_labels` on the
+        InferenceService."""
         service = {
             "inference_service_name": inference_service_name,
             "namespace": namespace,
@@ -81,6 +83,7 @@ def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
                 render_dir=render_dir,
                 stage=stage,
                 prediction_log_uri=prediction_log_uri,
+                labels=resource_labels,
                 **service,
             ).set_display_name(name)
 

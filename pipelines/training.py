@@ -6,6 +6,7 @@ rejected one is tagged in MLflow with the reasons. The rollout is a nested pipel
 (`ctloop.pipelines.rollout`) whose branches are the strategies and their decisions.
 """
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from kfp import dsl
@@ -32,9 +33,13 @@ class TrainingOutputs(NamedTuple):
 
 
 def build_training_pipeline(
-    image: str = DEFAULT_IMAGE, placement: Placement | None = None, trainjob: bool = True
+    image: str = DEFAULT_IMAGE,
+    placement: Placement | None = None,
+    trainjob: bool = True,
+    resource_labels: Mapping[str, str] | None = None,
 ) -> BaseComponent:
-    """The training pipeline with every task in `image` and the train task on `placement`.
+    """The training pipeline with every task in `image` and the train task on `placement`;
+    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`).
 
     `trainjob` False leaves out the TrainJob branch, for kfp.local: it cannot create a
     TrainJob, nor pick an artifact out of two branches (`dsl.OneOf` of artifacts fails there
@@ -45,6 +50,7 @@ def build_training_pipeline(
     placement = placement or GpuPlacement()
     train_model = placement.wrap(c["train_model"])
     rollout = build_rollout_pipeline(c)
+    default_resource_labels = dict(resource_labels or {})
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training(
@@ -84,6 +90,8 @@ def build_training_pipeline(
         trainjob_output_uri: str = "",
         trainjob_nodes: int = 2,
         trainjob_gpus_per_node: int = 1,
+        checkpoint_uri: str = "",
+        resource_labels: dict = default_resource_labels,
     ) -> TrainingOutputs:
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
@@ -140,6 +148,12 @@ def build_training_pipeline(
             trainjob_nodes: Nodes (pods) of the TrainJob.
             trainjob_gpus_per_node: GPUs of each TrainJob node, one worker each; 0 trains
                 on CPUs, one worker per node.
+            checkpoint_uri: Prefix (s3://, gs://, or a path) where the one-pod train step
+                checkpoints the booster every 50 rounds, so a retried step (a preempted spot
+                node) resumes there; empty keeps no checkpoints: a retry starts over.
+            resource_labels: Labels of the InferenceService (team, project, cost-center,
+                ...), e.g. {"team": "fraud"}, so cost tools group its spend; `ctloop compile
+                --label` sets the default, as it labels every pod of the pipeline.
         """
         loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
         validated = c["validate_dataset"](
@@ -175,7 +189,9 @@ def build_training_pipeline(
 
         def train_in_one_pod():
             """The train step in its own pod, on `placement`."""
-            return placement.apply(train_model(**train_inputs).set_display_name("train"))
+            return placement.apply(
+                train_model(**train_inputs, checkpoint_uri=checkpoint_uri).set_display_name("train")
+            )
 
         if not trainjob:
             trained = train_in_one_pod()
@@ -245,6 +261,7 @@ def build_training_pipeline(
                 shadow_policy=shadow_policy,
                 ab_traffic_percent=ab_traffic_percent,
                 prediction_log_uri=prediction_log_uri,
+                resource_labels=resource_labels,
             ).set_display_name("rollout")
         with dsl.Else(name="gate-failed"):
             rejected = c["record_rejection"](

@@ -43,3 +43,13 @@ def waits_for(spec: dict) -> dict[str, set[str]]:
 
     walk(spec["root"]["dag"], set())
     return waiting
+
+
+def task_inputs(spec: dict, parameter: str) -> dict[str, dict]:
+    """Each task (nested pipelines' included) taking `parameter` -> where its value comes from."""
+    return {
+        name: task["inputs"]["parameters"][parameter]
+        for component in [spec["root"], *spec["components"].values()]
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+        if parameter in task.get("inputs", {}).get("parameters", {})
+    }

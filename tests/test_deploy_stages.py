@@ -4,7 +4,10 @@ Every manifest is validated against KServe's real CRD (../shared/kserve, closed 
 fields), and every stage is applied a second time to its own result to show it changes nothing.
 """
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from ctloop.components.deploy import rollout
 from ctloop.components.deploy.crd_schema import (
@@ -234,6 +237,55 @@ def test_rendering_a_stage_twice_changes_nothing(mode, tmp_path, crd_dir):
         True,
     )
     assert render("2", "ab")["action"] == "unchanged"
+
+
+COST_LABELS = {"team": "fraud", "example.com/cost-center": "cc-42"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_stage_puts_the_cost_labels_on_the_service(stage, mode):
+    def labels(isvc: dict) -> dict:
+        return isvc["metadata"]["labels"]
+
+    unlabelled = champion(stage, mode)
+    shadowed = stage("shadow", "2", unlabelled, mode, labels=COST_LABELS)
+    assert labels(shadowed[-1]) == {**COST_LABELS, MODEL_VERSION_LABEL: "1"}
+    [unshadowed] = stage("unshadow", "2", shadowed[-1], mode, labels=COST_LABELS)
+    assert labels(unshadowed) == labels(shadowed[-1])
+    [canary] = stage("canary", "2", unshadowed, mode, labels=COST_LABELS)
+    assert labels(canary) == {**COST_LABELS, MODEL_VERSION_LABEL: "2"}
+    variants = stage("ab", "3", champion(stage, mode), mode, labels=COST_LABELS)
+    assert [labels(step) for step in variants] == [
+        {**COST_LABELS, MODEL_VERSION_LABEL: version} for version in ("1", "3")[-len(variants) :]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"cost center": "cc-42"}, "label key 'cost center'"),
+        ({"team": "fraud/ml"}, "label team='fraud/ml'"),
+        ({MODEL_VERSION_LABEL: "7"}, f"label '{MODEL_VERSION_LABEL}' is the served model's"),
+    ],
+)
+def test_a_label_kubernetes_or_the_deploy_step_would_not_take_is_refused(stage, labels, message):
+    with pytest.raises(DeploymentError, match=message):
+        stage("canary", "1", None, "Standard", labels=labels)
+
+
+def test_the_rendered_service_carries_the_requests_labels(tmp_path, crd_dir):
+    request = rollout.RolloutRequest(
+        name="churn",
+        namespace="ml",
+        model_artifact_uri=URIS["1"],
+        model_version="1",
+        labels=COST_LABELS,
+    )
+    outcome = rollout.render(request, str(tmp_path))
+
+    rendered = yaml.safe_load(Path(outcome["inference_service_manifest"]).read_text())
+    assert outcome["validated_against_crd"]
+    assert rendered["metadata"]["labels"] == {**COST_LABELS, MODEL_VERSION_LABEL: "1"}
 
 
 def test_a_standard_canary_is_named_for_its_version_and_has_fixed_replicas(stage):

@@ -11,7 +11,7 @@ from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.placement import GpuPlacement, Toleration
-from tests.compiled_spec import pipeline_spec, tasks_under_condition, waits_for
+from tests.compiled_spec import pipeline_spec, task_inputs, tasks_under_condition, waits_for
 
 
 def _training(build: Path) -> dict:
@@ -192,3 +192,18 @@ def test_nested_retraining_trains_on_the_gpu_nodes_with_the_pinned_image(compile
     platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
     assert platform["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert {e["container"]["image"] for e in executors.values()} == {DEFAULT_IMAGE}
+
+
+@pytest.mark.parametrize("pipeline", ["training", "monitoring"])
+def test_checkpoint_uri_reaches_the_one_pod_train_step(compiled_pipelines, pipeline):
+    spec = pipeline_spec(compiled_pipelines / "pipelines" / f"{pipeline}.yaml")
+    takers = task_inputs(spec, "checkpoint_uri")
+    # The TrainJob's workers keep no checkpoints; nested retraining passes the parameter on.
+    expected = {"train-model"} | ({"ctloop-training"} if pipeline == "monitoring" else set())
+    assert set(takers) == expected
+    assert all(
+        source == {"componentInputParameter": "pipelinechannel--checkpoint_uri"}
+        for source in takers.values()
+    )
+    parameter = spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]
+    assert parameter["defaultValue"] == ""

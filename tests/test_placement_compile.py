@@ -2,17 +2,17 @@
 
 import pytest
 
+from ctloop.components.kube_labels import check_labels
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_vertex
 from ctloop.pipelines.placement import (
     GpuPlacement,
     Retry,
     VertexPlacement,
-    check_pod_labels,
     label_every_pod,
 )
 from ctloop.pipelines.training import build_training_pipeline
-from tests.compiled_spec import pipeline_spec
+from tests.compiled_spec import pipeline_spec, task_inputs
 
 LABELS = {"team": "fraud", "project": "churn", "cost-center": "cc-42"}
 
@@ -76,6 +76,29 @@ def test_every_pod_carries_the_cost_labels(gke_spot, pipeline):
     assert all(e["podMetadata"]["labels"] == LABELS for e in executors.values())
 
 
+@pytest.mark.parametrize("pipeline", ["training", "monitoring"])
+def test_the_cost_labels_also_label_the_inference_service_of_every_deploy(gke_spot, pipeline):
+    spec = pipeline_spec(gke_spot / "pipelines" / f"{pipeline}.yaml")
+    parameter = spec["root"]["inputDefinitions"]["parameters"]["resource_labels"]
+    assert parameter["defaultValue"] == LABELS
+    from_parameter = {"componentInputParameter": "pipelinechannel--resource_labels"}
+    deploys = task_inputs(spec, "labels")
+    assert len(deploys) == 6  # every deploy of every strategy
+    assert all(source == from_parameter for source in deploys.values())
+    nested = task_inputs(spec, "resource_labels")
+    assert set(nested) == {"ctloop-rollout"} | (
+        {"ctloop-training"} if pipeline == "monitoring" else set()
+    )
+    assert all(source == from_parameter for source in nested.values())
+
+
+def test_without_labels_the_inference_service_labels_default_to_none(compiled_pipelines):
+    for pipeline in ("training", "monitoring"):
+        spec = pipeline_spec(compiled_pipelines / "pipelines" / f"{pipeline}.yaml")
+        parameter = spec["root"]["inputDefinitions"]["parameters"]["resource_labels"]
+        assert parameter.get("defaultValue", {}) == {}
+
+
 def test_eks_spot_selects_the_capacity_type_and_default_compiles_retry_without_labels(tmp_path):
     pipeline = build_training_pipeline(placement=GpuPlacement(spot="eks"))
     from kfp import compiler
@@ -121,11 +144,11 @@ def test_bad_placement_options_are_refused_before_anything_is_written(
 
 
 def test_label_rules_follow_kubernetes():
-    assert check_pod_labels({"example.com/cost-center": "cc_42.a", "empty": ""})
+    assert check_labels({"example.com/cost-center": "cc_42.a", "empty": ""}, ValueError)
     with pytest.raises(ValueError, match="label key 'Bad_Prefix.com/x'"):
-        check_pod_labels({"Bad_Prefix.com/x": "1"})
+        check_labels({"Bad_Prefix.com/x": "1"}, ValueError)
     with pytest.raises(ValueError, match="at most 63"):
-        check_pod_labels({"team": "x" * 64})
+        check_labels({"team": "x" * 64}, ValueError)
 
 
 def test_labelling_an_unlabelled_pipeline_changes_nothing():

@@ -27,6 +27,7 @@ def deploy_model(
     timeout_s: int = 600,
     stage: str = "canary",
     prediction_log_uri: str = "",
+    labels: dict = {},  # noqa: B006 - KFP reads defaults from the signature
 ) -> NamedTuple("DeployOutputs", deployment=str, serves_as=str):
     """Create the InferenceService (100 % traffic) or move the new model into a rollout stage.
 
@@ -64,6 +65,9 @@ def deploy_model(
         stage: "canary", "shadow", "unshadow" or "ab".
         prediction_log_uri: Where A/B variants log their predictions (stage "ab"; a path
             or a pyarrow filesystem URI such as s3://bucket/prefix).
+        labels: Labels of the InferenceService besides its model version, e.g. {"team":
+            "fraud", "cost-center": "cc-42"}, so cost tools group its spend; each a valid
+            Kubernetes label.
 
     Returns:
         deployment: JSON summary of what was done.
@@ -88,6 +92,7 @@ def deploy_model(
         capacity=parse_serving_capacity(serving_capacity),
         stage=stage,
         prediction_log_uri=prediction_log_uri,
+        labels=labels,
     )
     outcome = rollout.run_deployment(
         request, target=target, render_dir=render_dir, timeout_s=timeout_s

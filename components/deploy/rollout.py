@@ -44,6 +44,8 @@ class RolloutRequest:
     capacity: ServingCapacity = field(default_factory=ServingCapacity)
     stage: str = CANARY
     prediction_log_uri: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Labels of the InferenceService (team, project, cost-center, ...) besides the version."""
 
 
 def resolve_namespace(namespace: str) -> str:
@@ -71,6 +73,7 @@ def _desired(request: RolloutRequest, current: dict | None) -> list[dict]:
         max_replicas=request.capacity.max_replicas,
         resources=request.capacity.resources,
         prediction_log_uri=request.prediction_log_uri,
+        labels=request.labels,
     )
 
 

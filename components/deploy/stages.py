@@ -61,12 +61,52 @@ from ctloop.components.deploy.predictor_args import (
     without_args,
 )
 from ctloop.components.image import SERVING_RUNTIME
+from ctloop.components.kube_labels import check_labels
 
 CANARY, SHADOW, UNSHADOW, AB = "canary", "shadow", "unshadow", "ab"
 STAGES = (CANARY, SHADOW, UNSHADOW, AB)
 
 
-def desired_stage(
+def desired_stage(stage: str, *, labels: dict | None = None, **arguments) -> list[dict]:
+    """The manifests to apply in turn so that the service `name` in `namespace` reaches `stage`
+    for `model_version` (served from `storage_uri`), given the service as it is (`current`,
+    None when there is none): the `arguments` of `_stage_manifests`.
+
+    With no `current` service there is nothing to compare the new model with: it takes all
+    traffic as a first deployment (an "ab" first deployment already logs, as the only
+    variant). `canary_percent` is the new version's share for "canary" and "ab".
+    `predictor_options` (service_account, min_replicas, max_replicas, resources) go to a
+    newly built predictor as in `desired_inference_service`. `labels` (team, project,
+    cost-center, ...) go on the service's metadata in every manifest of every stage, the
+    current service's own labels kept beside them, so cost tools group its spend whichever
+    stage last changed it.
+
+    Raises:
+        DeploymentError: an unknown stage; shadow or A/B on a runtime other than ctloop's;
+            "ab" without a prediction log URI or with shares that leave the champion nothing;
+            a shadow or A/B stage while a canary runs; "unshadow" with no service; a label
+            Kubernetes refuses, or one setting the model version label; and whatever
+            `desired_inference_service` refuses.
+    """
+    if stage not in STAGES:
+        raise DeploymentError(f"rollout stage {stage!r} is not one of {', '.join(STAGES)}")
+    labels = check_labels(labels or {}, DeploymentError)
+    if MODEL_VERSION_LABEL in labels:
+        raise DeploymentError(
+            f"label {MODEL_VERSION_LABEL!r} is the served model's version, set by the deploy "
+            "step: it cannot be given as a label"
+        )
+    return [_labelled(manifest, labels) for manifest in _stage_manifests(stage, **arguments)]
+
+
+def _labelled(isvc: dict, labels: dict[str, str]) -> dict:
+    if labels:
+        metadata = isvc["metadata"]
+        metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+    return isvc
+
+
+def _stage_manifests(
     stage: str,
     *,
     name: str,
@@ -80,22 +120,6 @@ def desired_stage(
     prediction_log_uri: str = "",
     **predictor_options,
 ) -> list[dict]:
-    """The manifests to apply in turn so that the service reaches `stage` for `model_version`.
-
-    With no `current` service there is nothing to compare the new model with: it takes all
-    traffic as a first deployment (an "ab" first deployment already logs, as the only
-    variant). `canary_percent` is the new version's share for "canary" and "ab".
-    `predictor_options` (service_account, min_replicas, max_replicas, resources, labels) go
-    to a newly built predictor as in `desired_inference_service`.
-
-    Raises:
-        DeploymentError: an unknown stage; shadow or A/B on a runtime other than ctloop's;
-            "ab" without a prediction log URI or with shares that leave the champion nothing;
-            a shadow or A/B stage while a canary runs; "unshadow" with no service; and
-            whatever `desired_inference_service` refuses.
-    """
-    if stage not in STAGES:
-        raise DeploymentError(f"rollout stage {stage!r} is not one of {', '.join(STAGES)}")
     service = {
         "name": name,
         "namespace": namespace,
