@@ -31,16 +31,26 @@ def test_first_upload_creates_every_pipeline_from_its_compiled_yaml(
     code, outcomes = _upload(kfp_api, compiled_pipelines, capsys)
     assert code == 0
     assert [(o["pipeline"], o["action"]) for o in outcomes] == [
+        ("ctloop-ab-analysis", "created"),
         ("ctloop-monitoring", "created"),
         ("ctloop-training", "created"),
     ]
     ids = _by_name(kfp_api)
-    for name, file in (("ctloop-training", "training"), ("ctloop-monitoring", "monitoring")):
+    for name, file in (
+        ("ctloop-training", "training"),
+        ("ctloop-monitoring", "monitoring"),
+        ("ctloop-ab-analysis", "ab-analysis"),
+    ):
         [version] = kfp_api.versions[ids[name]]
         compiled = list(
             yaml.safe_load_all((compiled_pipelines / "pipelines" / f"{file}.yaml").read_text())
         )
-        assert version["pipeline_spec"]["pipeline_spec"] == compiled[0]
+        # The API server keeps a package's platform spec (kfp-kubernetes settings) beside it.
+        stored = version["pipeline_spec"]
+        if len(compiled) == 2:
+            assert stored == {"pipeline_spec": compiled[0], "platform_spec": compiled[1]}
+        else:
+            assert stored == compiled[0]
 
 
 def test_later_upload_adds_a_named_version_to_each_pipeline(kfp_api, compiled_pipelines, capsys):

@@ -21,6 +21,9 @@ from ctloop.pipelines import demo_rollout
 from ctloop.pipelines.demo_data import demo_tables
 from ctloop.pipelines.demo_models import EXTRA_FEATURE, Registry, register_model
 
+# Trains three small models and starts four predictors and Prometheus: scheduled early.
+pytestmark = pytest.mark.e2e
+
 needs_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None,
     reason="the prometheus binary is not installed (Debian: apt-get install prometheus; "
