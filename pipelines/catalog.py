@@ -29,6 +29,7 @@ from ctloop.components.drift.component import monitor_drift
 from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.experiment.component import analyze_ab
 from ctloop.components.gate.component import quality_gate
+from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.components.registry.component import record_rejection, register_model
 from ctloop.components.retrain.component import (
     keep_champion,
@@ -79,6 +80,10 @@ def with_image(component: BaseComponent, image: str) -> BaseComponent:
         raise ValueError(f"image {image!r} must be pinned to a tag or digest, not latest")
     bound = copy.deepcopy(component)
     bound.component_spec.implementation.container.image = image
+    # An input that names the image of other pods (the TrainJob's workers) follows it too.
+    for spec in (bound.component_spec.inputs or {}).values():
+        if spec.default == DEFAULT_IMAGE:
+            spec.default = image
     return bound
 
 
