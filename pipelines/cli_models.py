@@ -12,10 +12,12 @@ import sys
 
 
 def _serve(args) -> int:
-    from ctloop.serving.server import serve
     from ctloop.serving.server_options import server_options
 
-    serve(args.model_uri, tracking_uri=args.mlflow_tracking_uri, **server_options(args))
+    options = server_options(args)  # flags are checked before KServe and XGBoost are imported
+    from ctloop.serving.server import serve
+
+    serve(args.model_uri, tracking_uri=args.mlflow_tracking_uri, **options)
     return 0
 
 
