@@ -19,7 +19,7 @@ decision for a person.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,17 +77,34 @@ def observe_canary(
             start longer than the bake time ago decides at once on the whole window.
     """
     start = clock() if started_at is None else started_at
-    bake_end = start + policy.bake_time_s
-    due = min(start + policy.step_s, bake_end)
+    for now, final in bake_readings(start, policy.bake_time_s, policy.step_s, clock, sleep):
+        decision = analyze_window(prometheus, policy, target, start, now, final=final)
+        if decision.verdict != _WAITING:
+            return decision
+    raise AssertionError("bake_readings ends only after a final reading")
+
+
+def bake_readings(
+    start: float,
+    bake_time_s: float,
+    step_s: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> Iterator[tuple[float, bool]]:
+    """(now, final) every `step_s` from `start` until the bake time is over, the last with
+    final=True: the schedule a canary and a shadow are both judged on. A start longer than
+    the bake time ago gives one final reading at once."""
+    bake_end = start + bake_time_s
+    due = min(start + step_s, bake_end)
     while True:
         now = clock()
         if now < due:
             sleep(due - now)
             now = clock()
-        decision = analyze_window(prometheus, policy, target, start, now, final=now >= bake_end)
-        if decision.verdict != _WAITING:
-            return decision
-        due = min(due + policy.step_s, bake_end)
+        yield now, now >= bake_end
+        if now >= bake_end:
+            return
+        due = min(due + step_s, bake_end)
 
 
 def analyze_window(

@@ -72,6 +72,29 @@ def send(api: client.CustomObjectsApi, method: str, path: str, call, *args, **kw
         raise KubernetesApiError(f"{endpoint}: {_no_answer(error)}") from error
 
 
+def custom_object_path(group: str, version: str, namespace: str, plural: str, name: str) -> str:
+    """The URL path of a namespaced custom object (of all of them when `name` is empty)."""
+    return f"/apis/{group}/{version}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def get_custom_object(
+    api: client.CustomObjectsApi, group: str, version: str, namespace: str, plural: str, name: str
+) -> dict | None:
+    """The custom object as it is now, or None when there is none (404).
+
+    Raises:
+        KubernetesApiError: any other failure, naming the URL.
+    """
+    path = custom_object_path(group, version, namespace, plural, name)
+    call = api.get_namespaced_custom_object
+    try:
+        return send(api, "GET", path, call, group, version, namespace, plural, name)
+    except KubernetesApiError as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def _refusal(error: ApiException) -> str:
     """'403 Forbidden: <the Status message>' from an error answer (a Kubernetes Status)."""
     try:

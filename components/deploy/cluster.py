@@ -22,7 +22,12 @@ import time
 
 from kubernetes import client
 
-from ctloop.components.deploy.api_client import KubernetesApiError, send
+from ctloop.components.deploy.api_client import (
+    KubernetesApiError,
+    custom_object_path,
+    get_custom_object,
+    send,
+)
 from ctloop.components.deploy.inference_service import (
     SERVERLESS,
     DeploymentError,
@@ -43,18 +48,13 @@ class DeploymentTimeout(RuntimeError):
 def _send(api: client.CustomObjectsApi, method: str, namespace: str, name: str, call, *args, **kw):
     """One request on the InferenceService `namespace`/`name` (all of them when `name` is
     empty), through `api_client.send`: a timeout, and a failure named in one line."""
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (f"/{name}" if name else "")
+    path = custom_object_path(GROUP, VERSION, namespace, PLURAL, name)
     return send(api, method, path, call, GROUP, VERSION, namespace, PLURAL, *args, **kw)
 
 
 def get_inference_service(api: client.CustomObjectsApi, name: str, namespace: str) -> dict | None:
     """The InferenceService as it exists now, or None when there is none."""
-    try:
-        return _send(api, "GET", namespace, name, api.get_namespaced_custom_object, name)
-    except KubernetesApiError as error:
-        if error.status == 404:
-            return None
-        raise
+    return get_custom_object(api, GROUP, VERSION, namespace, PLURAL, name)
 
 
 def _patch(api: client.CustomObjectsApi, name: str, namespace: str, patch: dict) -> dict:

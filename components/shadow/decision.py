@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ctloop.components.canary.decision import bake_readings
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.checks import Check, format_number, limit_check
 from ctloop.components.shadow.measurement import (
@@ -149,15 +150,9 @@ def observe_shadow(
 ) -> ShadowDecision:
     """Read the figures every `step_s` until the bake time is over or a check rejects."""
     start = clock() if started_at is None else started_at
-    bake_end = start + policy.bake_time_s
-    due = min(start + policy.step_s, bake_end)
-    while True:
-        now = clock()
-        if now < due:
-            sleep(due - now)
-            now = clock()
+    for now, final in bake_readings(start, policy.bake_time_s, policy.step_s, clock, sleep):
         figures = read(start, now)
-        decision = decide(policy, figures, final=now >= bake_end)
+        decision = decide(policy, figures, final=final)
         if decision[0] != WAITING:
             verdict, checks, reasons = decision
             return ShadowDecision(
@@ -171,7 +166,7 @@ def observe_shadow(
                 checks=checks,
                 reasons=reasons,
             )
-        due = min(due + policy.step_s, bake_end)
+    raise AssertionError("bake_readings ends only after a final reading")
 
 
 def decide(

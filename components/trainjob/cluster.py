@@ -22,7 +22,12 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from ctloop.components.deploy.api_client import KubernetesApiError, send
+from ctloop.components.deploy.api_client import (
+    KubernetesApiError,
+    custom_object_path,
+    get_custom_object,
+    send,
+)
 from ctloop.components.trainjob.trainjob import GROUP, PLURAL, VERSION, TrainJobError
 
 NODE = "node"
@@ -41,18 +46,13 @@ class TrainJobTimeout(RuntimeError):
 
 
 def _send(api, method: str, namespace: str, name: str, call, *args, **kwargs):
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (f"/{name}" if name else "")
+    path = custom_object_path(GROUP, VERSION, namespace, PLURAL, name)
     return send(api, method, path, call, GROUP, VERSION, namespace, PLURAL, *args, **kwargs)
 
 
 def get_trainjob(api: client.CustomObjectsApi, name: str, namespace: str) -> dict | None:
     """The TrainJob as it is now, or None when there is none."""
-    try:
-        return _send(api, "GET", namespace, name, api.get_namespaced_custom_object, name)
-    except KubernetesApiError as error:
-        if error.status == 404:
-            return None
-        raise
+    return get_custom_object(api, GROUP, VERSION, namespace, PLURAL, name)
 
 
 def create_trainjob(api: client.CustomObjectsApi, manifest: dict) -> tuple[dict, str]:
