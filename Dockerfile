@@ -59,6 +59,11 @@ RUN groupadd --system --gid 10001 ctloop \
     && chown ctloop:ctloop /gcs /minio /s3
 ENV HOME=/home/ctloop
 WORKDIR /home/ctloop
+
+# The commit the image was built from (`make images` passes it), recorded with every decision
+# and registered version (components/lineage.py). Last, so a new commit rebuilds one layer.
+ARG GIT_COMMIT=unknown
+ENV CTLOOP_GIT_COMMIT=${GIT_COMMIT}
 USER 10001:10001
 
 ENTRYPOINT ["ctloop"]

@@ -73,7 +73,7 @@ images:
 	@command -v docker >/dev/null 2>&1 || { \
 	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE) and $(SERVING_IMAGE)" >&2; \
 	  exit 1; }
-	docker build --file Dockerfile --tag $(COMPONENT_IMAGE) .
+	docker build --file Dockerfile --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --tag $(COMPONENT_IMAGE) .
 	docker build --file serving/Dockerfile --tag $(SERVING_IMAGE) .
 
 push-images: images
