@@ -1,0 +1,192 @@
+"""One decision of the loop, on record: what was decided, from what, by which code.
+
+The gate, drift detection, the retraining route, the canary, shadow and A/B analyses, promotion
+and rollback each write one record. A record pins every input the decision read (metric values,
+profile hashes, the Prometheus figures, the policy text as given), so the same decision can be
+taken again offline (`ctloop replay`): with the code of today, or a new policy, against every
+past decision. MLflow keeps the records (`ctloop.components.decisions.store`); a KFP step also
+writes its record as an artifact.
+
+A record is JSON with a schema tag; reading one checks its shape and names the field that is
+wrong, so a hand-edited or truncated file is refused rather than half-replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ctloop.components.lineage import CodeVersion, code_version
+from ctloop.components.table_io import partial_then_rename
+
+SCHEMA = "ctloop.decision/1"
+KINDS = (
+    "gate",
+    "drift",
+    "retraining_route",
+    "canary",
+    "shadow",
+    "ab",
+    "promotion",
+    "rollback",
+)
+"""Every kind of decision the loop takes; `ctloop replay` knows how to re-take each."""
+
+SUBJECT_KEYS = ("registered_model", "model_version", "run_id", "kfp_run_id")
+
+
+class DecisionRecordError(ValueError):
+    """A decision record that is not JSON or breaks the record's shape."""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One decision.
+
+    Attributes:
+        kind: One of `KINDS`.
+        subject: Which model it was about: `registered_model`, `model_version`, `run_id` (the
+            MLflow run) and `kfp_run_id`, each a string or None.
+        inputs: Every figure the decision read, pinned (JSON values), in the shape the kind's
+            replay function takes.
+        policy: The policy text exactly as given ("" when the default applied; replay then
+            applies the default of the replaying code).
+        outcome: What was decided, e.g. {"passed": true} or {"action": "promote"}; replay
+            compares this object.
+        reasons: Sentences a person reads: why that outcome.
+        code: The code that decided (`ctloop.components.lineage.code_version`).
+        time: When, ISO 8601 UTC.
+        id: A unique id (hex uuid4).
+    """
+
+    kind: str
+    subject: dict[str, str | None]
+    inputs: dict[str, Any]
+    policy: str
+    outcome: dict[str, Any]
+    reasons: list[str]
+    code: CodeVersion
+    time: str
+    id: str
+    schema: str = field(default=SCHEMA)
+
+    def to_json(self) -> str:
+        """The record as JSON text (keys sorted, so equal records are equal text)."""
+        return json.dumps(asdict(self), sort_keys=True, indent=1, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars and arrays (metrics often are) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def new_record(
+    kind: str,
+    *,
+    subject: Mapping[str, str | None],
+    inputs: Mapping[str, Any],
+    policy: str,
+    outcome: Mapping[str, Any],
+    reasons: Sequence[str],
+) -> DecisionRecord:
+    """A record of a decision taken now, by the running code.
+
+    Raises:
+        DecisionRecordError: an unknown kind or subject key, or inputs/outcome that are not
+            JSON (a record that cannot be written must fail the step that decided).
+    """
+    if kind not in KINDS:
+        raise DecisionRecordError(f"decision kind {kind!r} is not one of {', '.join(KINDS)}")
+    unknown = sorted(set(subject) - set(SUBJECT_KEYS))
+    if unknown:
+        raise DecisionRecordError(
+            f"decision subject has unknown keys {unknown}; allowed: {', '.join(SUBJECT_KEYS)}"
+        )
+    return DecisionRecord(
+        kind=kind,
+        subject={key: _text_or_none(subject.get(key)) for key in SUBJECT_KEYS},
+        inputs=_plain(inputs, "inputs"),
+        policy=policy,
+        outcome=_plain(outcome, "outcome"),
+        reasons=[str(reason) for reason in reasons],
+        code=code_version(),
+        time=datetime.now(UTC).isoformat(timespec="seconds"),
+        id=uuid.uuid4().hex,
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _plain(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """`value` as plain JSON data (a copy): what the file will hold is what replay reads."""
+    try:
+        return json.loads(json.dumps(dict(value), default=_json_default))
+    except (TypeError, ValueError) as error:
+        raise DecisionRecordError(f"decision {what} are not JSON: {error}") from None
+
+
+def write_record(record: DecisionRecord, path: str | Path) -> None:
+    """Write the record whole or not at all (a reader never sees half a record)."""
+    with partial_then_rename(path) as partial:
+        partial.write_text(record.to_json() + "\n")
+
+
+def parse_record(text: str, where: str = "decision record") -> DecisionRecord:
+    """A record from its JSON text, its shape checked.
+
+    Raises:
+        DecisionRecordError: naming `where` and the field that is missing or of the wrong type.
+    """
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DecisionRecordError(f"{where} is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise DecisionRecordError(f"{where} is not a JSON object")
+    if document.get("schema") != SCHEMA:
+        raise DecisionRecordError(
+            f"{where}: schema is {document.get('schema')!r}, expected {SCHEMA!r}"
+        )
+    expected = {
+        "kind": str,
+        "subject": dict,
+        "inputs": dict,
+        "policy": str,
+        "outcome": dict,
+        "reasons": list,
+        "code": dict,
+        "time": str,
+        "id": str,
+    }
+    for key, kind in expected.items():
+        if not isinstance(document.get(key), kind):
+            raise DecisionRecordError(
+                f"{where}: {key!r} is missing or not a JSON {_json_type(kind)}"
+            )
+    if document["kind"] not in KINDS:
+        raise DecisionRecordError(
+            f"{where}: kind {document['kind']!r} is not one of {', '.join(KINDS)}"
+        )
+    return DecisionRecord(**{key: document[key] for key in (*expected, "schema")})
+
+
+def _json_type(kind: type) -> str:
+    return {str: "string", dict: "object", list: "array"}[kind]
+
+
+def read_record(path: str | Path) -> DecisionRecord:
+    """The record in a file (`parse_record`), naming the file in every error."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise DecisionRecordError(f"cannot read decision record {path}: {error}") from None
+    return parse_record(text, f"decision record {path}")
