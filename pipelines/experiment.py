@@ -17,6 +17,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
+from ctloop.pipelines.placement import NETWORK_RETRY, Retry
 
 PIPELINE_NAME = "ctloop-ab-analysis"
 
@@ -28,9 +29,13 @@ class ExperimentOutputs(NamedTuple):
     winner: str
 
 
-def build_experiment_pipeline(image: str = DEFAULT_IMAGE) -> BaseComponent:
-    """The A/B analysis pipeline with every task in `image`."""
+def build_experiment_pipeline(
+    image: str = DEFAULT_IMAGE, network_retry: Retry = NETWORK_RETRY
+) -> BaseComponent:
+    """The A/B analysis pipeline with every task in `image`; every step reads or changes
+    MLflow, Kubernetes or object storage and is retried with `network_retry`."""
     c = catalog(image)
+    retried = network_retry.apply
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def ab_analysis(
@@ -67,26 +72,34 @@ def build_experiment_pipeline(image: str = DEFAULT_IMAGE) -> BaseComponent:
             "registered_model_name": registered_model_name,
             "mlflow_tracking_uri": mlflow_tracking_uri,
         }
-        control = c["resolve_control_variant"](
-            control_variant=control_variant,
-            registered_model_name=registered_model_name,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-        ).set_display_name("control variant")
-        analysed = c["analyze_ab"](
-            prediction_log_uri=prediction_log_uri,
-            labels_uri=labels_uri,
-            control_variant=control.output,
-            policy=ab_policy,
-        ).set_display_name("A/B analysis")
+        control = retried(
+            c["resolve_control_variant"](
+                control_variant=control_variant,
+                registered_model_name=registered_model_name,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+            ).set_display_name("control variant")
+        )
+        analysed = retried(
+            c["analyze_ab"](
+                prediction_log_uri=prediction_log_uri,
+                labels_uri=labels_uri,
+                control_variant=control.output,
+                policy=ab_policy,
+            ).set_display_name("A/B analysis")
+        )
 
         with dsl.If(analysed.outputs["action"] == "promote", name="challenger-won"):
-            c["promote_version"](
-                model_version=analysed.outputs["winner"], **service
-            ).set_display_name("promote winner")
+            retried(
+                c["promote_version"](
+                    model_version=analysed.outputs["winner"], **service
+                ).set_display_name("promote winner")
+            )
         with dsl.Elif(analysed.outputs["action"] == "rollback", name="control-won"):
-            c["roll_back_variants"](
-                reason=f"A/B analysis: control variant {control.output} won", **service
-            ).set_display_name("roll back challengers")
+            retried(
+                c["roll_back_variants"](
+                    reason=f"A/B analysis: control variant {control.output} won", **service
+                ).set_display_name("roll back challengers")
+            )
 
         return ExperimentOutputs(
             action=analysed.outputs["action"], winner=analysed.outputs["winner"]

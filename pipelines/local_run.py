@@ -1,8 +1,10 @@
 """Run the training pipeline on this machine through kfp.local, on the same definitions.
 
-The only differences from a cluster run are arguments: MLflow is an embedded SQLite store
-in the work directory and deployment renders (and validates) the InferenceService into
-it instead of applying it. Tasks run as subprocesses of this Python environment; stopping the
+The only differences from a cluster run are arguments and retries: MLflow is an embedded
+SQLite store in the work directory, deployment renders (and validates) the InferenceService
+into it instead of applying it, and no step is retried (kfp.local honours `set_retry`, and a
+laptop should see a step's error at once, not after the backoff a cluster's network needs).
+Tasks run as subprocesses of this Python environment; stopping the
 run (SIGTERM, SIGINT) stops them too (`local_stop`).
 """
 
@@ -17,6 +19,7 @@ from ctloop.pipelines.local_logs import local_run_output
 from ctloop.pipelines.local_stop import steps_stopped_on_signal
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.parameters import check_local_trainer
+from ctloop.pipelines.placement import LOCAL_PLACEMENT, NO_RETRY
 from ctloop.pipelines.training import build_training_pipeline
 
 
@@ -76,7 +79,7 @@ def run_training_pipeline(
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
-        build_training_pipeline(trainjob=False),
+        build_training_pipeline(placement=LOCAL_PLACEMENT, trainjob=False, network_retry=NO_RETRY),
         {"data_uri": data_uri, "target": target, **work.local_arguments(), **arguments},
         work,
         log_stream,
@@ -124,7 +127,9 @@ def run_monitoring_pipeline(
     """
     work = Workdir(Path(workdir).resolve())
     outputs = _run_locally(
-        build_monitoring_pipeline(trainjob=False),
+        build_monitoring_pipeline(
+            placement=LOCAL_PLACEMENT, trainjob=False, network_retry=NO_RETRY
+        ),
         {
             "current_uri": current_uri,
             "reference_uri": reference_uri,

@@ -22,7 +22,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.catalog import catalog
-from ctloop.pipelines.placement import GpuPlacement
+from ctloop.pipelines.placement import NETWORK_RETRY, GpuPlacement, Retry
 from ctloop.pipelines.rollout import CANARY
 from ctloop.pipelines.training import SERVING_RUNTIME, SINGLE, build_training_pipeline
 
@@ -43,12 +43,15 @@ def build_monitoring_pipeline(
     placement: GpuPlacement | None = None,
     trainjob: bool = True,
     resource_labels: Mapping[str, str] | None = None,
+    network_retry: Retry = NETWORK_RETRY,
 ) -> BaseComponent:
     """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`
     (and, with `trainjob`, may train through a TrainJob: see `build_training_pipeline`);
-    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`)."""
+    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`);
+    the steps that talk to networks are retried with `network_retry`."""
     c = catalog(image)
-    training = build_training_pipeline(image, placement, trainjob)
+    training = build_training_pipeline(image, placement, trainjob, network_retry=network_retry)
+    retried = network_retry.apply
     default_resource_labels = dict(resource_labels or {})
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
@@ -160,13 +163,15 @@ def build_monitoring_pipeline(
         window_uri = c["resolve_window"](
             uri_template=current_uri, offset_days=window_offset_days
         ).set_display_name("window")
-        window = c["load_dataset"](uri=window_uri.output).set_display_name("load window")
-        scored = c["score_dataset"](
-            dataset=window.outputs["dataset"],
-            model_uri=f"models:/{registered_model_name}@{champion_alias}",
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            key_columns=key_columns,
-        ).set_display_name("score with champion")
+        window = retried(c["load_dataset"](uri=window_uri.output).set_display_name("load window"))
+        scored = retried(
+            c["score_dataset"](
+                dataset=window.outputs["dataset"],
+                model_uri=f"models:/{registered_model_name}@{champion_alias}",
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                key_columns=key_columns,
+            ).set_display_name("score with champion")
+        )
         drift = c["monitor_drift"](
             window=window.outputs["dataset"],
             reference_profile=scored.outputs["reference_profile"],
@@ -180,17 +185,19 @@ def build_monitoring_pipeline(
 
         def retraining_table():
             """The retraining table, written inside whichever branch calls this."""
-            return c["prepare_retraining_data"](
-                reference_uri=reference_uri,
-                current=window.outputs["dataset"],
-                target=target,
-                output_uri=retraining_data_uri,
-                mode=retraining_data,
-                max_rows=retraining_max_rows,
-                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            ).set_display_name("retraining data")
+            return retried(
+                c["prepare_retraining_data"](
+                    reference_uri=reference_uri,
+                    current=window.outputs["dataset"],
+                    target=target,
+                    output_uri=retraining_data_uri,
+                    mode=retraining_data,
+                    max_rows=retraining_max_rows,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                ).set_display_name("retraining data")
+            )
 
-        with dsl.If(route.output == "nested", name="drifted-retrain-here"):
+        with dsl.If(route.outputs["Output"] == "nested", name="drifted-retrain-here"):
             nested_data = retraining_table()
             retrained = training(
                 data_uri=nested_data.output,
@@ -230,16 +237,18 @@ def build_monitoring_pipeline(
                 metrics=retrained.outputs["metrics"],
                 deployment=retrained.outputs["deployment"],
             ).set_display_name("retraining outcome")
-        with dsl.Elif(route.output == "api", name="drifted-start-training-run"):
+        with dsl.Elif(route.outputs["Output"] == "api", name="drifted-start-training-run"):
             api_data = retraining_table()
-            started = c["start_retraining_run"](
-                kfp_host=kfp_host,
-                training_pipeline=training_pipeline,
-                experiment=kfp_experiment,
-                data_uri=api_data.output,
-                training_arguments=training_arguments,
-                cooldown_hours=cooldown_hours,
-            ).set_display_name("start training run")
+            started = retried(
+                c["start_retraining_run"](
+                    kfp_host=kfp_host,
+                    training_pipeline=training_pipeline,
+                    experiment=kfp_experiment,
+                    data_uri=api_data.output,
+                    training_arguments=training_arguments,
+                    cooldown_hours=cooldown_hours,
+                ).set_display_name("start training run")
+            )
         with dsl.Else(name="no-drift"):
             kept = c["keep_champion"](drift_share=drift.outputs["drift_share"]).set_display_name(
                 "keep champion"

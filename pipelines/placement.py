@@ -111,6 +111,21 @@ class Retry:
         return task
 
 
+NETWORK_RETRY = Retry(
+    num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s"
+)
+"""KFP's retry of the steps that talk to networks (object storage, MLflow, Kubernetes,
+Prometheus, the KFP API): a tracking server restarting or an API server's brief 503 costs a
+retry, not the run. Every step it is given to can run again without harm: reads, idempotent
+applies, analyses that re-read their figures, and the retraining start, whose cooldown finds
+the run a lost answer had started. Registration is not retried: a retry after a version was
+created but its answer lost would register the candidate twice."""
+
+NO_RETRY = Retry(num_retries=0)
+"""No retries: kfp.local honours `set_retry`, and on a laptop a failing step should fail at
+once with its error, not after minutes of backoff."""
+
+
 SPOT_POOLS: dict[str, tuple[dict[str, str], tuple[Toleration, ...]]] = {
     # GKE labels spot nodes; pools created with the taint its docs suggest need the toleration.
     "gke": (
@@ -265,6 +280,11 @@ def key_values(flag: str, pairs: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"{flag} {text!r}: expected KEY=VALUE")
         parsed[key] = value
     return parsed
+
+
+LOCAL_PLACEMENT = GpuPlacement(retry=NO_RETRY)
+"""The train step of a kfp.local run: kfp.local ignores the accelerator and node settings but
+honours retries, which on a laptop only delay a failure."""
 
 
 def placement_for(

@@ -22,14 +22,19 @@ from kfp.dsl import Input, Model
 from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.image import SERVING_RUNTIME
+from ctloop.pipelines.placement import NETWORK_RETRY, Retry
 
 PIPELINE_NAME = "ctloop-rollout"
 CANARY, SHADOW_THEN_CANARY, BLUE_GREEN, AB = "canary", "shadow-then-canary", "blue-green", "ab"
 ROLLOUT_STRATEGIES = (CANARY, SHADOW_THEN_CANARY, BLUE_GREEN, AB)
 
 
-def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
-    """The rollout pipeline from the catalog `c` (components bound to the run's image)."""
+def build_rollout_pipeline(
+    c: dict[str, BaseComponent], network_retry: Retry = NETWORK_RETRY
+) -> BaseComponent:
+    """The rollout pipeline from the catalog `c` (components bound to the run's image); every
+    step talks to Kubernetes, MLflow or Prometheus and is retried with `network_retry`."""
+    retried = network_retry.apply
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def rollout(
@@ -70,32 +75,38 @@ def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
         }
 
         def deploy(stage: str, percent, name: str):
-            return c["deploy_model"](
-                model=model,
-                model_version=model_version,
-                registered_model_name=registered_model_name,
-                alias=alias,
-                canary_percent=percent,
-                serving_runtime=serving_runtime,
-                service_account=service_account,
-                serving_capacity=serving_capacity,
-                target=deploy_target,
-                render_dir=render_dir,
-                stage=stage,
-                prediction_log_uri=prediction_log_uri,
-                labels=resource_labels,
-                **service,
-            ).set_display_name(name)
+            return retried(
+                c["deploy_model"](
+                    model=model,
+                    model_version=model_version,
+                    registered_model_name=registered_model_name,
+                    alias=alias,
+                    canary_percent=percent,
+                    serving_runtime=serving_runtime,
+                    service_account=service_account,
+                    serving_capacity=serving_capacity,
+                    target=deploy_target,
+                    render_dir=render_dir,
+                    stage=stage,
+                    prediction_log_uri=prediction_log_uri,
+                    labels=resource_labels,
+                    **service,
+                ).set_display_name(name)
+            )
 
         def analyze_canary(after):
             with dsl.If(canary_analysis == True, name="canary-analysis"):  # noqa: E712
-                c["analyze_canary"](
-                    model_version=model_version,
-                    prometheus_url=prometheus_url,
-                    policy=canary_policy,
-                    **service,
-                    **registry,
-                ).after(after).set_display_name("canary analysis")
+                retried(
+                    c["analyze_canary"](
+                        model_version=model_version,
+                        prometheus_url=prometheus_url,
+                        policy=canary_policy,
+                        **service,
+                        **registry,
+                    )
+                    .after(after)
+                    .set_display_name("canary analysis")
+                )
 
         with dsl.If(rollout_strategy == CANARY, name="canary"):
             canaried = deploy("canary", canary_percent, "deploy canary")
@@ -105,30 +116,38 @@ def build_rollout_pipeline(c: dict[str, BaseComponent]) -> BaseComponent:
         with dsl.Else(name="shadow-first"):
             shadowed = deploy("shadow", canary_percent, "deploy shadow")
             with dsl.If(shadowed.outputs["serves_as"] == "shadow", name="shadowing"):
-                shadow = c["analyze_shadow"](
-                    shadow_version=model_version,
-                    prometheus_url=prometheus_url,
-                    inference_service_name=inference_service_name,
-                    namespace=namespace,
-                    policy=shadow_policy,
-                ).set_display_name("shadow analysis")
+                shadow = retried(
+                    c["analyze_shadow"](
+                        shadow_version=model_version,
+                        prometheus_url=prometheus_url,
+                        inference_service_name=inference_service_name,
+                        namespace=namespace,
+                        policy=shadow_policy,
+                    ).set_display_name("shadow analysis")
+                )
                 with dsl.If(shadow.outputs["go_on"] == True, name="shadow-passed"):  # noqa: E712
                     with dsl.If(rollout_strategy == BLUE_GREEN, name="blue-green"):
                         switched = deploy("canary", 100, "switch all traffic")
-                        c["promote_version"](
-                            model_version=model_version, **service, **registry
-                        ).after(switched).set_display_name("promote")
+                        retried(
+                            c["promote_version"](model_version=model_version, **service, **registry)
+                            .after(switched)
+                            .set_display_name("promote")
+                        )
                     with dsl.Else(name="then-canary"):
                         canaried_after_shadow = deploy("canary", canary_percent, "deploy canary")
                         analyze_canary(canaried_after_shadow)
                 with dsl.Else(name="shadow-rejected"):
                     removed = deploy("unshadow", canary_percent, "remove shadow")
-                    c["roll_back_version"](
-                        model_version=model_version,
-                        reason=f"shadow analysis: {shadow.outputs['verdict']}",
-                        **service,
-                        **registry,
-                    ).after(removed).set_display_name("record rejection")
+                    retried(
+                        c["roll_back_version"](
+                            model_version=model_version,
+                            reason=f"shadow analysis: {shadow.outputs['verdict']}",
+                            **service,
+                            **registry,
+                        )
+                        .after(removed)
+                        .set_display_name("record rejection")
+                    )
             with dsl.Else(name="first-deployment"):
                 analyze_canary(shadowed)
 

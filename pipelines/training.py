@@ -14,7 +14,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from ctloop.components.image import DEFAULT_IMAGE, SERVING_RUNTIME
 from ctloop.pipelines.catalog import catalog
-from ctloop.pipelines.placement import GpuPlacement, Placement
+from ctloop.pipelines.placement import NETWORK_RETRY, GpuPlacement, Placement, Retry
 from ctloop.pipelines.rollout import CANARY, build_rollout_pipeline
 
 PIPELINE_NAME = "ctloop-training"
@@ -37,9 +37,12 @@ def build_training_pipeline(
     placement: Placement | None = None,
     trainjob: bool = True,
     resource_labels: Mapping[str, str] | None = None,
+    network_retry: Retry = NETWORK_RETRY,
 ) -> BaseComponent:
     """The training pipeline with every task in `image` and the train task on `placement`;
-    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`).
+    `resource_labels` is the default of the parameter of that name (`ctloop compile --label`);
+    the steps that talk to networks are retried with `network_retry` (registration excepted,
+    see `NETWORK_RETRY`).
 
     `trainjob` False leaves out the TrainJob branch, for kfp.local: it cannot create a
     TrainJob, nor pick an artifact out of two branches (`dsl.OneOf` of artifacts fails there
@@ -49,7 +52,8 @@ def build_training_pipeline(
     c = catalog(image)
     placement = placement or GpuPlacement()
     train_model = placement.wrap(c["train_model"])
-    rollout = build_rollout_pipeline(c)
+    rollout = build_rollout_pipeline(c, network_retry)
+    retried = network_retry.apply
     default_resource_labels = dict(resource_labels or {})
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
@@ -155,7 +159,7 @@ def build_training_pipeline(
                 ...), e.g. {"team": "fraud"}, so cost tools group its spend; `ctloop compile
                 --label` sets the default, as it labels every pod of the pipeline.
         """
-        loaded = c["load_dataset"](uri=data_uri).set_display_name("load")
+        loaded = retried(c["load_dataset"](uri=data_uri).set_display_name("load"))
         validated = c["validate_dataset"](
             dataset=loaded.outputs["dataset"],
             target=target,
@@ -217,14 +221,16 @@ def build_training_pipeline(
             model_uri = dsl.OneOf(
                 trained.outputs["model_uri"], trained_on_nodes.outputs["model_uri"]
             )
-        evaluated = c["evaluate_model"](
-            test=split.outputs["test"],
-            model=model,
-            reference_profile=validated.outputs["reference_profile"],
-            run_id=run_id,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            registered_model_name=registered_model_name,
-        ).set_display_name("evaluate")
+        evaluated = retried(
+            c["evaluate_model"](
+                test=split.outputs["test"],
+                model=model,
+                reference_profile=validated.outputs["reference_profile"],
+                run_id=run_id,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+            ).set_display_name("evaluate")
+        )
         gate = c["quality_gate"](
             evaluation=evaluated.outputs["evaluation"], policy=gate_policy
         ).set_display_name("quality gate")
@@ -264,11 +270,13 @@ def build_training_pipeline(
                 resource_labels=resource_labels,
             ).set_display_name("rollout")
         with dsl.Else(name="gate-failed"):
-            rejected = c["record_rejection"](
-                run_id=run_id,
-                failures=gate.outputs["failures"],
-                mlflow_tracking_uri=mlflow_tracking_uri,
-            ).set_display_name("record rejection")
+            rejected = retried(
+                c["record_rejection"](
+                    run_id=run_id,
+                    failures=gate.outputs["failures"],
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                ).set_display_name("record rejection")
+            )
 
         return TrainingOutputs(
             gate_passed=gate.outputs["passed"],
