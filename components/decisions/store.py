@@ -1,0 +1,270 @@
+"""Decision records in MLflow: one run per decision, found again by its tags.
+
+Each record becomes a run of the experiment `DECISIONS_EXPERIMENT`, tagged with what a search
+needs (kind, record id, outcome, registered model, version, the model's MLflow run) and holding
+the record whole as the artifact `decision.json`. MLflow is already where a model's versions,
+runs and aliases live, so a model's history (`ctloop audit`) is read from one place, and a
+decision is found by a filter on its tags, never by listing every run.
+
+A run becomes FINISHED only once its record artifact is written, and searches read FINISHED
+runs only: a logging step that died halfway leaves no record that looks whole. A tracking
+server that refuses the connection or never answers is one `DecisionStoreError` (a
+RuntimeError: exit 1) naming the server, not MLflow's traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, parse_record
+from ctloop.components.registry import mlflow_registry
+
+DECISIONS_EXPERIMENT = "ctloop-decisions"
+RECORD_ARTIFACT = "decision.json"
+KIND_TAG = "ctloop.decision.kind"
+ID_TAG = "ctloop.decision.id"
+OUTCOME_TAG = "ctloop.decision.outcome"
+MODEL_TAG = "ctloop.registered_model"
+VERSION_TAG = "ctloop.model_version"
+RUN_TAG = "ctloop.run_id"
+_SUBJECT_TAGS = {"registered_model": MODEL_TAG, "model_version": VERSION_TAG, "run_id": RUN_TAG}
+_TAG_LIMIT = 5000
+"""Characters MLflow keeps in a tag value on every store; the outcome tag is a summary (the
+artifact holds the outcome whole)."""
+_PAGE = 1000
+
+T = TypeVar("T")
+
+
+class DecisionStoreError(RuntimeError):
+    """The tracking server refused, failed or never answered (a failing environment)."""
+
+
+class DecisionNotFoundError(ValueError):
+    """No decision record has the id or run id asked for."""
+
+
+def log_record(tracking_uri: str, record: DecisionRecord) -> str:
+    """Keep `record` in MLflow as a run of `DECISIONS_EXPERIMENT`; return the run's id.
+
+    The run is FINISHED only after `decision.json` is written; when writing fails the run is
+    marked FAILED, which every search here skips.
+
+    Raises:
+        DecisionStoreError: the tracking server failed or did not answer.
+    """
+
+    def log() -> str:
+        mlflow_client = mlflow_registry.client(tracking_uri)
+        experiment_id = mlflow_registry.ensure_experiment(
+            tracking_uri, DECISIONS_EXPERIMENT, _artifact_location(tracking_uri)
+        )
+        run = mlflow_client.create_run(experiment_id, tags=_tags(record))
+        run_id = run.info.run_id
+        try:
+            mlflow_client.log_text(run_id, record.to_json() + "\n", RECORD_ARTIFACT)
+        except BaseException:
+            mlflow_client.set_terminated(run_id, "FAILED")
+            raise
+        mlflow_client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    return _asking(tracking_uri, f"log the {record.kind} decision {record.id}", log)
+
+
+def records_for(
+    tracking_uri: str, registered_model: str, version: str | None = None
+) -> list[DecisionRecord]:
+    """The decisions about a registered model, oldest first.
+
+    Without `version`: every record naming the model, and those naming the MLflow run of any of
+    its versions (a gate record is written before its candidate has a name or a version). With
+    `version`: the records naming that version, or the run it was registered from.
+
+    Raises:
+        DecisionStoreError: the tracking server failed or did not answer.
+        DecisionRecordError: a stored record is not a valid record (names the run).
+    """
+
+    def search() -> list[DecisionRecord]:
+        mlflow_client = mlflow_registry.client(tracking_uri)
+        experiment = mlflow_client.get_experiment_by_name(DECISIONS_EXPERIMENT)
+        if experiment is None:
+            return []
+        model = f"tags.`{MODEL_TAG}` = {_quoted(registered_model)}"
+        if version is None:
+            filters = [model]
+            run_ids = _version_run_ids(mlflow_client, registered_model)
+        else:
+            filters = [f"{model} and tags.`{VERSION_TAG}` = {_quoted(str(version))}"]
+            run_ids = _version_run_ids(mlflow_client, registered_model, str(version))
+        filters += [f"tags.`{RUN_TAG}` = {_quoted(run_id)}" for run_id in sorted(run_ids)]
+        runs = {}
+        for filter_string in filters:
+            for run in _finished_runs(mlflow_client, experiment.experiment_id, filter_string):
+                runs[run.info.run_id] = run
+        ordered = sorted(runs.values(), key=lambda run: (run.info.start_time, run.info.run_id))
+        return [_download_record(mlflow_client, tracking_uri, run.info.run_id) for run in ordered]
+
+    where = registered_model if version is None else f"{registered_model} version {version}"
+    records = _asking(tracking_uri, f"read the decisions about {where}", search)
+    # By decision time (whole seconds), then as logged: one step's records, taken within a
+    # second, keep their order.
+    return sorted(records, key=lambda record: record.time)
+
+
+def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:
+    """The record whose id, or whose MLflow run's id, is `run_or_record_id`.
+
+    Raises:
+        DecisionNotFoundError: no decision record has that id.
+        DecisionStoreError: the tracking server failed or did not answer.
+    """
+    wanted = run_or_record_id.strip()
+
+    def find() -> DecisionRecord:
+        mlflow_client = mlflow_registry.client(tracking_uri)
+        experiment = mlflow_client.get_experiment_by_name(DECISIONS_EXPERIMENT)
+        if experiment is not None and wanted:
+            by_id = f"tags.`{ID_TAG}` = {_quoted(wanted)}"
+            for run in _finished_runs(mlflow_client, experiment.experiment_id, by_id):
+                return _download_record(mlflow_client, tracking_uri, run.info.run_id)
+            run = _run_or_none(mlflow_client, wanted)
+            if run is not None and run.info.experiment_id == experiment.experiment_id:
+                return _download_record(mlflow_client, tracking_uri, wanted)
+        raise DecisionNotFoundError(
+            f"no decision record with id or run id {wanted!r} in experiment "
+            f"{DECISIONS_EXPERIMENT!r} at {tracking_uri}"
+        )
+
+    return _asking(tracking_uri, f"read the decision {wanted}", find)
+
+
+def _tags(record: DecisionRecord) -> dict[str, str]:
+    subject = record.subject
+    name = " ".join(
+        part
+        for part in (
+            record.kind,
+            subject.get("registered_model"),
+            subject.get("model_version") and f"v{subject['model_version']}",
+        )
+        if part
+    )
+    tags = {
+        KIND_TAG: record.kind,
+        ID_TAG: record.id,
+        OUTCOME_TAG: json.dumps(record.outcome, sort_keys=True)[:_TAG_LIMIT],
+        MLFLOW_RUN_NAME: name,
+    }
+    tags.update({tag: subject[key] for key, tag in _SUBJECT_TAGS.items() if subject.get(key)})
+    return tags
+
+
+def _artifact_location(tracking_uri: str) -> str:
+    """For a SQLite store: `mlartifacts` beside the database, as a local run lays out its work
+    directory (MLflow's default is relative to whichever directory the step runs in); for a
+    server, its own default."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return ""
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if tracking_uri.startswith("sqlite:////"):
+        database = Path("/" + tracking_uri.removeprefix("sqlite:////"))
+    return (database.resolve().parent / "mlartifacts").as_uri()
+
+
+def _quoted(value: str) -> str:
+    """`value` as a string literal of MLflow's filter language (single quotes; an embedded one
+    is refused, since the language has no escape for it)."""
+    if "'" in value:
+        raise ValueError(f"cannot search MLflow for {value!r}: it contains a single quote")
+    return f"'{value}'"
+
+
+def _version_run_ids(mlflow_client, name: str, version: str | None = None) -> set[str]:
+    """The MLflow runs the model's versions (or that one version) were registered from."""
+    if version is not None:
+        try:
+            return {mlflow_client.get_model_version(name, version).run_id} - {None, ""}
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return set()
+            raise
+    runs, token = set(), None
+    while True:
+        page = mlflow_client.search_model_versions(
+            f"name = {_quoted(name)}", max_results=_PAGE, page_token=token
+        )
+        runs.update(v.run_id for v in page if v.run_id)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _finished_runs(mlflow_client, experiment_id: str, filter_string: str) -> Iterator:
+    token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [experiment_id],
+            filter_string=f"{filter_string} and attributes.status = 'FINISHED'",
+            max_results=_PAGE,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _run_or_none(mlflow_client, run_id: str):
+    try:
+        return mlflow_client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionRecord:
+    where = f"decision record {RECORD_ARTIFACT} of MLflow run {run_id} at {tracking_uri}"
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow_client.download_artifacts(run_id, RECORD_ARTIFACT, folder)
+        except (MlflowException, OSError) as error:
+            raise DecisionRecordError(f"cannot read {where}: {error}") from None
+        return parse_record(Path(path).read_text(), where)
+
+
+def _asking(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
+    """`call()`, with MLflow's failures of the server (refused, timed out, 5xx) as one
+    DecisionStoreError; our own bad-input errors pass through."""
+    try:
+        return call()
+    except (DecisionRecordError, DecisionNotFoundError):
+        raise
+    except MlflowException as error:
+        message = error.message.splitlines()[0] if error.message else str(error)
+        raise DecisionStoreError(
+            f"MLflow at {_shown(tracking_uri)}: cannot {what}: {message}"
+        ) from error
+    except OSError as error:  # requests' connection errors are OSErrors too
+        raise DecisionStoreError(
+            f"MLflow at {_shown(tracking_uri)}: cannot {what}: {error}"
+        ) from error
+
+
+def _shown(tracking_uri: str) -> str:
+    """The URI without a password, if it carries one."""
+    parsed = urlparse(tracking_uri)
+    if parsed.password:
+        return tracking_uri.replace(f":{parsed.password}@", ":***@")
+    return tracking_uri
