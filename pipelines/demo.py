@@ -185,8 +185,28 @@ def _describe_monitoring(summary: dict) -> str:
     return "\n".join(lines + ["   retrained on history + window:"] + retrained)
 
 
+def set_aside(root: Path) -> Path | None:
+    """Move a work directory that holds anything to the first free `<name>.<n>` beside it.
+
+    The demo tells a story from an empty registry (a first model, a challenger, two windows):
+    on a kept registry its first model meets an old champion and the story no longer holds. Its
+    work directory is also `ctloop run`'s default, so nothing is deleted: the old one is kept
+    whole under a new name. Returns that name, or None when there was nothing to move.
+    """
+    if not root.exists() or not any(root.iterdir()):
+        return None
+    number = 1
+    while (kept := root.with_name(f"{root.name}.{number}")).exists():
+        number += 1
+    root.rename(kept)
+    return kept
+
+
 def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -> int:
     work = Workdir(Path(workdir).resolve())
+    kept = set_aside(work.root)
+    if kept is not None:
+        print(f"the previous work directory {work.root} is kept as {kept}; the demo starts afresh")
     full = export_telco_churn(work.root / "data" / "telco_churn.parquet")
     tables = demo_tables(full, work.root / "data")
     data = str(tables.history)
