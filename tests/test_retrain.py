@@ -6,10 +6,15 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from kfp.dsl import Artifact
 
+from ctloop.components.decisions.record import read_record
+from ctloop.components.retrain.component import keep_champion, route_retraining
 from ctloop.components.retrain.decision import (
     RetrainModeError,
+    RouteInputError,
     not_retrained_summary,
+    replay_route,
     retrained_summary,
     retraining_route,
 )
@@ -158,7 +163,7 @@ def test_trigger_for_a_pipeline_never_uploaded_names_it(kfp_api):
         )
 
 
-# -- the route and the summaries --------------------------------------------------------------
+# -- the route, its record and the summaries -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -166,12 +171,109 @@ def test_trigger_for_a_pipeline_never_uploaded_names_it(kfp_api):
     [(True, "nested", "nested"), (True, "api", "api"), (False, "nested", "none")],
 )
 def test_route_follows_the_drift_decision_and_the_mode(drifted, mode, route):
-    assert retraining_route(drifted, mode) == route
+    assert retraining_route(drifted, mode).route == route
 
 
 def test_an_unknown_mode_fails_even_without_drift():
     with pytest.raises(RetrainModeError, match="retrain_mode 'later'"):
         retraining_route(False, "later")
+
+
+def test_a_performance_alert_alone_retrains_and_says_so():
+    route = retraining_route(False, "api", performance_alert=True)
+    assert route.outcome() == {"route": "api", "triggers": ["performance"]}
+    assert route.reasons == (
+        "no drift detected in the window",
+        "the performance estimate crossed its bound",
+        "0 new labelled rows; no data-volume trigger (min_new_labelled_rows 0)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("labelled", "minimum", "triggers", "volume_reason"),
+    [
+        (1000, 1000, ["data_volume"], "1000 new labelled rows >= min_new_labelled_rows 1000"),
+        (999, 1000, [], "999 new labelled rows < min_new_labelled_rows 1000"),
+        (5000, 0, [], "5000 new labelled rows; no data-volume trigger (min_new_labelled_rows 0)"),
+    ],
+)
+def test_enough_new_labelled_rows_retrain_without_drift(labelled, minimum, triggers, volume_reason):
+    route = retraining_route(False, "nested", labelled_rows=labelled, min_new_labelled_rows=minimum)
+    assert route.triggers == tuple(triggers)
+    assert route.route == ("nested" if triggers else "none")
+    assert route.reasons[2] == volume_reason
+
+
+def test_every_trigger_that_fired_is_named():
+    route = retraining_route(
+        True, "nested", performance_alert=True, labelled_rows=20, min_new_labelled_rows=10
+    )
+    assert route.outcome() == {
+        "route": "nested",
+        "triggers": ["drift", "performance", "data_volume"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"labelled_rows": -1}, r"labelled_rows -1: expected 0 or more rows"),
+        ({"min_new_labelled_rows": 2.5}, r"min_new_labelled_rows 2.5: expected a whole number"),
+        ({"labelled_rows": "10"}, r"labelled_rows '10': expected a whole number"),
+    ],
+)
+def test_a_bad_row_count_is_refused_naming_it(arguments, message):
+    with pytest.raises(RouteInputError, match=message):
+        retraining_route(False, "nested", **arguments)
+
+
+def test_row_counts_handed_over_as_whole_floats_are_taken():
+    route = retraining_route(False, "nested", labelled_rows=12.0, min_new_labelled_rows=10)
+    assert route.triggers == ("data_volume",) and route.inputs["labelled_rows"] == 12
+
+
+def test_the_route_component_writes_a_record_that_replays_to_the_same_outcome(tmp_path):
+    record_file = tmp_path / "record.json"
+    branch = route_retraining.python_func(
+        drift_detected=False,
+        record=Artifact(uri=str(record_file)),
+        retrain_mode="api",
+        performance_alert=False,
+        labelled_rows=1500,
+        min_new_labelled_rows=1000,
+        registered_model_name="churn",
+        kfp_run_id="run-7",
+    )
+    assert branch == "api"
+    record = read_record(record_file)
+    assert record.kind == "retraining_route"
+    assert record.subject["registered_model"] == "churn"
+    assert record.subject["kfp_run_id"] == "run-7"
+    assert record.inputs == {
+        "drift_detected": False,
+        "performance_alert": False,
+        "labelled_rows": 1500,
+        "min_new_labelled_rows": 1000,
+        "retrain_mode": "api",
+    }
+    assert record.policy == ""
+    assert record.outcome == {"route": "api", "triggers": ["data_volume"]}
+    assert record.reasons[2] == "1500 new labelled rows >= min_new_labelled_rows 1000"
+    assert replay_route(record.inputs, record.policy) == (record.outcome, record.reasons)
+
+
+def test_replay_takes_a_changed_input_into_account_and_names_a_missing_one():
+    inputs = {
+        "drift_detected": False,
+        "performance_alert": False,
+        "labelled_rows": 10,
+        "min_new_labelled_rows": 0,
+        "retrain_mode": "nested",
+    }
+    assert replay_route(inputs, "")[0] == {"route": "none", "triggers": []}
+    assert replay_route({**inputs, "drift_detected": True}, "")[0]["route"] == "nested"
+    with pytest.raises(RouteInputError, match=r"lacks input\(s\) \['labelled_rows'\]"):
+        replay_route({k: v for k, v in inputs.items() if k != "labelled_rows"}, "")
 
 
 def test_summaries_carry_the_action_and_decoded_training_outputs():
@@ -187,5 +289,16 @@ def test_summaries_carry_the_action_and_decoded_training_outputs():
     }
     assert json.loads(not_retrained_summary(0.05)) == {
         "action": "none",
-        "reason": "no drift detected (drift share 0.050)",
+        "reason": "no drift detected (drift share 0.050); the performance estimate is within "
+        "its bound; 0 new labelled rows; no data-volume trigger (min_new_labelled_rows 0)",
     }
+
+
+def test_keep_champion_says_what_each_trigger_found():
+    kept = json.loads(
+        keep_champion.python_func(drift_share=0.1, labelled_rows=40, min_new_labelled_rows=100)
+    )
+    assert kept["reason"] == (
+        "no drift detected (drift share 0.100); the performance estimate is within its bound; "
+        "40 new labelled rows < min_new_labelled_rows 100"
+    )

@@ -1,7 +1,7 @@
 """KFP components of the retraining family: build the retraining table, start a training run."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -92,19 +92,58 @@ def start_retraining_run(
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def route_retraining(drift_detected: bool, retrain_mode: str = "nested") -> str:
-    """Decide whether and how to retrain: "nested", "api", or "none" when nothing drifted.
+def route_retraining(
+    drift_detected: bool,
+    record: Output[Artifact],
+    retrain_mode: str = "nested",
+    performance_alert: bool = False,
+    labelled_rows: int = 0,
+    min_new_labelled_rows: int = 0,
+    registered_model_name: str = "",
+    mlflow_tracking_uri: str = "",
+    kfp_run_id: str = "",
+) -> str:
+    """Decide whether and how to retrain: "nested" or "api" when a trigger fired, else "none".
+
+    Triggers: the window drifted, the champion's estimated performance crossed the drift
+    policy's bound, or the window holds at least `min_new_labelled_rows` labelled rows (rows
+    the champion was not trained on). The decision, with what each trigger found, is written
+    as a decision record.
 
     Args:
         drift_detected: The drift step's decision.
+        record: The decision record (JSON): the figures read, the route and why.
         retrain_mode: "nested" (train inside this run) or "api" (start a training run).
+        performance_alert: The drift step's performance-estimate alert.
+        labelled_rows: The window's rows with a label (the drift step's `labelled_rows`).
+        min_new_labelled_rows: Retrain once the window holds this many labelled rows; 0: no
+            data-volume trigger.
+        registered_model_name: The registered model whose champion was monitored (the
+            record's subject).
+        mlflow_tracking_uri: MLflow tracking server the record is logged to; empty: the
+            record is only the artifact.
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the record.
 
     Returns:
         The branch the monitoring pipeline takes.
     """
-    from ctloop.components.retrain.decision import retraining_route
+    from ctloop.components.retrain.decision import retraining_route, run_retraining_route
 
-    return retraining_route(drift_detected, retrain_mode)
+    route = retraining_route(
+        drift_detected,
+        retrain_mode,
+        performance_alert=performance_alert,
+        labelled_rows=labelled_rows,
+        min_new_labelled_rows=min_new_labelled_rows,
+    )
+    record.metadata["display_name"] = "Retraining decision"
+    return run_retraining_route(
+        route,
+        record.path,
+        registered_model=registered_model_name,
+        kfp_run_id=kfp_run_id,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -128,15 +167,28 @@ def summarize_retraining(
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def keep_champion(drift_share: float) -> str:
-    """Report that the window did not drift and the champion stays.
+def keep_champion(
+    drift_share: float,
+    performance_alert: bool = False,
+    labelled_rows: int = 0,
+    min_new_labelled_rows: int = 0,
+) -> str:
+    """Report that no retraining trigger fired and the champion stays, saying what was checked.
 
     Args:
         drift_share: The drift step's (weighted) share of drifted features.
+        performance_alert: The drift step's performance-estimate alert.
+        labelled_rows: The window's rows with a label.
+        min_new_labelled_rows: The data-volume trigger's threshold (0: none).
 
     Returns:
-        JSON with action "none" and the reason.
+        JSON with action "none" and the reason: each trigger and what it found.
     """
     from ctloop.components.retrain.decision import not_retrained_summary
 
-    return not_retrained_summary(drift_share)
+    return not_retrained_summary(
+        drift_share,
+        performance_alert=performance_alert,
+        labelled_rows=labelled_rows,
+        min_new_labelled_rows=min_new_labelled_rows,
+    )
