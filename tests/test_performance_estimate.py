@@ -6,13 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.components.drift.performance_estimate import (
-    ESTIMATED_METRICS,
+from ctloop.components.data.calibration import (
     Calibration,
-    PerformanceEstimateError,
-    estimate_performance,
+    CalibrationError,
     expected_calibration_error,
     fit_calibration,
+)
+from ctloop.components.drift.performance_estimate import (
+    ESTIMATED_METRICS,
+    PerformanceEstimateError,
+    estimate_performance,
 )
 from ctloop.components.evaluate.metrics import classification_metrics
 
@@ -150,15 +153,27 @@ def test_expected_calibration_error_weighs_each_bin_by_its_rows():
             "window labels must be 0 or 1 \\(NaN",
         ),
         (lambda c: estimate_performance([0.2], c, threshold=2), "threshold must lie"),
-        (lambda c: fit_calibration([1, 1, 1], [0.2, 0.5, 0.9]), "test split has one class"),
-        (lambda c: fit_calibration([0, 1], [-0.1, 0.5]), "test split scores must be prob"),
-        (lambda c: fit_calibration([0, 2], [0.1, 0.5]), "test split labels must be 0 or 1"),
     ],
 )
 def test_bad_input_is_one_error_naming_what(calibration, call, message):
     with pytest.raises(PerformanceEstimateError, match=message):
         call(calibration)
     assert issubclass(PerformanceEstimateError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: fit_calibration([1, 1, 1], [0.2, 0.5, 0.9]), "test split has one class"),
+        (lambda: fit_calibration([0, 1], [-0.1, 0.5]), "test split scores must be prob"),
+        (lambda: fit_calibration([0, 2], [0.1, 0.5]), "test split labels must be 0 or 1"),
+        (lambda: fit_calibration([0, 1, 1], [0.1, 0.5]), "differ in length"),
+    ],
+)
+def test_bad_test_split_is_one_error_naming_what(call, message):
+    with pytest.raises(CalibrationError, match=message):
+        call()
+    assert issubclass(CalibrationError, ValueError)
 
 
 def test_telco_estimates_track_the_realized_quality_of_a_shifted_window(

@@ -53,6 +53,23 @@ class ScoreDistribution(TypedDict, total=False):
     count: int
 
 
+class ScoreCalibration(TypedDict, total=False):
+    """How a binary model's scores become probabilities, checked on the test split at
+    evaluation (`ctloop.components.data.calibration`); absent from older profiles."""
+
+    method: Literal["identity", "isotonic"]
+    ece: float | None
+    ece_noise: float | None
+    ece_calibrated: float | None
+    rows: int
+    breakpoints: dict[str, list[float]] | None
+    """For "isotonic": `scores` and the `probabilities` at them, interpolated linearly."""
+    threshold: float
+    """Scores at or above it are predicted positive (accuracy)."""
+    test_metrics: dict[str, float | None]
+    """roc_auc, accuracy and log_loss on the test split."""
+
+
 class ReferenceProfile(TypedDict, total=False):
     """`ctloop.reference_profile/v1`, as written beside the model and logged with its run."""
 
@@ -65,6 +82,7 @@ class ReferenceProfile(TypedDict, total=False):
     feature_order: list[str]
     features: dict[str, NumericFeatureProfile | CategoricalFeatureProfile]
     prediction: ScoreDistribution
+    calibration: ScoreCalibration
     dataset: dict[str, str]
     """The training data's `uri` and `content_hash`."""
 

@@ -2,7 +2,8 @@
 
 Computed once at training time and logged with the model, it is all that drift needs: bins
 and bin shares for numeric features, category shares for categorical ones, missing rates, and
-(added at evaluation) the distribution of the model's predictions. Drift never re-reads the
+(added at evaluation) the distribution of the model's predictions and, for a binary model, the
+calibration of its scores with the test metrics (`calibration`). Drift never re-reads the
 training set. The format, and how it is read back, is the model contract's
 (`ctloop.components.contract.profile`); the bins are defined here, by `bin_index`, and counted
 the same way everywhere (`bin_counts`).
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctloop.components.contract.profile import PROFILE_FORMAT, ProfileError, ReferenceProfile
+from ctloop.components.data.calibration import score_calibration
 from ctloop.components.data.validation import TASKS, DataValidationError
 
 
@@ -166,14 +168,26 @@ def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
     return edges.tolist()
 
 
-def with_prediction_distribution(profile: dict, scores: np.ndarray, bins: int = 20) -> dict:
+def with_prediction_distribution(
+    profile: dict, scores: np.ndarray, labels: np.ndarray | None = None, *, bins: int = 20
+) -> dict:
     """A copy of `profile` with the distribution of the model's scores as "prediction".
 
     Binary probabilities use fixed edges linspace(0, 1, bins + 1), so a champion and a
-    challenger are binned alike; regression predictions use quantile edges.
+    challenger are binned alike; regression predictions use quantile edges. Given the test
+    split's labels (0/1, in the scores' order), a binary profile also gains "calibration":
+    the scores' calibration checked on those labels and the test metrics, which is what
+    estimating the model's quality on an unlabelled window needs
+    (`ctloop.components.data.calibration.score_calibration`); labels of a regression are
+    not needed and left out.
+
+    Raises:
+        CalibrationError: labels given for a binary profile that are not 0/1, of another
+            length than the scores, of one class only, or scores outside [0, 1].
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    if profile.get("task") == "binary":
+    binary = profile.get("task") == "binary"
+    if binary:
         edges = np.linspace(0.0, 1.0, bins + 1).tolist()
     else:
         edges = quantile_edges(scores, bins)
@@ -182,6 +196,8 @@ def with_prediction_distribution(profile: dict, scores: np.ndarray, bins: int = 
         "bin_edges": edges,
         "bin_frequencies": histogram(edges, scores) if edges else [],
     }
+    if binary and labels is not None:
+        scored["calibration"] = score_calibration(labels, scores)
     return scored
 
 
