@@ -249,13 +249,43 @@ def test_the_trainjob_the_step_builds_is_stored_as_built(space):
     assert stored["spec"]["trainer"]["args"][-1] == "--workers-per-node=1"
 
 
+def test_the_workers_storage_credentials_are_stored_as_built(space):
+    """Service account and volume through `runtimePatches`, the Secret's keys in
+    `trainer.env`: a field the CRD did not know would be pruned, silently, and the workers
+    would run without credentials."""
+    request = space.request(
+        output_uri="gs://models/churn-train",
+        service_account="lake-reader",
+        credentials_secret="lake-keys",
+    )
+    manifest = desired_trainjob(request)
+    cluster.create_trainjob(space.api, manifest)
+    stored = space.stored(request.name)
+    assert stored["spec"]["trainer"] == manifest["spec"]["trainer"]
+    assert stored["spec"]["runtimePatches"] == manifest["spec"]["runtimePatches"]
+    [job] = stored["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"
+    ]
+    pod = job["template"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "lake-reader"
+    assert pod["volumes"] == [
+        {"name": "ctloop-storage-credentials", "secret": {"secretName": "lake-keys"}}
+    ]
+    names = [variable["name"] for variable in stored["spec"]["trainer"]["env"]]
+    assert names[:2] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]  # the train table: s3://
+    assert names[-1] == "GOOGLE_APPLICATION_CREDENTIALS"  # the output: gs://
+
+
 def test_a_retried_step_follows_its_own_job_and_refuses_another(space):
-    request = space.request()
+    request = space.request(service_account="lake-reader")
     cluster.create_trainjob(space.api, desired_trainjob(request))
     _, action = cluster.create_trainjob(space.api, desired_trainjob(request))
     assert action == "existing"
     with pytest.raises(TrainJobError, match=f"TrainJob {space.namespace}/churn-train exists"):
         cluster.create_trainjob(space.api, desired_trainjob(space.request(num_nodes=4)))
+    other_account = space.request(service_account="someone-else")
+    with pytest.raises(TrainJobError, match=f"TrainJob {space.namespace}/churn-train exists"):
+        cluster.create_trainjob(space.api, desired_trainjob(other_account))
 
 
 def test_a_quantity_the_crd_refuses_is_a_422_naming_the_field(space):

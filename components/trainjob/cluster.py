@@ -28,10 +28,14 @@ from ctloop.components.deploy.api_client import (
     get_custom_object,
     send,
 )
-from ctloop.components.trainjob.trainjob import GROUP, PLURAL, VERSION, TrainJobError
+from ctloop.components.trainjob.trainjob import (
+    GROUP,
+    NODE_JOB,
+    PLURAL,
+    VERSION,
+    TrainJobError,
+)
 
-NODE = "node"
-"""The runtime's replicated job and container that run the workers."""
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 LOG_TAIL_LINES = 30
 FIELD_MANAGER = "ctloop"
@@ -84,10 +88,21 @@ def create_trainjob(api: client.CustomObjectsApi, manifest: dict) -> tuple[dict,
 
 
 def _same_job(current: dict, manifest: dict) -> bool:
+    """Same runtime, same trainer fields and the same runtime patches (service account,
+    volumes) as `manifest`; the patches' `time`, which Trainer's webhook sets, aside."""
     spec, wanted = current.get("spec") or {}, manifest["spec"]
     trainer = spec.get("trainer") or {}
-    return (spec.get("runtimeRef") or {}).get("name") == wanted["runtimeRef"]["name"] and all(
-        trainer.get(key) == value for key, value in wanted["trainer"].items()
+    patches = {
+        patch.get("manager"): patch.get("trainingRuntimeSpec")
+        for patch in spec.get("runtimePatches") or []
+    }
+    return (
+        (spec.get("runtimeRef") or {}).get("name") == wanted["runtimeRef"]["name"]
+        and all(trainer.get(key) == value for key, value in wanted["trainer"].items())
+        and all(
+            patches.get(patch["manager"]) == patch["trainingRuntimeSpec"]
+            for patch in wanted.get("runtimePatches", [])
+        )
     )
 
 
@@ -177,7 +192,9 @@ def worker_logs(api: client.CustomObjectsApi, name: str, namespace: str) -> str:
     """Each worker pod's state and last `LOG_TAIL_LINES` log lines, in rank order; what could
     not be read is said instead (the failure it explains must still be reported)."""
     core = client.CoreV1Api(api.api_client)
-    selector = f"jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name={NODE}"
+    selector = (
+        f"jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name={NODE_JOB}"
+    )
     try:
         pods = send(
             api,
@@ -207,7 +224,7 @@ def _pod_log(api: client.CustomObjectsApi, core: client.CoreV1Api, pod) -> str:
             core.read_namespaced_pod_log,
             name,
             namespace,
-            container=NODE,
+            container=NODE_JOB,
             tail_lines=LOG_TAIL_LINES,
         )
     except KubernetesApiError as error:
@@ -219,13 +236,13 @@ def _container_state(pod) -> str:
     """', node: terminated OOMKilled (exit 137)' and the like, from the pod's status."""
     statuses = (pod.status.container_statuses if pod.status else None) or []
     for status in statuses:
-        if status.name != NODE or status.state is None:
+        if status.name != NODE_JOB or status.state is None:
             continue
         if status.state.terminated is not None:
             done = status.state.terminated
-            return f", {NODE}: terminated {done.reason} (exit {done.exit_code})"
+            return f", {NODE_JOB}: terminated {done.reason} (exit {done.exit_code})"
         if status.state.waiting is not None:
             waiting = status.state.waiting
             detail = f": {waiting.message}" if waiting.message else ""
-            return f", {NODE}: waiting {waiting.reason}{detail}"
+            return f", {NODE_JOB}: waiting {waiting.reason}{detail}"
     return ""

@@ -25,6 +25,8 @@ def train_model_distributed(
     trainer_image: str = DEFAULT_IMAGE,
     runtime: str = "xgboost-distributed",
     namespace: str = "",
+    service_account: str = "",
+    credentials_secret: str = "",
     timeout_s: int = 86400,
     mlflow_experiment: str = "ctloop",
     mlflow_artifact_location: str = "",
@@ -56,6 +58,12 @@ def train_model_distributed(
         trainer_image: Image of the workers: the ctloop image this pipeline runs in.
         runtime: The ClusterTrainingRuntime to use.
         namespace: Namespace of the TrainJob; empty means the namespace this step runs in.
+        service_account: Service account the workers run as, for object-store access through
+            the cloud's workload identity (IRSA, GKE Workload Identity); empty: the runtime's.
+        credentials_secret: Secret with object-store credentials for the workers, as KServe
+            reads them: for s3:// the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+            (AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_REGION if present), for gs:// the
+            key gcloud-application-credentials.json; empty: none.
         timeout_s: Seconds the TrainJob may take; then it is deleted and the step fails.
         mlflow_experiment: Experiment the run is logged in.
         mlflow_artifact_location: Artifact root for a new experiment (empty: server default).
@@ -91,6 +99,8 @@ def train_model_distributed(
         cpu_per_node=cpu_per_node,
         memory_per_node=memory_per_node,
         runtime=runtime,
+        service_account=service_account,
+        credentials_secret=credentials_secret,
     )
     with open(reference_profile.path) as handle:
         profile = json.load(handle)
