@@ -10,14 +10,23 @@ Two targets:
 - `vertex` (`compile_vertex`, `ctloop compile --target vertex`): the training pipeline for
   Vertex AI Pipelines, its train step a Vertex AI CustomJob, into `<output>/vertex/training.yaml`.
   The folder is apart from `pipelines/`, which `ctloop upload` publishes to a KFP endpoint.
+
+Every executor of a Kubeflow pipeline gets the image and the compile options in its
+environment (`CTLOOP_IMAGE`, `CTLOOP_COMPILE_OPTIONS`, `with_compile_env`), so a registered
+version records what it was built in and how (`ctloop.components.lineage`). The options are
+JSON with sorted keys: the same options give the same bytes.
 """
 
+import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from kfp import compiler
+from kfp.dsl.graph_component import GraphComponent
 
 from ctloop.components.image import DEFAULT_IMAGE
+from ctloop.components.lineage import COMPILE_OPTIONS_ENV, IMAGE_ENV
 from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.experiment import build_experiment_pipeline
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
@@ -37,6 +46,7 @@ def compile_all(
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
+    options = compile_options("kfp", image, placement or GpuPlacement(), pod_labels or {})
     written = []
     for name, pipeline in (
         ("training", build_training_pipeline(image, placement, resource_labels=pod_labels)),
@@ -44,13 +54,45 @@ def compile_all(
         ("ab-analysis", build_experiment_pipeline(image)),
     ):
         path = output_dir / "pipelines" / f"{name}.yaml"
-        compiler.Compiler().compile(label_every_pod(pipeline, pod_labels or {}), str(path))
+        labelled = label_every_pod(pipeline, pod_labels or {})
+        compiler.Compiler().compile(with_compile_env(labelled, image, options), str(path))
         written.append(path)
     for name, component in sorted(catalog(image).items()):
         path = output_dir / "components" / f"{name}.yaml"
         compiler.Compiler().compile(component, str(path))
         written.append(path)
     return written
+
+
+def compile_options(
+    target: str, image: str, placement: GpuPlacement, pod_labels: Mapping[str, str]
+) -> str:
+    """What a compile was given, as the JSON text `CTLOOP_COMPILE_OPTIONS` carries: target,
+    image, the train step's placement (accelerator, nodes, tolerations, spot, retries) and the
+    pod labels."""
+    options = {
+        "target": target,
+        "image": image,
+        "placement": asdict(placement),
+        "labels": dict(pod_labels),
+    }
+    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+def with_compile_env(pipeline: GraphComponent, image: str, options: str) -> GraphComponent:
+    """`pipeline` with `CTLOOP_IMAGE` and `CTLOOP_COMPILE_OPTIONS` in the environment of every
+    container executor, nested pipelines' included (the IR keeps all executors in one place);
+    a value already there under either name is replaced."""
+    executors = pipeline.pipeline_spec.deployment_spec["executors"]
+    ours = {IMAGE_ENV: image, COMPILE_OPTIONS_ENV: options}
+    for name in sorted(executors):
+        if "container" not in executors[name]:  # an importer: no container of ours
+            continue
+        container = executors[name]["container"]
+        present = container["env"] if "env" in container else []
+        kept = [dict(variable) for variable in present if variable["name"] not in ours]
+        container["env"] = kept + [{"name": key, "value": value} for key, value in ours.items()]
+    return pipeline
 
 
 def compile_vertex(

@@ -53,7 +53,8 @@ def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled_pipelines):
         "tolerations"
     ]
     others = set(spec["deploymentSpec"]["executors"]) - {"exec-train-model"}
-    assert all("accelerator" not in str(spec["deploymentSpec"]["executors"][e]) for e in others)
+    executors = spec["deploymentSpec"]["executors"]
+    assert all("accelerator" not in executors[e]["container"].get("resources", {}) for e in others)
 
 
 def test_register_and_deploy_run_only_when_the_gate_passed(compiled_pipelines):
