@@ -14,13 +14,22 @@ The experiment's action:
 - `rollback` when every challenger is worse: the control wins and the challengers go;
 - `continue` otherwise: keep the traffic split and check again as labels arrive (a challenger
   that is already worse is named in the reasons, so it can be removed early).
+
+On record (`ab_record`), a decision pins what the test read of the tables, not the tables: per
+variant its logged, labelled and unlabelled rows and the labelled rows' summary (rows, mean,
+sample variance of the metric), which is all the mSPRT uses; the analysis is stateless, so
+each run is one look and one record. `replay_ab` judges those summaries again with any policy
+on the same metric (`alpha`, `min_labelled_rows`, `mixing_variance`, `better` may change;
+another metric or outcome column would need the rows again).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ctloop.components.checks import Check, format_number, limit_check
+from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, new_record
 from ctloop.components.experiment.observations import (
     ExperimentInputError,
     Observations,
@@ -29,6 +38,7 @@ from ctloop.components.experiment.observations import (
 from ctloop.components.experiment.policy import (
     HIGHER,
     ExperimentPolicy,
+    ExperimentPolicyError,
     parse_experiment_policy,
 )
 from ctloop.components.experiment.sequential import Summary, always_valid_interval, summarize
@@ -68,6 +78,7 @@ class ABDecision:
     policy: ExperimentPolicy
     alpha_per_comparison: float
     observations: Observations
+    """What the join found (the report's tables)."""
     summaries: dict[str, Summary]
     """Each variant with at least two labelled rows: its metric's mean and variance."""
     comparisons: list[Comparison]
@@ -110,15 +121,127 @@ def decide(
         raise ExperimentInputError(
             f"{log_name} holds only the control variant {control!r}: no challenger to compare"
         )
-    alpha = policy.alpha / len(challengers)
     summaries = {
         name: summarize(rows.values) for name, rows in variants.items() if rows.labelled >= 2
     }
+    labelled = {name: rows.labelled for name, rows in variants.items()}
+    return ABDecision(
+        control=control,
+        policy=policy,
+        observations=observations,
+        summaries=summaries,
+        **_judge(labelled, summaries, control, policy),
+    )
+
+
+def ab_record(
+    decision: ABDecision,
+    *,
+    policy_text: str,
+    prediction_log_uri: str = "",
+    labels_uri: str = "",
+    registered_model: str = "",
+    kfp_run_id: str = "",
+) -> DecisionRecord:
+    """The record of `decision`: per variant its rows and the summary the test used, the
+    control, the metric, the policy text as given, the action and the winner.
+
+    Its subject is the version the decision is about: the winner's on `promote`, otherwise the
+    only challenger's (none when there are several); a variant's version is the one its rows
+    were logged with (on a cluster each variant is named for it anyway). The tables' URIs are
+    kept for a person; replay never reads them.
+    """
+    observations = decision.observations
+    variants = observations.variants
+    challengers = [name for name in variants if name != decision.control]
+    about = decision.winner if decision.action == PROMOTE else ""
+    if not about and len(challengers) == 1:
+        about = challengers[0]
+    versions = variants[about].model_versions if about else ()
+    inputs: dict[str, Any] = {
+        "control": decision.control,
+        "metric": decision.policy.metric,
+        "outcome_column": decision.policy.outcome_column,
+        "variants": {
+            name: {
+                "model_versions": list(rows.model_versions),
+                "logged": rows.logged,
+                "labelled": rows.labelled,
+                "unlabelled": rows.unlabelled,
+                "summary": (
+                    asdict(decision.summaries[name]) if name in decision.summaries else None
+                ),
+            }
+            for name, rows in variants.items()
+        },
+        "labels_without_prediction": observations.labels_without_prediction,
+        "empty_labels": observations.empty_labels,
+        "logged_more_than_once": observations.logged_more_than_once,
+        "prediction_log_uri": prediction_log_uri,
+        "labels_uri": labels_uri,
+    }
+    return new_record(
+        "ab",
+        subject={
+            "registered_model": registered_model,
+            "model_version": versions[0] if len(versions) == 1 else None,
+            "kfp_run_id": kfp_run_id,
+        },
+        inputs=inputs,
+        policy=policy_text,
+        outcome={"action": decision.action, "winner": decision.winner},
+        reasons=decision.reasons,
+    )
+
+
+def replay_ab(inputs: dict[str, Any], policy: str) -> tuple[dict[str, Any], list[str]]:
+    """Judge an A/B record's pinned summaries again with `policy` (a policy text; blank: the
+    running code's default): (outcome, reasons).
+
+    Raises:
+        ExperimentPolicyError: `policy` is not a policy, or judges another metric or outcome
+            column than the one the summaries are of.
+        DecisionRecordError: an input is missing or malformed.
+    """
+    parsed = parse_experiment_policy(policy)
+    try:
+        control, metric, column = (inputs[k] for k in ("control", "metric", "outcome_column"))
+        variants = inputs["variants"]
+        labelled = {name: int(variant["labelled"]) for name, variant in variants.items()}
+        summaries = {
+            name: Summary(**variant["summary"])
+            for name, variant in variants.items()
+            if variant["summary"] is not None
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DecisionRecordError(
+            f"ab record: an input is missing or malformed: {type(error).__name__} {error}"
+        ) from None
+    if control not in labelled or len(labelled) < 2:
+        raise DecisionRecordError(
+            f"ab record: variants {sorted(labelled)} need the control {control!r} and a challenger"
+        )
+    if (parsed.metric, parsed.outcome_column) != (metric, column):
+        raise ExperimentPolicyError(
+            f"experiment policy: metric {parsed.metric!r} of {parsed.outcome_column!r} is not "
+            f"the record's {metric!r} of {column!r}: its summaries cannot judge another metric"
+        )
+    judged = _judge(labelled, summaries, control, parsed)
+    return {"action": judged["action"], "winner": judged["winner"]}, judged["reasons"]
+
+
+def _judge(
+    labelled: dict[str, int], summaries: dict[str, Summary], control: str, policy: ExperimentPolicy
+) -> dict[str, Any]:
+    """The decision's fields from each variant's labelled rows and summaries: the action,
+    winner, alpha per comparison, comparisons, checks and reasons."""
+    challengers = [variant for variant in sorted(labelled) if variant != control]
+    alpha = policy.alpha / len(challengers)
     checks = [
         limit_check(
             "sample_size",
             name,
-            float(variants[name].labelled),
+            float(labelled[name]),
             float(policy.min_labelled_rows),
             upper=False,
             label=f"{name} labelled rows",
@@ -134,18 +257,14 @@ def decide(
         for name in challengers
     ]
     action, winner = _action(comparisons, control, policy)
-    return ABDecision(
-        action=action,
-        winner=winner,
-        control=control,
-        policy=policy,
-        alpha_per_comparison=alpha,
-        observations=observations,
-        summaries=summaries,
-        comparisons=comparisons,
-        checks=checks,
-        reasons=_reasons(action, winner, control, comparisons, checks, policy),
-    )
+    return {
+        "action": action,
+        "winner": winner,
+        "alpha_per_comparison": alpha,
+        "comparisons": comparisons,
+        "checks": checks,
+        "reasons": _reasons(action, winner, control, comparisons, checks, policy),
+    }
 
 
 def _compare(

@@ -16,18 +16,24 @@ changes over the day and the comparison should see it. After the bake time, fewe
 the policy's `inconclusive` says (default: reject, so an unobserved model never reaches a
 canary). A bake time of 0 decides on the first reading: how a laptop run that has already
 replayed its traffic asks for a decision now.
+
+On record (`shadow_record`), a decision pins every reading it judged (its time and the figures
+read then); `replay_shadow` judges those readings again with the running code and any policy,
+reading neither Prometheus nor a predictor.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
-from ctloop.components.canary.decision import bake_readings
+from ctloop.components.canary.decision import bake_readings, record_reasons, rejudge
 from ctloop.components.canary.prometheus import PrometheusClient
 from ctloop.components.checks import Check, format_number, limit_check
+from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, new_record
 from ctloop.components.shadow.measurement import (
     ShadowFigures,
     ShadowTarget,
@@ -36,7 +42,13 @@ from ctloop.components.shadow.measurement import (
     metrics_text_figures,
     read_metrics_endpoint,
 )
-from ctloop.components.shadow.policy import GO_ON, INCONCLUSIVE, REJECT, ShadowPolicy
+from ctloop.components.shadow.policy import (
+    GO_ON,
+    INCONCLUSIVE,
+    REJECT,
+    ShadowPolicy,
+    parse_shadow_policy,
+)
 
 WAITING = "waiting"
 """The verdict of a reading before the bake time is over that rejects nothing."""
@@ -61,6 +73,9 @@ class ShadowDecision:
     figures: ShadowFigures
     checks: list[Check]
     reasons: list[str]
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    """Every reading judged, in order: its `end` (Unix seconds) and `figures` (the
+    `ShadowFigures` fields); the last is the one decided on."""
 
     @property
     def go_on(self) -> bool:
@@ -150,8 +165,10 @@ def observe_shadow(
 ) -> ShadowDecision:
     """Read the figures every `step_s` until the bake time is over or a check rejects."""
     start = clock() if started_at is None else started_at
+    readings: list[dict[str, Any]] = []
     for now, final in bake_readings(start, policy.bake_time_s, policy.step_s, clock, sleep):
         figures = read(start, now)
+        readings.append({"end": now, "figures": asdict(figures)})
         decision = decide(policy, figures, final=final)
         if decision[0] != WAITING:
             verdict, checks, reasons = decision
@@ -165,8 +182,66 @@ def observe_shadow(
                 figures=figures,
                 checks=checks,
                 reasons=reasons,
+                readings=readings,
             )
     raise AssertionError("bake_readings ends only after a final reading")
+
+
+def shadow_record(
+    decision: ShadowDecision,
+    *,
+    policy_text: str,
+    registered_model: str = "",
+    kfp_run_id: str = "",
+) -> DecisionRecord:
+    """The record of `decision`: every reading it judged, whose figures they were and where
+    they were read from, the policy text as given, the verdict and the action."""
+    return new_record(
+        "shadow",
+        subject={
+            "registered_model": registered_model,
+            "model_version": decision.target.shadow_version,
+            "kfp_run_id": kfp_run_id,
+        },
+        inputs={
+            "target": asdict(decision.target),
+            "source": decision.source,
+            "start": decision.start,
+            "readings": decision.readings,
+        },
+        policy=policy_text,
+        outcome={"verdict": decision.verdict, "action": decision.action},
+        reasons=record_reasons(decision.verdict, decision.checks, decision.reasons),
+    )
+
+
+def replay_shadow(inputs: dict[str, Any], policy: str) -> tuple[dict[str, Any], list[str]]:
+    """Judge a shadow record's pinned readings again, in order, with `policy` (a policy text;
+    blank: the running code's default): (outcome, reasons).
+
+    A reading is final when it ends at least the policy's bake time after the start; when a
+    longer bake time than the recorded one leaves no final reading and nothing rejects, the
+    outcome is `waiting` (the analysis would still be watching).
+
+    Raises:
+        ShadowPolicyError: `policy` is not a shadow policy.
+        DecisionRecordError: an input is missing or malformed.
+    """
+    parsed = parse_shadow_policy(policy)
+    try:
+        start = float(inputs["start"])
+        readings = [
+            (float(reading["end"]), ShadowFigures(**reading["figures"]))
+            for reading in inputs["readings"]
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise DecisionRecordError(
+            f"shadow record: an input is missing or malformed: {type(error).__name__} {error}"
+        ) from None
+    if not readings:
+        raise DecisionRecordError("shadow record: no reading to judge")
+    judged = [(end, partial(decide, parsed, figures)) for end, figures in readings]
+    return rejudge(start, judged, parsed.bake_time_s, parsed.inconclusive)
 
 
 def decide(
