@@ -24,8 +24,11 @@ import xgboost as xgb
 import yaml
 from mlflow import MlflowClient
 
+from ctloop import __version__
+from ctloop.components import lineage
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.registry.mlflow_registry import ChampionChangedError, RegistryError
+from tests.unanswering_endpoint import closed_port_url
 
 EXPERIMENT = "ctloop-server-test"
 DATASET_HASH = "sha256:" + "ab" * 32
@@ -391,3 +394,33 @@ def test_registration_refuses_an_evaluation_that_does_not_name_the_champion_comp
             kfp_run={},
         )
     assert MlflowClient(uri).search_model_versions("name = 'churn-unnamed-champion'") == []
+
+
+def test_registration_tags_the_version_with_its_lineage_even_when_the_kfp_api_is_unreachable(
+    mlflow_server, trained, monkeypatch
+):
+    uri, _ = mlflow_server
+    name = "churn-lineage"
+    options = {"target": "kfp", "image": "registry.example/ctloop:1.2.3", "labels": {"team": "a"}}
+    monkeypatch.setenv(lineage.IMAGE_ENV, "registry.example/ctloop:1.2.3")
+    monkeypatch.setenv(lineage.COMPILE_OPTIONS_ENV, json.dumps(options))
+    closed = closed_port_url()
+    version, _ = mlflow_registry.run_registration(
+        uri,
+        name,
+        run_id=trained[1]["run_id"],
+        model_uri=trained[1]["model_uri"],
+        evaluation={"candidate": {"roc_auc": 0.8}, "champion_version": None},
+        kfp_run={"id": "run-9", "name": "nightly"},
+        kfp_host=closed,
+    )
+    tags = MlflowClient(uri).get_model_version(name, version).tags
+    code = lineage.code_version()
+    assert tags["ctloop.lineage.ctloop_version"] == __version__
+    assert tags["ctloop.lineage.git_commit"] == (code["git_commit"] or "null")
+    assert tags["ctloop.lineage.git_dirty"] == json.dumps(code["dirty"])
+    assert tags["ctloop.lineage.image"] == "registry.example/ctloop:1.2.3"
+    assert json.loads(tags["ctloop.lineage.compile_options"]) == options
+    unknown = json.loads(tags["ctloop.lineage.kfp_pipeline_version"])["unknown"]
+    assert unknown.startswith(f"KFP API at {closed}: cannot connect")
+    assert (tags["kfp.run_id"], tags["ctloop.dataset.content_hash"]) == ("run-9", DATASET_HASH)

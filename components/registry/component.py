@@ -17,12 +17,15 @@ def register_model(
     registered_model_name: str,
     kfp_run_id: str = "",
     kfp_run_name: str = "",
+    kfp_host: str = "",
 ) -> NamedTuple("RegisterOutputs", version=str, alias=str):
     """Register the candidate that passed the gate as a new model version.
 
     The first version becomes `champion`; later ones `challenger` while they are canaries.
     The version is tagged with the gate result, its test metrics, the dataset hash and the
-    KFP run, so the registry alone says why a version exists. When the `champion` alias no
+    KFP run, so the registry alone says why a version exists, and with its lineage
+    (`ctloop.lineage.*`: ctloop version, git commit, image, compile options, KFP pipeline
+    version), so it says what made it. When the `champion` alias no
     longer names the version the evaluation compared with (another run registered or promoted
     a model meanwhile), the step fails and registers nothing, so nothing unjudged is deployed.
 
@@ -34,6 +37,8 @@ def register_model(
         registered_model_name: Name in the MLflow model registry.
         kfp_run_id: The KFP run that produced it.
         kfp_run_name: That run's name.
+        kfp_host: KFP API endpoint to ask for the run's pipeline version (in cluster:
+            `http://ml-pipeline.kubeflow:8888`); "" records it as unknown.
 
     Returns:
         version: The registered version.
@@ -52,6 +57,7 @@ def register_model(
         model_uri=model_uri,
         evaluation=result,
         kfp_run={"id": kfp_run_id, "name": kfp_run_name},
+        kfp_host=kfp_host,
     )
 
 

@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ctloop.components.contract.model_folder import PROFILE_FILE
+from ctloop.components.lineage import lineage
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -34,6 +35,19 @@ STORAGE_URI_TAG = "ctloop.storage_uri"
 """Version tag: the storageUri KServe served the version from (what a rollback restores)."""
 REPLACED_AT_TAG, REPLACED_BY_TAG = "ctloop.replaced_at", "ctloop.replaced_by"
 ROLLED_BACK_TAG, ROLLED_BACK_AT_TAG = "ctloop.rolled_back", "ctloop.rolled_back_at"
+LINEAGE_TAG = "ctloop.lineage."
+"""Prefix of the version tags naming what made the version (`lineage_tags`)."""
+LINEAGE_PARTS = (
+    "ctloop_version",
+    "git_commit",
+    "git_dirty",
+    "image",
+    "compile_options",
+    "kfp_pipeline_version",
+)
+MODEL_CARD_ARTIFACT = "model_card/model_card.json"
+MODEL_CARD_TAG = "ctloop.model_card"
+"""Version tag: the `runs:/` URI of the version's model card (JSON)."""
 
 
 class RegistryError(ValueError):
@@ -401,8 +415,10 @@ def run_registration(
     model_uri: str,
     evaluation: dict,
     kfp_run: Mapping[str, str],
+    kfp_host: str = "",
 ) -> tuple[str, str]:
-    """Register a candidate the gate passed, tagged with why it exists; (version, alias).
+    """Register a candidate the gate passed, tagged with why it exists and what made it
+    (`lineage_tags`; `kfp_host` is where to ask for the KFP pipeline version); (version, alias).
 
     Registration is refused, with nothing registered, when `champion` has moved since the
     evaluation recorded `champion_version` (see `register_version`), rather than evaluated
@@ -431,8 +447,44 @@ def run_registration(
         "ctloop.dataset.content_hash": dataset_hash,
         "kfp.run_id": kfp_run.get("id", ""),
         "kfp.run_name": kfp_run.get("name", ""),
+        **lineage_tags(lineage(kfp_run, kfp_host)),
     }
     tag_run(tracking_uri, run_id, {"ctloop.gate": "passed"})
     return register_version(
         tracking_uri, name, run_id, model_uri, tags, compared_champion=compared_champion
     )
+
+
+def lineage_tags(made_by: Mapping[str, object]) -> dict[str, str]:
+    """`ctloop.lineage.<part>` version tags from a `ctloop.components.lineage.lineage` dict:
+    text as it is, anything else (None, booleans, objects) as JSON, so `null` says unknown."""
+    return {
+        f"{LINEAGE_TAG}{part}": value
+        if isinstance(value, str)
+        else json.dumps(value, sort_keys=True)
+        for part in LINEAGE_PARTS
+        for value in [made_by.get(part)]
+    }
+
+
+def log_model_card(
+    tracking_uri: str, name: str, version: str, card: Mapping, run_id: str = ""
+) -> str:
+    """Log `card` on the version's run as `model_card/model_card.json` and point the version's
+    `ctloop.model_card` tag at it; returns that `runs:/` URI. Logging again replaces both.
+
+    Raises:
+        RegistryError: the model or the version does not exist, or `run_id` (when given) is
+            not the run the version was registered from.
+    """
+    mlflow_client = client(tracking_uri)
+    registered = _model_version(mlflow_client, name, version)
+    if run_id and run_id != registered.run_id:
+        raise RegistryError(
+            f"version {version} of {name!r} was registered from run {registered.run_id}, "
+            f"not from run {run_id!r}: its model card belongs on its own run"
+        )
+    mlflow_client.log_dict(registered.run_id, dict(card), MODEL_CARD_ARTIFACT)
+    uri = f"runs:/{registered.run_id}/{MODEL_CARD_ARTIFACT}"
+    mlflow_client.set_model_version_tag(name, str(version), MODEL_CARD_TAG, uri)
+    return uri
