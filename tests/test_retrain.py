@@ -262,6 +262,24 @@ def test_the_route_component_writes_a_record_that_replays_to_the_same_outcome(tm
     assert replay_route(record.inputs, record.policy) == (record.outcome, record.reasons)
 
 
+def test_the_route_is_logged_to_mlflow_when_a_tracking_uri_is_given(tmp_path, monkeypatch):
+    from ctloop.components.decisions import store
+
+    logged = []
+    monkeypatch.setattr(store, "log_record", lambda uri, record: logged.append((uri, record)))
+    route_retraining.python_func(
+        drift_detected=True,
+        record=Artifact(uri=str(tmp_path / "record.json")),
+        registered_model_name="churn",
+        mlflow_tracking_uri="http://mlflow:5000",
+    )
+    assert logged == [("http://mlflow:5000", read_record(tmp_path / "record.json"))]
+    route_retraining.python_func(
+        drift_detected=True, record=Artifact(uri=str(tmp_path / "again.json"))
+    )
+    assert len(logged) == 1  # no tracking URI: the artifact only
+
+
 def test_replay_takes_a_changed_input_into_account_and_names_a_missing_one():
     inputs = {
         "drift_detected": False,
