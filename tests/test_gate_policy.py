@@ -191,7 +191,11 @@ def test_an_evaluation_timed_the_old_way_fails_the_latency_rule_instead_of_passi
     [
         ('{"thresholds": ', "gate policy is not valid JSON: Expecting value at line 1 column 16"),
         ("[]", "gate policy must be a JSON object, got []"),
-        ('{"slices": {}}', "gate policy has unknown key(s) ['slices']"),
+        (
+            '{"slicing": {}}',
+            "gate policy has unknown key(s) ['slicing']; allowed: thresholds, "
+            "champion_comparison, latency, slices",
+        ),
         ('{"thresholds": []}', "'thresholds' must be a JSON object, got []"),
         ('{"thresholds": {"auc": 0.7}}', "thresholds.auc must be a JSON object, got 0.7"),
         ('{"thresholds": {"auc": {"minimum": 0.7}}}', "thresholds.auc has unknown key(s)"),

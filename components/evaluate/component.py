@@ -30,6 +30,7 @@ def evaluate_model(
     comparison: Output[Markdown],
     evaluation: Output[Artifact],
     scored_profile: Output[Artifact],
+    gate_policy: str = "",
 ) -> NamedTuple("EvaluateOutputs", candidate_metrics=str):
     """Score the candidate, and the current champion on the same rows, for the gate.
 
@@ -46,6 +47,8 @@ def evaluate_model(
         comparison: Candidate vs champion table, for the UI.
         evaluation: Every figure as JSON (what the quality gate reads).
         scored_profile: The reference profile plus the prediction-score distribution.
+        gate_policy: The quality gate's policy (JSON; empty: the task's default). When its
+            "slices" section names columns, both models are also evaluated per group of them.
 
     Returns:
         candidate_metrics: The candidate's metrics as a JSON object.
@@ -64,6 +67,7 @@ def evaluate_model(
         profile=profile,
         tracking_uri=mlflow_tracking_uri,
         registered_model_name=registered_model_name,
+        gate_policy=gate_policy,
     )
     for name, value in result["candidate"].items():
         metrics.log_metric(name, value)

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ctloop.components.evaluate.metrics import roc_auc
+from ctloop.components.gate.policy import GAP_METRICS
 
 DECISION_THRESHOLD = 0.5
 MISSING = "(missing)"
-GAP_METRICS = ("tpr", "fpr", "selection_rate")
 
 
 class SliceError(ValueError):
@@ -101,7 +101,10 @@ def slice_metrics(
     y, predicted, s = _checked_inputs(table, labels, scores, threshold)
     for column in [*categorical, *numeric]:
         if column not in table.columns:
-            raise SliceError(f"slice column {column!r} is not in the table")
+            raise SliceError(
+                f"slice column {column!r} is not in the table; its columns: "
+                + ", ".join(map(str, table.columns))
+            )
     if set(categorical) & set(numeric):
         raise SliceError(f"slice columns {sorted(set(categorical) & set(numeric))} are both kinds")
     if min_rows < 1:

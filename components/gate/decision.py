@@ -6,7 +6,12 @@ so the Kubeflow UI can say exactly why a candidate was blocked.
 A metric named in the policy but absent from the candidate's metrics fails its check: a
 renamed metric must not turn a gate off silently. Without a champion the comparison checks
 are recorded as skipped, and so is the latency comparison with the champion's scoring time;
-without a measurement of the candidate's scoring time a latency rule fails.
+without a measurement of the candidate's scoring time a latency rule fails. Slices are judged
+in `ctloop.components.gate.slice_checks` and drawn in `ctloop.components.gate.slice_report`.
+
+Each decision goes on record (`gate_record`, `ctloop.components.decisions.record`) with the
+figures it read pinned, so `replay_gate` takes it again offline: with today's code, or with
+another policy, to see which past candidates it would have let through.
 """
 
 from __future__ import annotations
@@ -17,24 +22,33 @@ from typing import Any
 
 from ctloop.components.checks import (
     Check,
-    at_most,
     checks_table,
     format_number,
     is_finite_number,
     limit_check,
     markdown_text,
 )
+from ctloop.components.decisions.record import DecisionRecord, new_record
+from ctloop.components.gate.comparison import regression_check
 from ctloop.components.gate.policy import GatePolicy, GatePolicyError, parse_gate_policy
+from ctloop.components.gate.slice_checks import slice_checks
+from ctloop.components.gate.slice_report import slices_markdown
+
+GATE_INPUTS = ("task", "rows", "candidate", "champion", "champion_version", "latency", "slices")
+"""What of the evaluation a gate record pins: every figure the gate reads, and which champion
+and how many rows they came from."""
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The gate's verdict; `failures` is the subset of `checks` that did not pass."""
+    """The gate's verdict; `failures` is the subset of `checks` that did not pass; `slices`
+    is the evaluation's per-slice figures the checks judged (None without slices)."""
 
     passed: bool
     failures: list[Check]
     checks: list[Check]
     champion_compared: bool
+    slices: Mapping[str, Any] | None = None
 
 
 def _threshold_checks(policy: GatePolicy, candidate: Mapping[str, Any]) -> list[Check]:
@@ -84,33 +98,7 @@ def _comparison_checks(
                 Check("champion_comparison", metric, value, None, text, True, skipped=True)
             )
             continue
-        allowances = [
-            a
-            for a in (
-                rule.max_regression,
-                None
-                if rule.max_regression_relative is None
-                else rule.max_regression_relative * abs(baseline),
-            )
-            if a is not None
-        ]
-        allowed = min(allowances, default=0.0)
-        higher = rule.direction == "higher"
-        worse_by = baseline - value if higher else value - baseline
-        limit = baseline - allowed if higher else baseline + allowed
-        if worse_by > 0:
-            text = (
-                f"{metric} {format_number(value)} is {format_number(worse_by)} worse than "
-                f"champion {format_number(baseline)} (allowed {format_number(allowed)}, "
-                f"{rule.direction} is better)"
-            )
-        else:
-            text = (
-                f"{metric} {format_number(value)} is not worse than champion "
-                f"{format_number(baseline)}"
-            )
-        passed = at_most(worse_by, allowed)
-        checks.append(Check("champion_comparison", metric, value, limit, text, passed))
+        checks.append(regression_check("champion_comparison", metric, value, baseline, rule))
     return checks
 
 
@@ -162,6 +150,7 @@ def evaluate_gate(
     candidate: Mapping[str, Any],
     champion: Mapping[str, Any] | None,
     latency: Mapping[str, Any] | None,
+    slices: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Apply the policy to the candidate's metrics (and the champion's, when there is one).
 
@@ -171,11 +160,14 @@ def evaluate_gate(
         champion: The champion's metrics on the same test data, or None when there is none.
         latency: The evaluation's scoring times: "candidate" and "champion" (None without
             one), each {"median_ms", "min_ms"}; None when nothing was timed.
+        slices: The evaluation's "slices" (`slice_checks` judges them when the policy has a
+            `slices` section); None when the evaluation sliced nothing.
     """
     checks = [
         *_threshold_checks(policy, candidate),
         *_comparison_checks(policy, candidate, champion),
         *_latency_checks(policy, latency),
+        *slice_checks(policy.slices, slices),
     ]
     failures = [check for check in checks if not check.passed]
     return GateDecision(
@@ -183,6 +175,7 @@ def evaluate_gate(
         failures=failures,
         checks=checks,
         champion_compared=champion is not None,
+        slices=slices if policy.slices is not None else None,
     )
 
 
@@ -191,14 +184,76 @@ def run_gate(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
 
     Args:
         policy_text: Policy JSON, or blank for `DEFAULT_GATE_POLICY[evaluation["task"]]`.
-        evaluation: The evaluation step's JSON: "task", "candidate", "champion" (or null)
-            and "latency" (or absent).
+        evaluation: The evaluation step's JSON: "task", "candidate", "champion" (or null),
+            "latency" and "slices" (each null or absent when not measured).
     """
     policy = parse_gate_policy(policy_text, evaluation.get("task"))
     candidate = evaluation.get("candidate")
     if not isinstance(candidate, Mapping):
         raise GatePolicyError("evaluation has no 'candidate' metrics object to gate")
-    return evaluate_gate(policy, candidate, evaluation.get("champion"), evaluation.get("latency"))
+    return evaluate_gate(
+        policy,
+        candidate,
+        evaluation.get("champion"),
+        evaluation.get("latency"),
+        evaluation.get("slices"),
+    )
+
+
+def gate_outcome(decision: GateDecision) -> tuple[dict[str, Any], list[str]]:
+    """What a record keeps of a decision: the outcome replay compares ({"passed", "failures":
+    sorted "kind subject"}), and the reasons a person reads (each failure's rule)."""
+    outcome = {
+        "passed": decision.passed,
+        "failures": sorted(f"{f.kind} {f.subject}" for f in decision.failures),
+    }
+    if decision.failures:
+        reasons = [f"{f.kind} {f.subject}: {f.rule}" for f in decision.failures]
+    else:
+        skipped = sum(check.skipped for check in decision.checks)
+        reasons = [f"all {len(decision.checks)} checks passed ({skipped} skipped)"]
+    return outcome, reasons
+
+
+def gate_record(
+    policy_text: str,
+    evaluation: Mapping[str, Any],
+    decision: GateDecision,
+    *,
+    registered_model: str = "",
+    run_id: str = "",
+    kfp_run_id: str = "",
+) -> DecisionRecord:
+    """The decision on record: the evaluation's figures the gate read (`GATE_INPUTS`), the
+    policy text as given, the outcome and reasons.
+
+    Args:
+        policy_text: The gate's policy exactly as the step got it ("" for the default).
+        evaluation: The evaluation the decision was taken on.
+        decision: `run_gate(policy_text, evaluation)`.
+        registered_model: The registered model the candidate is for.
+        run_id: The candidate's MLflow run.
+        kfp_run_id: The pipeline run that took the decision.
+    """
+    outcome, reasons = gate_outcome(decision)
+    subject = {"registered_model": registered_model, "run_id": run_id, "kfp_run_id": kfp_run_id}
+    return new_record(
+        "gate",
+        subject=subject,
+        inputs={key: evaluation.get(key) for key in GATE_INPUTS},
+        policy=policy_text,
+        outcome=outcome,
+        reasons=reasons,
+    )
+
+
+def replay_gate(inputs: Mapping[str, Any], policy: str) -> tuple[dict[str, Any], list[str]]:
+    """Take a recorded gate decision again from its pinned inputs: (outcome, reasons).
+
+    Raises:
+        GatePolicyError: the policy, or the inputs' candidate metrics, are unusable.
+    """
+    return gate_outcome(run_gate(policy, inputs))
 
 
 def decision_markdown(decision: GateDecision) -> str:
@@ -219,4 +274,7 @@ def decision_markdown(decision: GateDecision) -> str:
     if not decision.champion_compared:
         lines += ["No champion yet: the comparison with a champion was skipped.", ""]
     lines.append(checks_table(decision.checks))
+    report = slices_markdown(decision.slices)
+    if report:
+        lines += ["", report]
     return "\n".join(lines) + "\n"

@@ -17,7 +17,15 @@ a blank text means the task's `DEFAULT_GATE_POLICY`)::
         "log_loss": {"direction": "lower",  "max_regression": 0.02},
         "rmse":     {"direction": "lower",  "max_regression_relative": 0.02}
       },
-      "latency": {"max_ratio_to_champion": 1.5, "median_ms_max": 50.0}
+      "latency": {"max_ratio_to_champion": 1.5, "median_ms_max": 50.0},
+      "slices": {                          # binary tasks: the same, per group of a column
+        "categorical": ["contract", "female"],
+        "numeric": {"tenure": 4},           # cut into 4 quantile bins of the test rows
+        "min_rows": 30,                     # smaller groups are reported, not judged
+        "thresholds": {"roc_auc": {"min": 0.6}},
+        "champion_comparison": {"tpr": {"direction": "higher", "max_regression": 0.05}},
+        "max_gap": {"female": {"tpr": 0.1, "selection_rate": 0.15}}
+      }
     }
 
 `direction` says which way is better. `max_regression` is the absolute amount the candidate
@@ -32,6 +40,17 @@ champion's (skipped, and said so, when there is no champion); `median_ms_max` is
 budget in milliseconds, applied only when a policy sets it, since an absolute figure measures
 the node as much as the model. The defaults set only the ratio: on a node whose CPUs are
 shared, a fixed budget refused good first models.
+
+`slices` looks inside the test rows (`ctloop.components.evaluate.slices` computes the figures
+and `ctloop.components.gate.slice_checks` judges them): a model can be good overall and bad
+for one group. `categorical` columns make a group of each value, `numeric` ones (column ->
+number of bins, >= 2) are cut at the test rows' quantiles, the champion's rows at the same cut
+points; missing values are a group of their own. Every group of at least `min_rows` rows
+(default 30) must meet `thresholds` and not regress against the champion's same group beyond
+`champion_comparison`; their metrics are those of `SLICE_METRICS`. `max_gap` bounds, per
+slice column, the largest difference between its judged groups in true-positive rate (equal
+opportunity), false-positive rate or selection rate (demographic parity), each in [0, 1]. The
+evaluation must be given the same policy, so that it slices the columns the gate judges.
 """
 
 from __future__ import annotations
@@ -39,7 +58,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ctloop.components.json_parameter import (
@@ -61,6 +80,13 @@ DEFAULT_GATE_POLICY: dict[str, dict[str, Any]] = {
     },
 }
 """Default policy per task, as the JSON a pipeline parameter carries (`json.dumps` it)."""
+
+
+SLICE_METRICS = ("roc_auc", "accuracy", "tpr", "fpr", "selection_rate")
+"""What a slice's `thresholds` and `champion_comparison` may name: the figures of each group."""
+GAP_METRICS = ("tpr", "fpr", "selection_rate")
+"""What `max_gap` may bound: rates whose difference between groups is a fairness measure."""
+DEFAULT_MIN_SLICE_ROWS = 30
 
 
 class GatePolicyError(ValueError):
@@ -94,15 +120,40 @@ class LatencyRule:
 
 
 @dataclass(frozen=True)
+class SlicePolicy:
+    """Which columns to slice and what each group, and the gap between groups, must meet."""
+
+    categorical: tuple[str, ...] = ()
+    numeric: dict[str, int] = field(default_factory=dict)
+    min_rows: int = DEFAULT_MIN_SLICE_ROWS
+    thresholds: dict[str, Bounds] = field(default_factory=dict)
+    champion_comparison: dict[str, ChampionRule] = field(default_factory=dict)
+    max_gap: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every slice column, categorical ones first."""
+        return (*self.categorical, *self.numeric)
+
+    def to_json(self) -> dict[str, Any]:
+        """The section as parsed (defaults filled in), as the evaluation records it."""
+        document = asdict(self)
+        document["categorical"] = list(self.categorical)
+        return document
+
+
+@dataclass(frozen=True)
 class GatePolicy:
     """A parsed, checked gate policy."""
 
     thresholds: dict[str, Bounds]
     champion_comparison: dict[str, ChampionRule]
     latency: LatencyRule | None = None
+    slices: SlicePolicy | None = None
 
 
-_SECTIONS = ("thresholds", "champion_comparison", "latency")
+_SECTIONS = ("thresholds", "champion_comparison", "latency", "slices")
+_SLICE_KEYS = ("categorical", "numeric", "min_rows", "thresholds", "champion_comparison", "max_gap")
 _DIRECTIONS = ("higher", "lower")
 _LATENCY_KEYS = ("max_ratio_to_champion", "median_ms_max")
 
@@ -149,7 +200,78 @@ def parse_gate_policy(text: str, task: str | None = None) -> GatePolicy:
             ),
             median_ms_max=_number(section, "median_ms_max", "latency", minimum=0.0),
         )
-    return GatePolicy(thresholds=thresholds, champion_comparison=comparison, latency=latency)
+    slices = None
+    if "slices" in root:
+        if task == "regression":
+            raise GatePolicyError("'slices' judge binary classifiers only; the task is regression")
+        slices = _slice_policy(root["slices"])
+    return GatePolicy(
+        thresholds=thresholds, champion_comparison=comparison, latency=latency, slices=slices
+    )
+
+
+def _slice_policy(value: Any) -> SlicePolicy:
+    section = json_object(value, "'slices'", GatePolicyError)
+    reject_unknown_keys(section, _SLICE_KEYS, "'slices'", GatePolicyError)
+    categorical = section.get("categorical", [])
+    if not isinstance(categorical, list) or not all(isinstance(c, str) and c for c in categorical):
+        raise GatePolicyError(
+            f"slices.categorical = {json.dumps(categorical)} must be a list of column names"
+        )
+    numeric = {
+        column: _count(bins, f"slices.numeric.{column}", minimum=2)
+        for column, bins in json_object(
+            section.get("numeric", {}), "slices.numeric", GatePolicyError
+        ).items()
+    }
+    columns = [*categorical, *numeric]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise GatePolicyError(f"slices: column(s) {repeated} named more than once")
+    if not columns:
+        raise GatePolicyError("'slices' names no column: give 'categorical' or 'numeric'")
+    rules = {}
+    for key in ("thresholds", "champion_comparison"):
+        rules[key] = json_object(section.get(key, {}), f"slices.{key}", GatePolicyError)
+        reject_unknown_keys(rules[key], SLICE_METRICS, f"slices.{key}", GatePolicyError)
+    return SlicePolicy(
+        categorical=tuple(categorical),
+        numeric=numeric,
+        min_rows=_count(section.get("min_rows", DEFAULT_MIN_SLICE_ROWS), "slices.min_rows"),
+        thresholds={m: _bounds(m, r, "slices.thresholds") for m, r in rules["thresholds"].items()},
+        champion_comparison={
+            m: _champion_rule(m, r, "slices.champion_comparison")
+            for m, r in rules["champion_comparison"].items()
+        },
+        max_gap=_max_gaps(section.get("max_gap", {}), columns),
+    )
+
+
+def _max_gaps(value: Any, columns: list[str]) -> dict[str, dict[str, float]]:
+    section = json_object(value, "slices.max_gap", GatePolicyError)
+    unsliced = [column for column in section if column not in columns]
+    if unsliced:
+        raise GatePolicyError(
+            f"slices.max_gap names column(s) {unsliced} that are not slice columns; "
+            f"slice columns: {', '.join(columns)}"
+        )
+    gaps = {}
+    for column, bounds in section.items():
+        where = f"slices.max_gap.{column}"
+        bounds = json_object(bounds, where, GatePolicyError)
+        reject_unknown_keys(bounds, GAP_METRICS, where, GatePolicyError)
+        gaps[column] = {
+            metric: json_number(bound, f"{where}.{metric}", GatePolicyError, low=0.0, high=1.0)
+            for metric, bound in bounds.items()
+        }
+    return gaps
+
+
+def _count(value: Any, where: str, *, minimum: int = 1) -> int:
+    """A whole number of at least `minimum` (true and 2.5 are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GatePolicyError(f"{where} = {json.dumps(value)} must be a whole number >= {minimum}")
+    return value
 
 
 def _number(
@@ -167,8 +289,8 @@ def _number(
     )
 
 
-def _bounds(metric: str, rule: Any) -> Bounds:
-    where = f"thresholds.{metric}"
+def _bounds(metric: str, rule: Any, section: str = "thresholds") -> Bounds:
+    where = f"{section}.{metric}"
     rule = json_object(rule, where, GatePolicyError)
     reject_unknown_keys(rule, ("min", "max"), where, GatePolicyError)
     bounds = Bounds(min=_number(rule, "min", where), max=_number(rule, "max", where))
@@ -179,8 +301,8 @@ def _bounds(metric: str, rule: Any) -> Bounds:
     return bounds
 
 
-def _champion_rule(metric: str, rule: Any) -> ChampionRule:
-    where = f"champion_comparison.{metric}"
+def _champion_rule(metric: str, rule: Any, section: str = "champion_comparison") -> ChampionRule:
+    where = f"{section}.{metric}"
     rule = json_object(rule, where, GatePolicyError)
     reject_unknown_keys(
         rule, ("direction", "max_regression", "max_regression_relative"), where, GatePolicyError
