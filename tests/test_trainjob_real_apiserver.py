@@ -11,6 +11,7 @@ which a 1.20 API server does not know (see SOURCE.md there).
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -360,6 +361,32 @@ def test_a_failed_job_is_one_error_with_the_reason_and_the_workers_state(
         filter_string=f"tags.`ctloop.trainjob` = '{space.namespace}/churn-train'",
     )
     assert run.info.status == "FAILED"
+
+
+def test_a_stopped_step_deletes_its_job_and_says_so(space, tracking_uri, validation_table):
+    """Cancelling a KFP run deletes the step's pod: its process gets SIGTERM. The job, which
+    nothing else owns, must not keep its nodes; the step exits as a stopped step does."""
+    request = space.request()
+    seen = []
+    before = signal.getsignal(signal.SIGTERM)
+
+    def controller(line: str) -> None:
+        seen.append(line)
+        if len(seen) == 1:  # the job is created and running: KFP cancels the run
+            space.write_status(request.name, ("Created", "JobsCreationSucceeded", "ok"), active=2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as stopped:
+        run_step(space, request, tracking_uri, validation_table, controller)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert cluster.get_trainjob(space.api, request.name, space.namespace) is None
+    assert seen[-1] == f"TrainJob {space.namespace}/churn-train: deleted, the step got SIGTERM"
+    [run] = mlflow.MlflowClient(tracking_uri).search_runs(
+        [mlflow.get_experiment_by_name("distributed").experiment_id],
+        filter_string=f"tags.`ctloop.trainjob` = '{space.namespace}/churn-train'",
+    )
+    assert run.info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_job_that_runs_out_of_time_is_deleted(space):

@@ -3,9 +3,9 @@
 Every request goes through `ctloop.components.deploy.api_client` (a timeout on each, a failure
 as one line naming the endpoint). The verbs, which the step's Role must grant: get, create and
 delete on `trainer.kubeflow.org/trainjobs` (delete only to free the nodes of a job that ran out
-of time), list on `pods` and get on `pods/log` (the workers' state and last log lines, for the
-failure message). The job is followed by polling GETs, as the deploy step follows an
-InferenceService, so no watch is needed.
+of time or whose step was stopped), list on `pods` and get on `pods/log` (the workers' state
+and last log lines, for the failure message). The job is followed by polling GETs, as the
+deploy step follows an InferenceService, so no watch is needed.
 
 What Kubeflow Trainer writes, read here: `status.conditions` of type `Complete` or `Failed`
 with status "True" end the job (reason and message say why); `status.jobsStatus` counts the
@@ -13,12 +13,19 @@ JobSet's child Jobs (active, ready, succeeded, failed), shown as progress. The w
 the JobSet's: labelled `jobset.sigs.k8s.io/jobset-name=<TrainJob name>` and
 `jobset.sigs.k8s.io/replicatedjob-name=node`, container `node`, their rank in
 `batch.kubernetes.io/job-completion-index`.
+
+A stopped step stops its job (`deleted_when_stopped`): cancelling a KFP run deletes the step's
+pod, whose process gets SIGTERM, and the TrainJob, which nothing else owns, would otherwise
+keep its GPU nodes to the end of training.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kubernetes import client
 
@@ -106,8 +113,9 @@ def _same_job(current: dict, manifest: dict) -> bool:
     )
 
 
-def delete_trainjob(api: client.CustomObjectsApi, name: str, namespace: str) -> None:
-    """Delete the TrainJob and, through owner references, its JobSet and pods."""
+def delete_trainjob(api: client.CustomObjectsApi, name: str, namespace: str) -> bool:
+    """Delete the TrainJob and, through owner references, its JobSet and pods; False when
+    there was none."""
     body = client.V1DeleteOptions(propagation_policy="Background")
     delete = api.delete_namespaced_custom_object
     try:
@@ -115,6 +123,61 @@ def delete_trainjob(api: client.CustomObjectsApi, name: str, namespace: str) -> 
     except KubernetesApiError as error:
         if error.status != 404:
             raise
+        return False
+    return True
+
+
+class _Stopped(BaseException):
+    """Raised by the signal handler, so that the job is deleted outside it (a BaseException:
+    no `except Exception` on the way may swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def deleted_when_stopped(
+    api: client.CustomObjectsApi,
+    name: str,
+    namespace: str,
+    report: Callable[[str], None] = print,
+) -> Iterator[None]:
+    """Around creating and following the TrainJob: SIGTERM or SIGINT deletes it, says so in a
+    line to `report`, then goes to the handler that was there before (the MLflow run's, which
+    ends the run KILLED and exits), or exits with the shell's code for the signal.
+
+    Further signals are ignored while the job is deleted, so the deletion is not cut short.
+    Signals reach only the main thread: elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    stopping = (signal.SIGTERM, signal.SIGINT)
+    previous = {number: signal.signal(number, stop) for number in stopping}
+    try:
+        yield
+    except _Stopped as stopped:
+        for number in stopping:
+            signal.signal(number, signal.SIG_IGN)
+        where, why = f"TrainJob {namespace}/{name}", signal.Signals(stopped.signum).name
+        try:
+            deleted = delete_trainjob(api, name, namespace)
+            report(f"{where}: {'deleted' if deleted else 'not there'}, the step got {why}")
+        except KubernetesApiError as error:
+            report(f"{where}: the step got {why}, could not delete it, it may still run: {error}")
+        handler = previous[stopped.signum]
+        signal.signal(stopped.signum, handler)
+        if callable(handler):
+            handler(stopped.signum, None)
+        raise SystemExit(128 + stopped.signum) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def ended(trainjob: dict) -> str | None:

@@ -9,9 +9,10 @@ the boosting moves: into the workers of a Kubeflow Trainer TrainJob
 location, from where it is brought back here.
 
 The MLflow run is open while the job runs, so a job that fails leaves a FAILED run, as a
-failing one-process step does. Hyperparameters and the profile are checked before the run
-is created and before the TrainJob is: bad input leaves nothing behind in MLflow or the
-cluster.
+failing one-process step does. A step stopped while the job runs (a cancelled KFP run deletes
+its pod: SIGTERM) deletes the job, leaves a KILLED run and exits 143. Hyperparameters and the
+profile are checked before the run is created and before the TrainJob is: bad input leaves
+nothing behind in MLflow or the cluster.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ from ctloop.components.train.training_run import (
     log_trained_model,
     training_tags,
 )
-from ctloop.components.trainjob.cluster import create_trainjob, wait_for_trainjob
+from ctloop.components.trainjob.cluster import (
+    create_trainjob,
+    deleted_when_stopped,
+    wait_for_trainjob,
+)
 from ctloop.components.trainjob.trainjob import TrainJobRequest, desired_trainjob
 
 
@@ -62,6 +67,7 @@ def run_distributed_training(
     Raises:
         TrainJobFailed, TrainJobTimeout: the job failed or ran out of time (the message has
             the reason and the workers' last log lines).
+        SystemExit: SIGTERM or SIGINT while the job ran; the job is deleted.
     """
     profile = check_profile(profile)
     params = parse_hyperparameters(request.hyperparameters, profile["task"])
@@ -80,11 +86,17 @@ def run_distributed_training(
         params={**params, "device": request.device, "features": len(schema.features), **nodes},
         artifact_location=artifact_location,
     ) as run:
-        _, action = create_trainjob(api, manifest)
-        report(f"{where}: {action} (runtime {request.runtime}, {request.num_nodes} node(s))")
-        wait_for_trainjob(
-            api, request.name, request.namespace, timeout_s=timeout_s, poll_s=poll_s, report=report
-        )
+        with deleted_when_stopped(api, request.name, request.namespace, report):
+            _, action = create_trainjob(api, manifest)
+            report(f"{where}: {action} (runtime {request.runtime}, {request.num_nodes} node(s))")
+            wait_for_trainjob(
+                api,
+                request.name,
+                request.namespace,
+                timeout_s=timeout_s,
+                poll_s=poll_s,
+                report=report,
+            )
         published = read_published_model(request.output_uri, model_dir)
         result = published.result
         model_uri = log_trained_model(
