@@ -12,7 +12,7 @@ import os
 import sys
 
 from ctloop import __version__
-from ctloop.pipelines import cli_models, cli_pipelines, cli_rollout
+from ctloop.pipelines import cli_audit, cli_models, cli_pipelines, cli_rollout
 
 # In the order `ctloop --help` lists them.
 _COMMANDS = (
@@ -26,6 +26,7 @@ _COMMANDS = (
     cli_models.add_drift,
     cli_rollout.add_shadow_analysis,
     cli_rollout.add_ab_analysis,
+    cli_audit.add_commands,
     cli_pipelines.add_demo,
 )
 

@@ -77,7 +77,7 @@ def log_record(tracking_uri: str, record: DecisionRecord) -> str:
         mlflow_client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    return _asking(tracking_uri, f"log the {record.kind} decision {record.id}", log)
+    return ask_mlflow(tracking_uri, f"log the {record.kind} decision {record.id}", log)
 
 
 def records_for(
@@ -93,8 +93,17 @@ def records_for(
         DecisionStoreError: the tracking server failed or did not answer.
         DecisionRecordError: a stored record is not a valid record (names the run).
     """
+    return [record for _, record in logged_records_for(tracking_uri, registered_model, version)]
 
-    def search() -> list[DecisionRecord]:
+
+def logged_records_for(
+    tracking_uri: str, registered_model: str, version: str | None = None
+) -> list[tuple[int, DecisionRecord]]:
+    """`records_for`, each with when it was logged (MLflow's run start, in milliseconds): a
+    record's own time has whole seconds, too coarse to order it among the registry's events of
+    the same second (a gate and the registration it allowed)."""
+
+    def search() -> list[tuple[int, DecisionRecord]]:
         mlflow_client = mlflow_registry.client(tracking_uri)
         experiment = mlflow_client.get_experiment_by_name(DECISIONS_EXPERIMENT)
         if experiment is None:
@@ -112,13 +121,16 @@ def records_for(
             for run in _finished_runs(mlflow_client, experiment.experiment_id, filter_string):
                 runs[run.info.run_id] = run
         ordered = sorted(runs.values(), key=lambda run: (run.info.start_time, run.info.run_id))
-        return [_download_record(mlflow_client, tracking_uri, run.info.run_id) for run in ordered]
+        return [
+            (run.info.start_time, _download_record(mlflow_client, tracking_uri, run.info.run_id))
+            for run in ordered
+        ]
 
     where = registered_model if version is None else f"{registered_model} version {version}"
-    records = _asking(tracking_uri, f"read the decisions about {where}", search)
-    # By decision time (whole seconds), then as logged: one step's records, taken within a
-    # second, keep their order.
-    return sorted(records, key=lambda record: record.time)
+    logged = ask_mlflow(tracking_uri, f"read the decisions about {where}", search)
+    # By decision time, then as logged: one step's records, taken within a second, keep their
+    # order, and a record logged later than it was taken still sorts by when it was taken.
+    return sorted(logged, key=lambda pair: pair[1].time)
 
 
 def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:
@@ -145,7 +157,7 @@ def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:
             f"{DECISIONS_EXPERIMENT!r} at {tracking_uri}"
         )
 
-    return _asking(tracking_uri, f"read the decision {wanted}", find)
+    return ask_mlflow(tracking_uri, f"read the decision {wanted}", find)
 
 
 def _tags(record: DecisionRecord) -> dict[str, str]:
@@ -244,13 +256,12 @@ def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionR
         return parse_record(Path(path).read_text(), where)
 
 
-def _asking(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
-    """`call()`, with MLflow's failures of the server (refused, timed out, 5xx) as one
-    DecisionStoreError; our own bad-input errors pass through."""
+def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
+    """`call()`, with MLflow's failures (refused, timed out, an error answer) as one
+    DecisionStoreError that says what was being done and where; other errors pass through.
+    Shared by the readers of a model's history, so every MLflow failure reads alike."""
     try:
         return call()
-    except (DecisionRecordError, DecisionNotFoundError):
-        raise
     except MlflowException as error:
         message = error.message.splitlines()[0] if error.message else str(error)
         raise DecisionStoreError(
