@@ -1,9 +1,10 @@
-"""KFP components of the registry family: register a blessed model, record a rejection."""
+"""KFP components of the registry family: register a blessed model, record a rejection, write
+a registered version's model card."""
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input
+from kfp.dsl import Artifact, Input, Markdown, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -95,3 +96,58 @@ def record_rejection(run_id: str, failures: str, mlflow_tracking_uri: str) -> Na
             }
         ),
     )
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def write_model_card(
+    evaluation: Input[Artifact],
+    gate_record: Input[Artifact],
+    reference_profile: Input[Artifact],
+    model_version: str,
+    registered_model_name: str,
+    run_id: str,
+    mlflow_tracking_uri: str,
+    model_card: Output[Markdown],
+    intended_use: str = "",
+) -> NamedTuple("ModelCardOutputs", card_uri=str):
+    """Write the model card of a registered version, for people (Markdown) and tools (JSON).
+
+    The card says what the model is for, the training data (rows, features, label balance,
+    data hash), the metrics overall and per slice, the fairness gaps and the gate's decision,
+    its limitations (slices too small to judge, categories never seen in training) and its
+    lineage (the version's tags). The JSON is logged on the version's MLflow run as
+    `model_card/model_card.json`, and the version's `ctloop.model_card` tag points at it.
+
+    Args:
+        evaluation: The evaluation the gate decided on.
+        gate_record: The quality gate's decision record.
+        reference_profile: The training data's reference profile.
+        model_version: The registered version.
+        registered_model_name: Name in the MLflow model registry.
+        run_id: The MLflow run the version was registered from.
+        mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        model_card: The card as Markdown, for the UI.
+        intended_use: What the model is for and not for, in a sentence or two.
+
+    Returns:
+        card_uri: Where the JSON card is (`runs:/<run>/model_card/model_card.json`).
+    """
+    from ctloop.components.registry.model_card import read_card_inputs, run_model_card
+
+    documents = read_card_inputs(
+        evaluation=evaluation.path,
+        gate_record=gate_record.path,
+        reference_profile=reference_profile.path,
+    )
+    _, markdown, uri = run_model_card(
+        mlflow_tracking_uri,
+        registered_model_name,
+        model_version,
+        run_id=run_id,
+        intended_use=intended_use,
+        **documents,
+    )
+    with open(model_card.path, "w") as handle:
+        handle.write(markdown)
+    model_card.metadata["display_name"] = f"Model card: {registered_model_name} v{model_version}"
+    return (uri,)
