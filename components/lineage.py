@@ -128,11 +128,7 @@ def pipeline_version(run_id: str, kfp_host: str) -> dict[str, str]:
         return {"unknown": "no KFP run id to ask about"}
     import kfp_server_api
 
-    from ctloop.components.kfp_api_client import (
-        KfpConnectionError,
-        KfpTimeoutSettingError,
-        api_client,
-    )
+    from ctloop.components.kfp_api_client import KfpConnectionError, api_client
 
     try:
         with api_client(kfp_host) as client:
@@ -150,7 +146,8 @@ def pipeline_version(run_id: str, kfp_host: str) -> dict[str, str]:
             )
     except kfp_server_api.ApiException as error:
         return {"unknown": f"KFP API at {kfp_host}: HTTP {error.status} {error.reason}"}
-    except (KfpConnectionError, KfpTimeoutSettingError) as error:
+    except (KfpConnectionError, ValueError) as error:
+        # ValueError: a bad CTLOOP_KFP_TIMEOUT_S, or an answer the client cannot read.
         return {"unknown": str(error)}
     return {
         "id": reference.pipeline_version_id,

@@ -182,6 +182,10 @@ def test_an_unreachable_kfp_api_leaves_the_pipeline_version_unknown_instead_of_f
         "unknown": f"KFP API at {endpoint.url}: no answer within 0.5 s "
         "(CTLOOP_KFP_TIMEOUT_S sets the limit)"
     }
+    monkeypatch.setenv("CTLOOP_KFP_TIMEOUT_S", "soon")
+    assert lineage.pipeline_version("r-1", closed) == {
+        "unknown": "CTLOOP_KFP_TIMEOUT_S='soon': expected a positive number of seconds"
+    }
 
 
 def test_without_a_host_or_a_run_nothing_is_asked_and_the_reason_is_recorded():
