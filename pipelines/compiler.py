@@ -99,9 +99,30 @@ def compile_vertex(
     output_dir: str | Path, image: str = DEFAULT_IMAGE, placement: VertexPlacement | None = None
 ) -> list[Path]:
     """Write `vertex/training.yaml`: the training pipeline with its train step a Vertex AI
-    CustomJob on `placement`'s machine, every other task as for Kubeflow; return the path."""
+    CustomJob on `placement`'s machine, every other task as for Kubeflow; return the path.
+
+    Vertex AI has no Kubeflow Trainer, so the pipeline is built without the TrainJob branch
+    and declares none of the parameters only that branch read (`trainer`, `trainjob_*`): a
+    Vertex run given one is refused when it is submitted, before anything runs (the Vertex AI
+    SDK: "The pipeline parameter trainer is not found in the pipeline job input
+    definitions."), instead of loading and splitting the data for a step that cannot create
+    a TrainJob there.
+    """
+    from google.protobuf import json_format
+
     path = Path(output_dir) / "vertex" / "training.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_training_pipeline(image, placement or VertexPlacement())
+    pipeline = build_training_pipeline(image, placement or VertexPlacement(), trainjob=False)
+    root = pipeline.pipeline_spec.root
+    read: set[str] = set()
+    pending = [json_format.MessageToDict(root.dag)]
+    while pending:  # every task input, nested ones included, that names a pipeline parameter
+        node = pending.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict) and "componentInputParameter" in node:
+            read.add(node["componentInputParameter"])
+        pending.extend(child for child in children if isinstance(child, dict | list))
+    for name in sorted(set(root.input_definitions.parameters) - read):
+        del root.input_definitions.parameters[name]
     compiler.Compiler().compile(pipeline, str(path))
     return [path]

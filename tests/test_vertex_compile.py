@@ -3,7 +3,9 @@
 Checked on the compiled YAML, against the Kubeflow compilation of the same source: the train
 step becomes a Vertex AI CustomJob whose worker pool runs the very same container command on
 the machine and accelerator asked for; every other task, and the gate that guards register
-and deploy, is the same; nothing Kubernetes-specific is emitted.
+and deploy, is the same as in the one-pod Kubeflow build (Vertex AI has no Kubeflow Trainer:
+no TrainJob branch, and none of its parameters, so the Vertex AI SDK refuses a run that asks
+for one); nothing Kubernetes-specific is emitted.
 """
 
 import copy
@@ -11,32 +13,42 @@ import hashlib
 import json
 
 import pytest
-from kfp import dsl
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import aiplatform
+from kfp import compiler, dsl
 
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_vertex
-from ctloop.pipelines.placement import VertexPlacement
+from ctloop.pipelines.placement import GpuPlacement, VertexPlacement
+from ctloop.pipelines.training import build_training_pipeline
 from tests.compiled_spec import pipeline_spec, tasks_under_condition
 
 TRAIN = "train-model"
 PASSED = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
-SINGLE = "inputs.parameter_values['pipelinechannel--trainer'] == 'single'"
+TRAINJOB_PARAMETERS = {"trainer", "trainjob_output_uri", "trainjob_nodes", "trainjob_gpus_per_node"}
 
 
 @pytest.fixture(scope="module")
 def compiled(compiled_pipelines, tmp_path_factory) -> dict[str, dict]:
     [vertex] = compile_vertex(tmp_path_factory.mktemp("vertex"))
+    one_pod = tmp_path_factory.mktemp("one-pod") / "training.yaml"
+    pipeline = build_training_pipeline(DEFAULT_IMAGE, GpuPlacement(), trainjob=False)
+    compiler.Compiler().compile(pipeline, str(one_pod))
     return {
         "kfp": pipeline_spec(compiled_pipelines / "pipelines" / "training.yaml"),
+        "kfp-one-pod": pipeline_spec(one_pod),
         "vertex": pipeline_spec(vertex),
+        "vertex-path": vertex,
     }
 
 
 def _train_branch(spec: dict) -> dict:
-    """The DAG of the branch holding the train task (the one-pod trainer's)."""
+    """The DAG holding the train task (the one-pod trainer's): a branch, or the root."""
     [dag] = [
-        c["dag"] for c in spec["components"].values() if TRAIN in c.get("dag", {}).get("tasks", {})
+        c["dag"]
+        for c in [spec["root"], *spec["components"].values()]
+        if TRAIN in c.get("dag", {}).get("tasks", {})
     ]
     return dag
 
@@ -75,7 +87,7 @@ def test_custom_job_runs_the_same_train_command_as_kubeflow(compiled):
 
 
 def test_train_task_keeps_its_name_inputs_and_outputs(compiled):
-    kfp_task = _train_branch(compiled["kfp"])["tasks"][TRAIN]
+    kfp_task = _train_branch(compiled["kfp-one-pod"])["tasks"][TRAIN]
     vertex_task = _train_branch(compiled["vertex"])["tasks"][TRAIN]
     kfp_outputs = compiled["kfp"]["components"][f"comp-{TRAIN}"]["outputDefinitions"]
     vertex_outputs = compiled["vertex"]["components"][f"comp-{TRAIN}"]["outputDefinitions"]
@@ -93,12 +105,54 @@ def test_gate_still_guards_register_and_deploy(compiled):
     assert guarded["register-model"] == PASSED
     assert guarded["ctloop-rollout"] == PASSED
     assert guarded["record-rejection"].startswith("!(") and PASSED in guarded["record-rejection"]
-    assert guarded[TRAIN] == SINGLE
-    assert guarded == tasks_under_condition(compiled["kfp"])
+    assert TRAIN not in guarded  # one trainer: no branch to pick it
+    assert guarded == tasks_under_condition(compiled["kfp-one-pod"])
+
+
+def test_the_trainjob_branch_and_its_parameters_are_left_out(compiled):
+    """Vertex AI has no Kubeflow Trainer: nothing of the TrainJob trainer is compiled."""
+    vertex, kfp = compiled["vertex"], compiled["kfp"]
+    assert "exec-train-model-distributed" in kfp["deploymentSpec"]["executors"]
+    assert "exec-train-model-distributed" not in vertex["deploymentSpec"]["executors"]
+    parameters = vertex["root"]["inputDefinitions"]["parameters"]
+    kfp_parameters = kfp["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == set(kfp_parameters) - TRAINJOB_PARAMETERS
+    assert TRAINJOB_PARAMETERS <= set(kfp_parameters)
+    assert parameters == {name: kfp_parameters[name] for name in parameters}
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{"trainer": "trainjob"}, {"trainer": "single"}, {"trainjob_nodes": 4}],
+    ids=["trainjob", "single", "nodes"],
+)
+def test_a_vertex_run_asking_for_the_trainjob_trainer_is_refused_when_submitted(compiled, asked):
+    """With the Vertex AI SDK, as a user submits the compiled file: refused before any
+    request (it used to be accepted, then fail in the TrainJob step after the split)."""
+    [name] = asked
+
+    def submit(parameter_values: dict) -> aiplatform.PipelineJob:
+        return aiplatform.PipelineJob(
+            display_name="churn",
+            template_path=str(compiled["vertex-path"]),
+            pipeline_root="gs://lake/pipeline-root",
+            parameter_values=parameter_values,
+            project="ctloop-test",
+            location="us-central1",
+            credentials=AnonymousCredentials(),
+        )
+
+    submit({"data_uri": "gs://lake/churn.parquet"})  # the same run without it is accepted
+    with pytest.raises(
+        ValueError, match=f"^The pipeline parameter {name} is not found in the pipeline job input"
+    ):
+        submit({"data_uri": "gs://lake/churn.parquet", **asked})
 
 
 def test_every_other_task_is_unchanged(compiled):
-    kfp, vertex = copy.deepcopy(compiled["kfp"]), copy.deepcopy(compiled["vertex"])
+    kfp, vertex = copy.deepcopy(compiled["kfp-one-pod"]), copy.deepcopy(compiled["vertex"])
+    for parameter in TRAINJOB_PARAMETERS:  # declared by the Kubeflow build alone
+        del kfp["root"]["inputDefinitions"]["parameters"][parameter]
     for spec in (kfp, vertex):
         del _train_branch(spec)["tasks"][TRAIN]
         del spec["components"][f"comp-{TRAIN}"]
