@@ -79,7 +79,12 @@ def desired_stage(stage: str, *, labels: dict | None = None, **arguments) -> lis
     newly built predictor as in `desired_inference_service`. `labels` (team, project,
     cost-center, ...) go on the service's metadata in every manifest of every stage, the
     current service's own labels kept beside them, so cost tools group its spend whichever
-    stage last changed it.
+    stage last changed it. The metadata is enough to reach the pods, which is where cost tools
+    read labels: KServe's controller puts the InferenceService's labels on every predictor pod
+    it makes (`buildObjectMeta` in its predictor reconciler, kserve 0.20), through the Knative
+    revision template in Serverless mode (less its `serviceLabelDisallowedList` keys, which it
+    strips from `spec.predictor.labels` alike) and the Deployment's pod template in Standard
+    mode, `spec.canary[]` Deployments included (built from a copy of the service).
 
     Raises:
         DeploymentError: an unknown stage; shadow or A/B on a runtime other than ctloop's;
