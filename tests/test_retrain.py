@@ -220,6 +220,8 @@ def test_every_trigger_that_fired_is_named():
         ({"labelled_rows": -1}, r"labelled_rows -1: expected 0 or more rows"),
         ({"min_new_labelled_rows": 2.5}, r"min_new_labelled_rows 2.5: expected a whole number"),
         ({"labelled_rows": "10"}, r"labelled_rows '10': expected a whole number"),
+        ({"labelled_rows": float("nan")}, r"labelled_rows nan: expected a whole number"),
+        ({"performance_alert": "false"}, r"performance_alert 'false': expected true or false"),
     ],
 )
 def test_a_bad_row_count_is_refused_naming_it(arguments, message):

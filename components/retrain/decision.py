@@ -23,6 +23,7 @@ The monitoring pipeline branches on the route at the pipeline level (`dsl.If` / 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ class RetrainModeError(ValueError):
 
 
 class RouteInputError(ValueError):
-    """A row count that is negative or not a whole number, or a record lacking an input."""
+    """A row count that is negative or not a whole number, a flag that is not a bool, or a
+    record lacking an input."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,14 @@ def retraining_route(
 
     Raises:
         RetrainModeError: a mode not in `RETRAIN_MODES`.
-        RouteInputError: a negative or fractional row count.
+        RouteInputError: a negative or fractional row count, or a flag that is not a bool.
     """
     if mode not in RETRAIN_MODES:
         raise RetrainModeError(f"retrain_mode {mode!r}: expected one of {RETRAIN_MODES}")
     labelled_rows = _row_count(labelled_rows, "labelled_rows")
     min_new_labelled_rows = _row_count(min_new_labelled_rows, "min_new_labelled_rows")
-    drift_detected, performance_alert = bool(drift_detected), bool(performance_alert)
+    drift_detected = _flag(drift_detected, "drift_detected")
+    performance_alert = _flag(performance_alert, "performance_alert")
     enough_rows = 0 < min_new_labelled_rows <= labelled_rows
     fired = {"drift": drift_detected, "performance": performance_alert, "data_volume": enough_rows}
     triggers = tuple(name for name in TRIGGERS if fired[name])
@@ -117,10 +120,22 @@ def retraining_route(
     )
 
 
+def _flag(value: Any, name: str) -> bool:
+    """`value` if it is a bool: a record's "false" (a string) must not read as true."""
+    if not isinstance(value, bool):
+        raise RouteInputError(f"{name} {value!r}: expected true or false")
+    return value
+
+
 def _row_count(value: Any, name: str) -> int:
     """`value` as a row count; a float that is whole is accepted (kfp.local hands integers
     collected from other tasks over as floats)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
         raise RouteInputError(f"{name} {value!r}: expected a whole number of rows")
     if value < 0:
         raise RouteInputError(f"{name} {value!r}: expected 0 or more rows")
