@@ -13,7 +13,10 @@ from kfp.dsl import HTML, Artifact, Metrics
 
 from ctloop.components.batch_scoring.component import score_dataset
 from ctloop.components.data.component import load_dataset, validate_dataset
+from ctloop.components.decisions.record import read_record
+from ctloop.components.decisions.store import records_for
 from ctloop.components.drift.component import monitor_drift
+from ctloop.components.drift.monitor import replay_drift
 from tests.registered_champion import churn_champion
 
 pytestmark = pytest.mark.e2e
@@ -22,9 +25,12 @@ pytestmark = pytest.mark.e2e
 class DriftOutputs(NamedTuple):
     drift_detected: bool
     drift_share: float
+    performance_alert: bool
+    labelled_rows: int
     metrics: Metrics
     report: HTML
     drift: Artifact
+    record: Artifact
 
 
 def _outputs(drift) -> DriftOutputs:
@@ -65,6 +71,9 @@ def drift_of_champion_scores(
         predictions=scored.outputs["predictions"],
         target="churn",
         baseline_metrics=baseline,
+        registered_model_name="churn",
+        model_version="1",
+        mlflow_tracking_uri=tracking_uri,
     )
     return _outputs(drift)
 
@@ -139,6 +148,14 @@ def test_champion_scores_on_a_fresh_window_do_not_drift_and_quality_is_compared(
     assert outputs["metrics"].metadata["roc_auc_change"] == pytest.approx(
         performance["roc_auc_change"]
     )
+    # The champion's profile predates calibrations: no estimate, no alert, and said so.
+    assert outputs["performance_alert"] is False
+    assert outputs["labelled_rows"] == champion.current.num_rows
+    assert "no calibration" in figures["estimate"]["skipped"]
+    record = read_record(outputs["record"].path)
+    assert record.kind == "drift" and record.outcome["drift_detected"] is False
+    assert replay_drift(record.inputs, record.policy) == (record.outcome, record.reasons)
+    assert [logged.id for logged in records_for(champion.tracking_uri, "churn", "1")] == [record.id]
 
 
 def _telco(tmp_path: Path) -> Path:

@@ -57,11 +57,47 @@ def _window(table: pa.Table, profile: dict):
         ('{"include_prediction": "yes"}', 'include_prediction = "yes" must be true or false'),
         ('{"all_missing_drifts": 1}', "all_missing_drifts = 1 must be true or false"),
         ('{"default": {"psi": true}}', "default.psi = true must be a finite number"),
+        ('{"performance": []}', "performance must be a JSON object"),
+        (
+            '{"performance": {"estimated_auc": {"min": 0.7}}}',
+            r"performance has unknown key\(s\) \['estimated_auc'\]; allowed: estimated_roc_auc",
+        ),
+        (
+            '{"performance": {"estimated_roc_auc": {"floor": 0.7}}}',
+            r"performance.estimated_roc_auc has unknown key\(s\) \['floor'\]; allowed: min, max",
+        ),
+        ('{"performance": {"estimated_accuracy": {}}}', "estimated_accuracy needs a min or a max"),
+        (
+            '{"performance": {"estimated_roc_auc": {"min": 1.2}}}',
+            r"performance.estimated_roc_auc.min = 1.2 must be in \[0, 1\]",
+        ),
+        (
+            '{"performance": {"estimated_roc_auc": {"min": 0.8, "max": 0.7}}}',
+            "min 0.8 is above max 0.7",
+        ),
+        (
+            '{"performance": {"max_drop": {"f1": 0.1}}}',
+            r"performance.max_drop has unknown key\(s\) \['f1'\]",
+        ),
+        (
+            '{"performance": {"max_drop": {"roc_auc": -0.1}}}',
+            r"performance.max_drop.roc_auc = -0.1 must be in \[0, inf\]",
+        ),
     ],
 )
 def test_policy_errors_name_key_value_and_rule(text, message):
     with pytest.raises(DriftPolicyError, match=message):
         parse_drift_policy(text)
+
+
+def test_the_performance_section_bounds_estimates_and_drops():
+    policy = parse_drift_policy(
+        '{"performance": {"estimated_roc_auc": {"min": 0.7}, "estimated_log_loss": {"max": 0.6},'
+        ' "max_drop": {"roc_auc": 0.05}}}'
+    )
+    assert policy.performance.estimated == {"roc_auc": (0.7, None), "log_loss": (None, 0.6)}
+    assert policy.performance.max_drop == {"roc_auc": 0.05}
+    assert not parse_drift_policy("").performance
 
 
 def test_feature_thresholds_override_defaults_key_by_key_and_null_switches_off():

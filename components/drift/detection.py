@@ -14,10 +14,16 @@ at the window's and the reference's sizes (derivations in `statistics`). On smal
 noise bound rules, so the false-alarm rate stays near that rate at any n; on large windows it
 vanishes and the effect threshold rules. The binned KS statistic is a lower bound of the exact
 one, so binning never adds false alarms.
+
+Measuring (`detect_drift`) and deciding (`decide_drift`) are two halves: a decision record pins
+the measured figures, and replay decides them again. The module runs past 350 lines because
+both halves share the shape of a feature's entry; apart, each would have to know the other's
+keys.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
@@ -79,21 +85,57 @@ def detect_drift(
             f"the window was profiled for features {sorted(window.features)}, the reference "
             f"profile has {sorted(profiled)}: profile the window against this reference"
         )
-    alpha = policy.false_alarm_rate
+    figures = {
+        "rows": window.rows,
+        "reference_rows": int(reference_profile.get("row_count", 0)),
+        "features": {
+            name: _feature_figures(
+                spec, window.features[name], window.rows, (exact_ks_values or {}).get(name)
+            )
+            for name, spec in profiled.items()
+        },
+        "prediction": _prediction_figures(reference_profile, window, scores_window),
+    }
+    return decide_drift(figures, policy, performance=performance)
+
+
+def decide_drift(
+    figures: Mapping[str, Any],
+    policy: DriftPolicy,
+    *,
+    performance: Mapping[str, Any] | None = None,
+) -> DriftResult:
+    """The decision from a window's measured figures (`detect_drift` measures them;
+    `measured_figures` gives them back from a result), so that a decision record's pinned
+    figures can be decided again, under today's code or another policy, without the window.
+
+    The noise bounds are computed here, from the sizes the figures keep, since they depend
+    on the policy's `false_alarm_rate`.
+
+    Raises:
+        DriftPolicyError: the policy names a feature the figures do not have.
+    """
+    _known_features(policy, figures["features"], {})
+    rows, alpha = figures["rows"], policy.false_alarm_rate
     features = {}
-    for name, spec in profiled.items():
-        counts = window.features[name]
-        exact = (exact_ks_values or {}).get(name)
-        entry = _feature_entry(spec, counts, window.rows, exact, alpha)
+    for name, measured in figures["features"].items():
+        entry = {**copy.deepcopy(measured), "all_missing": False}
+        entry["noise_bounds"] = _noise_bounds(measured, rows, alpha)
         weight = 1.0 if policy.feature_weights is None else policy.feature_weights.get(name, 0.0)
-        features[name] = {**entry, "weight": weight}
-        _decide(features[name], policy.thresholds(name), name)
+        entry["weight"] = weight
+        _decide(entry, policy.thresholds(name), name)
         if policy.all_missing_drifts:
-            _decide_all_missing(features[name], counts, window.rows, alpha)
+            _decide_all_missing(entry, rows, alpha)
+        features[name] = entry
     total_weight = sum(entry["weight"] for entry in features.values())
     drifted_weight = sum(entry["weight"] for entry in features.values() if entry["drifted"])
     share = drifted_weight / total_weight if total_weight > 0 else 0.0
-    prediction = _prediction_entry(reference_profile, window, scores_window, policy)
+    prediction = None
+    if figures.get("prediction") is not None:
+        prediction = copy.deepcopy(figures["prediction"])
+        prediction["noise_bounds"] = _noise_bounds(prediction, 0, alpha)
+        # Scores are never missing; a missing-rate rule has nothing to say about them.
+        _decide(prediction, replace(policy.prediction, missing_rate_change=None), "prediction")
     drifted = [name for name, entry in features.items() if entry["drifted"]]
     drifted.sort(key=lambda name: (-features[name]["severity"], name))
     detected = (
@@ -107,24 +149,43 @@ def detect_drift(
         drift_share_threshold=policy.drift_share,
         drifted_features=drifted,
         features=features,
-        rows=window.rows,
-        reference_rows=int(reference_profile.get("row_count", 0)),
+        rows=rows,
+        reference_rows=int(figures["reference_rows"]),
         prediction=prediction,
         performance=dict(performance) if performance is not None else None,
         policy=policy.to_json(),
     )
 
 
-def _feature_entry(
+_DECIDED = ("all_missing", "noise_bounds", "weight", "thresholds", "severity", "drifted", "reasons")
+"""Keys of a result's feature entry that the policy filled in (the rest was measured)."""
+
+
+def measured_figures(result: DriftResult) -> dict[str, Any]:
+    """What `decide_drift` decides from, taken back out of a result: per feature (and for
+    the scores) every measure and the sizes the noise bounds need, none of the decision."""
+
+    def measured(entry: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in entry.items() if key not in _DECIDED}
+
+    return {
+        "rows": result.rows,
+        "reference_rows": result.reference_rows,
+        "features": {name: measured(entry) for name, entry in result.features.items()},
+        "prediction": measured(result.prediction) if result.prediction is not None else None,
+    }
+
+
+def _feature_figures(
     spec: Mapping[str, Any],
     counts: FeatureCounts,
     rows: int,
     exact: tuple[np.ndarray, np.ndarray] | None,
-    alpha: float,
 ) -> dict[str, Any]:
     reference_rows = int(spec.get("count", 0))
     reference_missing = float(spec.get("missing_rate", 0.0))
     current_missing = counts.missing / rows if rows else None
+    reference_values = reference_rows * (1.0 - reference_missing)
     entry: dict[str, Any] = {
         "kind": spec["kind"],
         "values": counts.values,
@@ -137,15 +198,14 @@ def _feature_entry(
         "missing_rate_reference": reference_missing,
         "missing_rate_current": current_missing,
         "missing_rate_change": None,
-        "all_missing": False,
-        "noise_bounds": {},
+        "noise_inputs": {
+            "bins": None,
+            "reference_rows": reference_rows,
+            "reference_values": reference_values,
+        },
     }
     if rows:
         entry["missing_rate_change"] = abs(current_missing - reference_missing)
-        entry["noise_bounds"]["missing_rate_change"] = statistics.missing_rate_noise_bound(
-            reference_missing, rows, reference_rows, alpha
-        )
-    reference_values = reference_rows * (1.0 - reference_missing)
     if spec["kind"] == "categorical":
         reference = np.asarray([*spec["categories"].values(), 0.0])
         current = np.append(counts.counts, counts.unseen).astype(np.float64)
@@ -155,20 +215,32 @@ def _feature_entry(
     if counts.values == 0 or len(reference) == 0 or reference.sum() <= 0:
         return entry
     entry.update(_distribution_measures(spec["kind"], reference, current, reference_values))
-    bins = int(np.count_nonzero((reference > 0) | (current > 0)))
-    entry["noise_bounds"].update(
-        _distribution_noise(spec["kind"], bins, counts.values, reference_values, alpha)
-    )
+    entry["noise_inputs"]["bins"] = int(np.count_nonzero((reference > 0) | (current > 0)))
     if spec["kind"] == "categorical":
         entry["unseen_share"] = counts.unseen / counts.values
-        entry["noise_bounds"]["unseen_share"] = statistics.unseen_share_noise_bound(
-            counts.values, reference_values, alpha
-        )
     elif exact is not None:
         entry["ks_statistic"] = statistics.exact_ks_statistic(*exact)
         entry["ks_error_bound"] = 0.0
         entry["ks_method"] = "exact"
     return entry
+
+
+def _noise_bounds(measured: Mapping[str, Any], rows: int, alpha: float) -> dict[str, float]:
+    """What sampling alone exceeds with probability `alpha`, per measure (`rows` 0: no
+    missing-rate bound, as for the scores)."""
+    sizes = measured["noise_inputs"]
+    bounds = {}
+    if rows:
+        bounds["missing_rate_change"] = statistics.missing_rate_noise_bound(
+            measured["missing_rate_reference"], rows, sizes["reference_rows"], alpha
+        )
+    if sizes["bins"] is None:
+        return bounds
+    n, m = measured["values"], sizes["reference_values"]
+    bounds.update(_distribution_noise(measured["kind"], sizes["bins"], n, m, alpha))
+    if measured["kind"] == "categorical":
+        bounds["unseen_share"] = statistics.unseen_share_noise_bound(n, m, alpha)
+    return bounds
 
 
 def _distribution_measures(
@@ -228,14 +300,12 @@ def _decide(entry: dict[str, Any], thresholds: Thresholds, subject: str) -> None
     entry.update(thresholds=applied, severity=severity, drifted=bool(reasons), reasons=reasons)
 
 
-def _decide_all_missing(
-    entry: dict[str, Any], counts: FeatureCounts, rows: int, alpha: float
-) -> None:
+def _decide_all_missing(entry: dict[str, Any], rows: int, alpha: float) -> None:
     """Mark a feature missing in every row of the window, unless the reference's own missing
     rate p makes that likely by chance: all of n rows missing has probability p**n, which must
     not exceed the false-alarm rate (p = 0 for most features: never by chance)."""
     reference_missing = entry["missing_rate_reference"]
-    if rows == 0 or counts.missing < rows or reference_missing**rows > alpha:
+    if rows == 0 or entry["missing_rate_current"] != 1.0 or reference_missing**rows > alpha:
         return
     entry.update(all_missing=True, drifted=True)
     entry["reasons"] = [
@@ -245,11 +315,10 @@ def _decide_all_missing(
     ]
 
 
-def _prediction_entry(
+def _prediction_figures(
     reference_profile: Mapping[str, Any],
     window: WindowProfile,
     scores_window: FeatureCounts | np.ndarray | None,
-    policy: DriftPolicy,
 ) -> dict[str, Any] | None:
     if scores_window is None:
         counts = window.prediction
@@ -270,7 +339,11 @@ def _prediction_entry(
         "kind": "numeric",
         "values": counts.values,
         **_DISTRIBUTION_UNMEASURED,
-        "noise_bounds": {},
+        "noise_inputs": {
+            "bins": None,
+            "reference_rows": None,
+            "reference_values": reference_values,
+        },
     }
     reference = np.asarray(spec["bin_frequencies"], dtype=np.float64)
     current = counts.counts.astype(np.float64)
@@ -279,12 +352,7 @@ def _prediction_entry(
         # tightens the noise bound; PSI smoothing then needs some size: use the window's.
         size = float(reference_values) if reference_values else float(counts.values)
         entry.update(_distribution_measures("numeric", reference, current, size))
-        bins = int(np.count_nonzero((reference > 0) | (current > 0)))
-        entry["noise_bounds"] = _distribution_noise(
-            "numeric", bins, counts.values, reference_values, policy.false_alarm_rate
-        )
-    # Scores are never missing; a missing-rate rule has nothing to say about them.
-    _decide(entry, replace(policy.prediction, missing_rate_change=None), "prediction")
+        entry["noise_inputs"]["bins"] = int(np.count_nonzero((reference > 0) | (current > 0)))
     return entry
 
 

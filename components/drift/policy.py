@@ -12,7 +12,9 @@ feature override the default ones)::
       "drift_share": 0.3,
       "false_alarm_rate": 0.001,
       "include_prediction": true,
-      "all_missing_drifts": true
+      "all_missing_drifts": true,
+      "performance": {"estimated_roc_auc": {"min": 0.7}, "estimated_log_loss": {"max": 0.6},
+                      "max_drop": {"roc_auc": 0.05, "accuracy": 0.03}}
     }
 
 A threshold of null switches that measure off for the feature (it is still reported). A
@@ -48,6 +50,13 @@ rows and at 100M (p-values would flag any trivial difference on large windows):
 - drift_share 0.3: retraining is cheap next to a model quietly degrading, so a third of the
   features drifting (one of three, three of ten) is enough.
 
+The `performance` section bounds the model's quality as estimated from its scores on the window
+(`performance_estimate`; the profile must carry the test split's calibration): a floor or
+ceiling on an estimated metric (`estimated_roc_auc`, `estimated_accuracy`, `estimated_log_loss`,
+each with `min` and/or `max`), and the largest worsening against the test split's metric
+(`max_drop`: a fall of roc_auc or accuracy, a rise of log_loss). It decides the performance
+alert, not drift; empty (the default), it decides nothing.
+
 Small windows are noisy: `false_alarm_rate` (per measure, feature and window; default 0.001)
 sets how often sampling alone may cross a threshold; detection raises each threshold to the
 noise bound for that rate at the window's and the reference's sizes.
@@ -60,6 +69,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ctloop.components.data.calibration import LABEL_METRICS
 from ctloop.components.json_parameter import (
     json_number,
     json_object,
@@ -85,6 +95,22 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class PerformanceBounds:
+    """Bounds on the estimated quality (None: no bound).
+
+    Attributes:
+        estimated: Per metric, the (min, max) its estimate must lie within.
+        max_drop: Per metric, the most it may worsen from the test split's value.
+    """
+
+    estimated: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    max_drop: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.estimated or self.max_drop)
+
+
+@dataclass(frozen=True)
 class DriftPolicy:
     """A parsed, checked drift policy (shape and defaults in the module docstring)."""
 
@@ -96,6 +122,7 @@ class DriftPolicy:
     false_alarm_rate: float = 0.001
     include_prediction: bool = True
     all_missing_drifts: bool = True
+    performance: PerformanceBounds = field(default_factory=PerformanceBounds)
 
     def thresholds(self, feature: str) -> Thresholds:
         return self.features.get(feature, self.default)
@@ -116,7 +143,9 @@ _ROOT_KEYS = (
     "false_alarm_rate",
     "include_prediction",
     "all_missing_drifts",
+    "performance",
 )
+_PERFORMANCE_KEYS = (*(f"estimated_{name}" for name in LABEL_METRICS), "max_drop")
 
 
 def parse_drift_policy(text: str) -> DriftPolicy:
@@ -167,7 +196,42 @@ def parse_drift_policy(text: str) -> DriftPolicy:
         ),
         include_prediction=_flag(root, "include_prediction"),
         all_missing_drifts=_flag(root, "all_missing_drifts"),
+        performance=_performance(root.get("performance", {})),
     )
+
+
+def _performance(section: Any) -> PerformanceBounds:
+    """The `performance` section: estimated_<metric> {min, max}, max_drop {metric: amount}.
+    ROC AUC and accuracy lie in [0, 1]; log loss is unbounded above."""
+    section = json_object(section, "performance", DriftPolicyError)
+    reject_unknown_keys(section, _PERFORMANCE_KEYS, "performance", DriftPolicyError)
+    estimated = {}
+    for name in LABEL_METRICS:
+        key = f"estimated_{name}"
+        if key not in section:
+            continue
+        where = f"performance.{key}"
+        rule = json_object(section[key], where, DriftPolicyError)
+        reject_unknown_keys(rule, ("min", "max"), where, DriftPolicyError)
+        if not rule:
+            raise DriftPolicyError(f"{where} needs a min or a max")
+        high = math.inf if name == "log_loss" else 1.0
+        low, top = (
+            None
+            if rule.get(side) is None
+            else _number(rule[side], f"{where}.{side}", low=0.0, high=high)
+            for side in ("min", "max")
+        )
+        if low is not None and top is not None and low > top:
+            raise DriftPolicyError(f"{where}: min {low:g} is above max {top:g}")
+        estimated[name] = (low, top)
+    drops = json_object(section.get("max_drop", {}), "performance.max_drop", DriftPolicyError)
+    reject_unknown_keys(drops, LABEL_METRICS, "performance.max_drop", DriftPolicyError)
+    max_drop = {
+        name: _number(value, f"performance.max_drop.{name}", low=0.0, high=math.inf)
+        for name, value in drops.items()
+    }
+    return PerformanceBounds(estimated=estimated, max_drop=max_drop)
 
 
 def _flag(root: dict[str, Any], key: str) -> bool:

@@ -54,11 +54,11 @@ def window_quality(
     """
     if not target:
         return None
-    if scores is None:
-        notes.append(f"no predictions given: the model's quality on {target!r} not measured")
-        return None
     if not labels:
         notes.append(f"the window has no {target!r} column: the model's quality not measured")
+        return None
+    if scores is None:
+        notes.append(f"no predictions given: the model's quality on {target!r} not measured")
         return None
     if len(scores) != rows:
         raise WindowProfileError(
@@ -89,7 +89,7 @@ def quality(
     profile: Mapping[str, Any], column: pa.ChunkedArray | pa.Array, scores: np.ndarray
 ) -> dict[str, float]:
     """The model's metrics on the labelled rows (missing labels are left out)."""
-    labels = _label_values(profile, column)
+    labels = label_values(profile, column)
     labelled = ~np.isnan(labels)
     if profile.get("task") == "regression":
         metrics = regression_metrics(labels[labelled], scores[labelled])
@@ -98,7 +98,7 @@ def quality(
     return {"labelled_rows": int(labelled.sum()), **metrics}
 
 
-def _label_values(profile: Mapping[str, Any], column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def label_values(profile: Mapping[str, Any], column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Labels as floats (NaN where missing); string labels through the profile's mapping."""
     mapping = profile.get("label_mapping")
     if not mapping:

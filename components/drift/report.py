@@ -43,6 +43,10 @@ class DriftResult:
         prediction: The score distribution's measures, when scores were given.
         performance: Metrics on labelled window rows, filled by the caller.
         policy: The policy applied, as JSON.
+        estimate: The model's quality estimated from its scores, its checks and `alert`
+            (`performance_alert.window_estimate`), or {"skipped": why}; None when not asked.
+        performance_alert: Whether the estimate crossed a bound of the policy.
+        labelled_rows: Window rows with a label (0 without a label column).
     """
 
     drift_detected: bool
@@ -55,6 +59,9 @@ class DriftResult:
     prediction: dict[str, Any] | None = None
     performance: dict[str, Any] | None = None
     policy: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None
+    performance_alert: bool = False
+    labelled_rows: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (plain Python values; no NaN)."""
@@ -69,6 +76,9 @@ class DriftResult:
             "prediction": self.prediction,
             "performance": self.performance,
             "policy": self.policy,
+            "estimate": self.estimate,
+            "performance_alert": self.performance_alert,
+            "labelled_rows": self.labelled_rows,
         }
 
 
@@ -115,6 +125,8 @@ def render_html(
             for name, value in result.performance.items()
         )
         parts.append(f"<h2>Performance</h2><table>{rows}</table>")
+    if result.estimate is not None:
+        parts.append(_estimate_section(result.estimate))
     parts.append("<h2>Features</h2>")
     parts.append(_summary_table(ordered))
     plots = [
@@ -136,6 +148,44 @@ def render_html(
         parts.append(f"<h3>{_text(name)}</h3><p class='why'>{reasons}</p>")
         parts.append(_distribution_svg(spec, counts))
     parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _estimate_section(estimate: Mapping[str, Any]) -> str:
+    """Estimated metrics with their intervals, realized and test values, and the checks."""
+    if "skipped" in estimate:
+        return f"<h2>Estimated performance</h2><p>{_text(estimate['skipped'])}.</p>"
+    head = "".join(
+        f"<th>{label}</th>"
+        for label in ("metric", "estimated", "interval", "realized", "test split")
+    )
+    rows = []
+    for name, metric in estimate["metrics"].items():
+        interval = f"{_number(metric['lower'])} – {_number(metric['upper'])}"
+        cells = [
+            _text(name),
+            _number(metric["estimate"]),
+            interval,
+            _number(metric["realized"]),
+            _number(estimate["test_metrics"].get(name)),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    calibration = estimate["calibration"]
+    verdict = "Performance alert" if estimate["alert"] else "No performance alert"
+    parts = [
+        f"<h2 class='{'bad' if estimate['alert'] else 'ok'}'>Estimated performance: {verdict}</h2>",
+        f"<p>From the model's scores on {estimate['rows']:,} rows "
+        f"({estimate['labelled_rows']:,} labelled), intervals at "
+        f"{_number(estimate['confidence'] * 100)} %; calibration {_text(calibration['method'])}"
+        f" (test split ECE {_number(calibration['ece'])}).</p>",
+        f"<table><tr>{head}</tr>{''.join(rows)}</table>",
+    ]
+    if estimate["checks"]:
+        items = "".join(
+            f"<li class='{'bad' if not check['passed'] else 'ok'}'>{_text(check['rule'])}</li>"
+            for check in estimate["checks"]
+        )
+        parts.append(f"<ul>{items}</ul>")
     return "".join(parts)
 
 
@@ -254,7 +304,7 @@ def _text(value: str) -> str:
 
 _CSS = (
     "body{font-family:sans-serif;font-size:13px;margin:12px;color:#222}"
-    "h1.bad{color:#b00020}h1.ok{color:#1b5e20}"
+    "h1.bad,h2.bad,li.bad{color:#b00020}h1.ok,h2.ok{color:#1b5e20}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}tr.bad td{background:#fdecea}"
     "svg text{font-size:9px;fill:#444}rect.ref,.key.ref{fill:#90a4ae;background:#90a4ae}"
