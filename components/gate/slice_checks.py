@@ -133,14 +133,14 @@ def _regression_checks(
     champion: Mapping[str, Mapping[str, Any]] | None,
 ) -> list[Check]:
     rules = policy.champion_comparison
-    if rules and champion is None:
+    if not rules:
+        return []
+    if champion is None:
         text = "skipped: no champion yet"
         return [
             Check("slice_regression", f"{column}:{metric}", None, None, text, True, skipped=True)
             for metric in rules
         ]
-    if not rules:
-        return []
     baselines = {g["group"]: g for g in champion.get(column, {}).get("slices", [])}
     checks = []
     for group in groups:
