@@ -98,16 +98,17 @@ def _replay(args) -> int:
         return code
     for result in replays:
         _print_replay(result)
-    tally = ", ".join(f"{n} {status.lower()}" for status, n in _tally(replays).items())
+    tally = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in _tally(replays).items())
     print(f"{_count(len(replays), 'decision')}: {tally}")
     return code
 
 
 def _tally(replays) -> dict[str, int]:
+    """How many replays ended each way: {"same": n, "changed": n, "not_replayed": n}."""
     from ctloop.pipelines.replay import CHANGED, NOT_REPLAYED, SAME
 
     return {
-        status: sum(result.status == status for result in replays)
+        status.lower().replace(" ", "_"): sum(result.status == status for result in replays)
         for status in (SAME, CHANGED, NOT_REPLAYED)
     }
 

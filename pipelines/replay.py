@@ -140,7 +140,9 @@ def replay(record: DecisionRecord, policy: str | None = None) -> Replay:
     except (ValueError, KeyError, TypeError) as error:
         what = REPLAY_FUNCTIONS[record.kind].rpartition(".")[2]
         return Replay(
-            record, None, f"{what} refused the record's inputs: {type(error).__name__}: {error}"
+            record,
+            None,
+            f"{what} refused the inputs or the policy: {type(error).__name__}: {error}",
         )
     replayed = new_record(
         record.kind,

@@ -73,7 +73,7 @@ def test_policy_from_a_file_and_json_output(tmp_path, capsys):
     code = main(["replay", _file(tmp_path, record), "--policy", f"@{policy}", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 1
-    assert summary["exit_code"] == 1 and summary["CHANGED"] == 1
+    assert summary["exit_code"] == 1 and summary["changed"] == 1
     [result] = summary["replays"]
     assert result["record"] == record.id
     assert result["status"] == "CHANGED"
@@ -128,7 +128,7 @@ def test_inputs_the_replay_function_refuses_are_not_replayed_naming_the_error(tm
         reasons=[],
     )
     assert main(["replay", _file(tmp_path, broken)]) == 2
-    assert "min_auc_gate refused the record's inputs: KeyError: 'candidate'" in (
+    assert "min_auc_gate refused the inputs or the policy: KeyError: 'candidate'" in (
         capsys.readouterr().out
     )
 
