@@ -126,10 +126,27 @@ def _canary_options(args) -> dict:
     }
 
 
-def _print_canary_outcome(args, outcome: dict) -> int:
+def _record_and_print(args, outcome: dict, flags: dict, reasons: list[str]) -> int:
+    """Print what was done (naming its decision record), then keep the record: in MLflow and,
+    with --record, in that file. The outcome is printed first, so a record that cannot be
+    logged (exit 1, saying the action WAS applied) leaves the operator knowing what changed.
+    `flags` are the command's, without the tracking URI (it may hold credentials)."""
+    from ctloop.components.canary.promotion_record import (
+        action_record,
+        applied_text,
+        manual_trigger,
+    )
+    from ctloop.components.canary.record_keeping import keep_records
+
+    trigger = manual_trigger(args.command, flags)
+    record = action_record(
+        outcome, trigger, reasons=reasons, registered_model=args.registered_model
+    )
     if not outcome["changed"]:
         print(f"ctloop {args.command}: nothing to do, already done", file=sys.stderr)
-    print(json.dumps(outcome, sort_keys=True))
+    print(json.dumps({**outcome, "decision_record": record.id}, sort_keys=True))
+    sys.stdout.flush()
+    keep_records([(record, args.record)], args.mlflow_tracking_uri, applied=applied_text(outcome))
     return 0
 
 
@@ -139,7 +156,7 @@ def _promote(args) -> int:
 
     options = _canary_options(args)
     outcome = promotion.promote(kube_api(), args.mlflow_tracking_uri, **options)
-    return _print_canary_outcome(args, outcome)
+    return _record_and_print(args, outcome, options, [])
 
 
 def _roll_back(args) -> int:
@@ -154,7 +171,8 @@ def _roll_back(args) -> int:
         previous_storage_uri=args.previous_storage_uri,
         **options,
     )
-    return _print_canary_outcome(args, outcome)
+    flags = {**options, "reason": args.reason, "previous_storage_uri": args.previous_storage_uri}
+    return _record_and_print(args, outcome, flags, [args.reason])
 
 
 def _add_canary_command(commands, command: str, help_text: str):
@@ -163,7 +181,8 @@ def _add_canary_command(commands, command: str, help_text: str):
         command,
         help=help_text,
         description=f"{help_text[0].upper()}{help_text[1:]}. Uses $KUBECONFIG (or the "
-        "pod's service account); a rerun changes nothing and says so.",
+        "pod's service account); a rerun changes nothing and says so. The action is a "
+        "decision record in MLflow (trigger: manual, with these flags and the user).",
     )
     parser.add_argument("--name", required=True, help="InferenceService name")
     parser.add_argument(
@@ -179,6 +198,9 @@ def _add_canary_command(commands, command: str, help_text: str):
     )
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for Ready (%(default)s)"
+    )
+    parser.add_argument(
+        "--record", default="", help="also write the decision record (JSON) to this file"
     )
     return parser
 

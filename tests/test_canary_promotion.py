@@ -23,6 +23,8 @@ from ctloop.components.canary import promotion, report
 from ctloop.components.canary.component import analyze_canary
 from ctloop.components.canary.policy import parse_canary_policy
 from ctloop.components.canary.prometheus import PrometheusClient
+from ctloop.components.decisions.record import read_record
+from ctloop.components.decisions.store import records_for
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.crd_schema import (
     ManifestValidationError,
@@ -469,6 +471,8 @@ def test_analyze_canary_component_body_analyses_then_promotes(
 ):
     served = deployment("Standard")
     decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+    record = SimpleNamespace(path=str(tmp_path / "canary.json"), metadata={})
+    action_record = SimpleNamespace(path=str(tmp_path / "promotion.json"), metadata={})
     policy = {"bake_time_s": 0.3, "step_s": 0.3, "min_requests": 1}
 
     action, verdict = analyze_canary.python_func(
@@ -477,6 +481,8 @@ def test_analyze_canary_component_body_analyses_then_promotes(
         registered_model_name=served.model,
         mlflow_tracking_uri=served.tracking_uri,
         decision=decision,
+        record=record,
+        action_record=action_record,
         inference_service_name=served.name,
         namespace=NAMESPACE,
         deployment_mode="Standard",
@@ -489,6 +495,13 @@ def test_analyze_canary_component_body_analyses_then_promotes(
     assert decision.metadata == {"display_name": "Canary: promote → promote"}
     assert Path(decision.path).read_text().startswith("## Canary analysis: PROMOTE → promote")
     assert served.aliases() == {"champion": "2"}
+    analysis, promoted = read_record(record.path), read_record(action_record.path)
+    assert promoted.inputs["trigger"]["record_id"] == analysis.id
+    logged = records_for(served.tracking_uri, served.model, "2")
+    assert [(r.kind, r.id) for r in logged] == [
+        ("canary", analysis.id),
+        ("promotion", promoted.id),
+    ]
 
 
 def test_cli_promote_then_rerun_says_nothing_to_do(deployment, kubeconfig, capsys):

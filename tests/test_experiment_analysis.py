@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ctloop.components.decisions.record import read_record
 from ctloop.components.experiment.component import analyze_ab
 from ctloop.components.experiment.decision import decide, run_ab_analysis
 from ctloop.components.experiment.observations import ExperimentInputError, join_observations
@@ -211,14 +212,19 @@ def test_run_ab_analysis_reads_what_the_server_wrote(tmp_path):
 def test_the_component_writes_the_report_and_returns_action_and_winner(tmp_path):
     labels = write_log(tmp_path, {"1": 0.13, "2": 0.10}, rows=10_000)
     decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+    record = SimpleNamespace(path=str(tmp_path / "record.json"), metadata={})
     action, winner = analyze_ab.python_func(
         prediction_log_uri=str(tmp_path / "log"),
         labels_uri=str(labels),
         control_variant="1",
         decision=decision,
+        record=record,
         policy='{"metric": "outcome_mean", "outcome_column": "converted"}',
     )
     assert (action, winner) == ("rollback", "1")
+    kept = read_record(record.path)  # no tracking URI: the artifact only
+    assert (kept.kind, kept.outcome) == ("ab", {"action": "rollback", "winner": "1"})
+    assert kept.inputs["prediction_log_uri"] == str(tmp_path / "log")
     assert decision.metadata == {"display_name": "A/B analysis: rollback 1"}
     assert Path(decision.path).read_text().startswith("## A/B analysis: ROLLBACK → 1")
 
@@ -333,7 +339,16 @@ def test_the_component_compiles_typed_and_runs_under_kfp_local(tmp_path):
     spec = yaml.safe_load(path.read_text())
     component = spec["components"]["comp-analyze-ab"]
     parameters = component["inputDefinitions"]["parameters"]
-    assert set(parameters) == {"prediction_log_uri", "labels_uri", "control_variant", "policy"}
+    assert set(parameters) == {
+        "prediction_log_uri",
+        "labels_uri",
+        "control_variant",
+        "policy",
+        "mlflow_tracking_uri",
+        "registered_model_name",
+        "kfp_run_id",
+    }
+    assert all(parameters[name]["isOptional"] for name in ("policy", "mlflow_tracking_uri"))
     assert parameters["policy"]["defaultValue"] == ""
     outputs = component["outputDefinitions"]
     assert outputs["artifacts"]["decision"]["artifactType"]["schemaTitle"] == "system.Markdown"
@@ -357,3 +372,4 @@ def test_the_component_compiles_typed_and_runs_under_kfp_local(tmp_path):
         )
     assert (task.outputs["action"], task.outputs["winner"]) == ("promote", "2")
     assert Path(task.outputs["decision"].path).read_text().startswith("## A/B analysis: PROMOTE")
+    assert read_record(task.outputs["record"].path).outcome == {"action": "promote", "winner": "2"}

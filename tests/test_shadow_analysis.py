@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError
+from ctloop.components.decisions.record import read_record
 from ctloop.components.shadow.decision import decide, observe_shadow, run_shadow_analysis
 from ctloop.components.shadow.measurement import ShadowFigures, ShadowTarget, measure, selector
 from ctloop.components.shadow.policy import (
@@ -319,11 +320,13 @@ def test_analyze_shadow_component_decides_and_writes_the_markdown_artifact(prome
     from ctloop.components.shadow.component import analyze_shadow
 
     decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+    record = SimpleNamespace(path=str(tmp_path / "record.json"), metadata={})
 
     go_on, verdict = analyze_shadow.python_func(
         shadow_version="3",
         prometheus_url=prometheus.url,
         decision=decision,
+        record=record,
         inference_service_name="ctloop-model",
         metrics_model_name="churn",
         policy=json.dumps({"bake_time_s": 0}),
@@ -338,15 +341,23 @@ def test_analyze_shadow_component_decides_and_writes_the_markdown_artifact(prome
     assert (
         'model_name="churn",model_version="2",shadow_version="3"' in prometheus.queries[0]["query"]
     )
+    kept = read_record(record.path)  # no tracking URI: the artifact only
+    assert (kept.kind, kept.outcome) == ("shadow", {"verdict": "inconclusive", "action": "reject"})
+    assert kept.policy == json.dumps({"bake_time_s": 0})
 
 
 def test_analyze_shadow_component_rejects_a_bad_policy_before_any_query(prometheus, tmp_path):
     from ctloop.components.shadow.component import analyze_shadow
 
     decision = SimpleNamespace(path=str(tmp_path / "decision.md"), metadata={})
+    record = SimpleNamespace(path=str(tmp_path / "record.json"), metadata={})
     with pytest.raises(ShadowPolicyError, match="unknown key"):
         analyze_shadow.python_func(
-            shadow_version="3", prometheus_url=prometheus.url, decision=decision, policy='{"x": 1}'
+            shadow_version="3",
+            prometheus_url=prometheus.url,
+            decision=decision,
+            record=record,
+            policy='{"x": 1}',
         )
     assert prometheus.queries == [] and not Path(decision.path).exists()
 

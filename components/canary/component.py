@@ -1,10 +1,16 @@
 """KFP components of the canary family: analyse a canary, promote or roll back a version, and
-end an A/B experiment (its control variant, its challengers rolled back)."""
+end an A/B experiment (its control variant, its challengers rolled back).
+
+Each decision is a record artifact too (`ctloop.components.decisions.record`), logged to MLflow
+with the tracking URI; a promotion or rollback names the analysis record that triggered it
+(`trigger`). When a record cannot be logged the step fails, saying what it had already
+applied, with every record printed to its log (`ctloop.components.canary.record_keeping`).
+"""
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown, Output
+from kfp.dsl import Artifact, Input, Markdown, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -16,12 +22,15 @@ def analyze_canary(
     registered_model_name: str,
     mlflow_tracking_uri: str,
     decision: Output[Markdown],
+    record: Output[Artifact],
+    action_record: Output[Artifact],
     inference_service_name: str = "ctloop-model",
     namespace: str = "",
     deployment_mode: str = "Serverless",
     policy: str = "",
     metrics_model_name: str = "",
     timeout_s: int = 600,
+    kfp_run_id: str = "",
 ) -> NamedTuple("CanaryOutputs", action=str, verdict=str):
     """Watch the canary's live metrics against the champion's, then promote or roll it back.
 
@@ -38,6 +47,10 @@ def analyze_canary(
         registered_model_name: Registered model in MLflow.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
         decision: The decision, every check with its value and threshold, and what was done.
+        record: The analysis' decision record (JSON): every reading of both versions'
+            figures, the policy, the verdict; logged to MLflow too.
+        action_record: The promotion's or rollback's decision record (JSON), naming the
+            analysis record as its trigger; logged to MLflow too.
         inference_service_name: Name of the InferenceService.
         namespace: Namespace; empty means the namespace this step runs in.
         deployment_mode: "Serverless" or "Standard"; must be the service's mode.
@@ -49,6 +62,7 @@ def analyze_canary(
         metrics_model_name: `model_name` label of the predictor's metrics; empty means
             the InferenceService name.
         timeout_s: Seconds to wait for the service to be Ready after each change.
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the records.
 
     Returns:
         action: "promote" or "rollback".
@@ -58,6 +72,8 @@ def analyze_canary(
     from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.canary.prometheus import PrometheusClient
     from ctloop.components.canary.promotion import run_canary_analysis
+    from ctloop.components.canary.promotion_record import applied_text, canary_analysis_records
+    from ctloop.components.canary.record_keeping import keep_records
     from ctloop.components.canary.report import outcome_markdown
     from ctloop.components.deploy.api_client import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
@@ -79,6 +95,15 @@ def analyze_canary(
         handle.write(outcome_markdown(analysed, outcome))
     label = analysed.verdict if analysed is not None else "champion"
     decision.metadata["display_name"] = f"Canary: {label} → {outcome['action']}"
+    analysis, action = canary_analysis_records(
+        analysed,
+        outcome,
+        policy_text=policy,
+        registered_model=registered_model_name,
+        kfp_run_id=kfp_run_id,
+    )
+    kept = [(analysis, record.path), (action, action_record.path)]
+    keep_records(kept, mlflow_tracking_uri, applied=applied_text(outcome))
     return (outcome["action"], label)
 
 
@@ -87,10 +112,13 @@ def promote_version(
     model_version: str,
     registered_model_name: str,
     mlflow_tracking_uri: str,
+    record: Output[Artifact],
+    trigger: Input[Artifact] = None,
     inference_service_name: str = "ctloop-model",
     namespace: str = "",
     deployment_mode: str = "Serverless",
     timeout_s: int = 600,
+    kfp_run_id: str = "",
 ) -> str:
     """Give `model_version` all traffic and make it the champion (MLflow alias `champion`).
 
@@ -102,10 +130,15 @@ def promote_version(
             version already serving all traffic).
         registered_model_name: Registered model in MLflow.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        record: The promotion's decision record (JSON): its trigger, the champion and canary
+            before and after, what changed; logged to MLflow too.
+        trigger: The decision record of the analysis that led here (a shadow's or an A/B
+            experiment's `record`); none: the record says no analysis was given.
         inference_service_name: Name of the InferenceService.
         namespace: Namespace; empty means the namespace this step runs in.
         deployment_mode: "Serverless" or "Standard"; must be the service's mode.
         timeout_s: Seconds to wait for the service to be Ready after the change.
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the record.
 
     Returns:
         JSON summary: the service's steps and the registry's changes.
@@ -113,8 +146,16 @@ def promote_version(
     import json
 
     from ctloop.components.canary.promotion import promote
+    from ctloop.components.canary.promotion_record import (
+        action_record,
+        applied_text,
+        step_trigger,
+    )
+    from ctloop.components.canary.record_keeping import keep_records
     from ctloop.components.deploy.api_client import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
+
+    cause = step_trigger(trigger.path if trigger is not None else "")
 
     outcome = promote(
         kube_api(),
@@ -126,6 +167,10 @@ def promote_version(
         deployment_mode=deployment_mode,
         timeout_s=timeout_s,
     )
+    promoted = action_record(
+        outcome, cause, registered_model=registered_model_name, kfp_run_id=kfp_run_id
+    )
+    keep_records([(promoted, record.path)], mlflow_tracking_uri, applied=applied_text(outcome))
     return json.dumps(outcome, sort_keys=True)
 
 
@@ -135,10 +180,13 @@ def roll_back_version(
     reason: str,
     registered_model_name: str,
     mlflow_tracking_uri: str,
+    record: Output[Artifact],
+    trigger: Input[Artifact] = None,
     inference_service_name: str = "ctloop-model",
     namespace: str = "",
     deployment_mode: str = "Serverless",
     timeout_s: int = 600,
+    kfp_run_id: str = "",
 ) -> str:
     """Take `model_version` out of service and record why in MLflow (`ctloop.rolled_back`).
 
@@ -150,10 +198,15 @@ def roll_back_version(
         reason: Why, recorded on the version.
         registered_model_name: Registered model in MLflow.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        record: The rollback's decision record (JSON): its trigger, the champion and canary
+            before and after, what changed; logged to MLflow too.
+        trigger: The decision record of the analysis that led here (a shadow's `record`);
+            none: the record says no analysis was given, with `reason`.
         inference_service_name: Name of the InferenceService.
         namespace: Namespace; empty means the namespace this step runs in.
         deployment_mode: "Serverless" or "Standard"; must be the service's mode.
         timeout_s: Seconds to wait for the service to be Ready after each change.
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the record.
 
     Returns:
         JSON summary: the service's steps and the registry's changes.
@@ -161,8 +214,16 @@ def roll_back_version(
     import json
 
     from ctloop.components.canary.promotion import roll_back
+    from ctloop.components.canary.promotion_record import (
+        action_record,
+        applied_text,
+        step_trigger,
+    )
+    from ctloop.components.canary.record_keeping import keep_records
     from ctloop.components.deploy.api_client import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
+
+    cause = step_trigger(trigger.path if trigger is not None else "", reason)
 
     outcome = roll_back(
         kube_api(),
@@ -175,6 +236,14 @@ def roll_back_version(
         deployment_mode=deployment_mode,
         timeout_s=timeout_s,
     )
+    rolled_back = action_record(
+        outcome,
+        cause,
+        reasons=[reason],
+        registered_model=registered_model_name,
+        kfp_run_id=kfp_run_id,
+    )
+    keep_records([(rolled_back, record.path)], mlflow_tracking_uri, applied=applied_text(outcome))
     return json.dumps(outcome, sort_keys=True)
 
 
@@ -183,10 +252,13 @@ def roll_back_variants(
     reason: str,
     registered_model_name: str,
     mlflow_tracking_uri: str,
+    record: Output[Artifact],
+    trigger: Input[Artifact] = None,
     inference_service_name: str = "ctloop-model",
     namespace: str = "",
     deployment_mode: str = "Serverless",
     timeout_s: int = 600,
+    kfp_run_id: str = "",
 ) -> str:
     """End an A/B experiment the control won: roll back every challenger variant.
 
@@ -194,20 +266,34 @@ def roll_back_variants(
         reason: Why, recorded on each rolled-back version.
         registered_model_name: Registered model in MLflow.
         mlflow_tracking_uri: MLflow tracking server (or sqlite:/// store).
+        record: A folder of rollback decision records (JSON), one per rolled-back version,
+            `<version>.json`, each naming its trigger; each logged to MLflow too, so every
+            version's history shows its own rollback.
+        trigger: The decision record of the A/B analysis that led here; none: the records
+            say no analysis was given, with `reason`.
         inference_service_name: Name of the InferenceService.
         namespace: Namespace; empty means the namespace this step runs in.
         deployment_mode: "Serverless" or "Standard"; must be the service's mode.
         timeout_s: Seconds to wait for the service to be Ready after each change.
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the records.
 
     Returns:
         JSON summary: the versions rolled back and what changed.
     """
     import json
+    import os
 
+    from ctloop.components.canary.promotion_record import (
+        applied_text,
+        rollback_records,
+        step_trigger,
+    )
+    from ctloop.components.canary.record_keeping import keep_records
     from ctloop.components.canary.variants import roll_back_challengers
     from ctloop.components.deploy.api_client import kube_api
     from ctloop.components.deploy.rollout import resolve_namespace
 
+    cause = step_trigger(trigger.path if trigger is not None else "", reason)
     outcome = roll_back_challengers(
         kube_api(),
         mlflow_tracking_uri,
@@ -218,6 +304,11 @@ def roll_back_variants(
         deployment_mode=deployment_mode,
         timeout_s=timeout_s,
     )
+    subject = {"registered_model": registered_model_name, "kfp_run_id": kfp_run_id}
+    records = rollback_records(outcome, cause, reasons=[reason], **subject)
+    os.makedirs(record.path, exist_ok=True)
+    kept = [(r, os.path.join(record.path, f"{r.subject['model_version']}.json")) for r in records]
+    keep_records(kept, mlflow_tracking_uri, applied=applied_text(outcome))
     return json.dumps(outcome, sort_keys=True)
 
 

@@ -21,7 +21,10 @@ KServe 0.21, by deployment mode (see `ctloop.components.deploy.inference_service
   of several during an A/B experiment). Promote makes that entry's predictor the predictor
   and removes `spec.canary` (every other variant with it); roll back removes that entry.
 
-The service's `ctloop.model-version` label ends up naming the version that serves.
+The service's `ctloop.model-version` label ends up naming the version that serves. Each
+outcome says which version was champion and which the canary, before and after, for the
+promotion's or rollback's decision record (`ctloop.components.canary.promotion_record`, whose
+`replay_promotion` and `replay_rollback` are exposed here).
 
 Promotion and rollback share one module, a little over the size this project aims for: they are
 two ends of one state machine over the same service and aliases, and share every step helper
@@ -40,6 +43,7 @@ from ctloop.components.canary.decision import CanaryDecision, observe_canary
 from ctloop.components.canary.measurement import CanaryTarget
 from ctloop.components.canary.policy import PROMOTE, CanaryPolicy
 from ctloop.components.canary.prometheus import PrometheusClient
+from ctloop.components.canary.promotion_record import PROMOTION, ROLLBACK, replay_action
 from ctloop.components.deploy import cluster
 from ctloop.components.deploy.crd_schema import default_crd_dir, validate_inference_service
 from ctloop.components.deploy.inference_service import (
@@ -78,6 +82,7 @@ def promote(
         RegistryError: the version is not registered (checked before anything changes).
     """
     mlflow_registry.version_tags(tracking_uri, registered_model, version)  # registered?
+    champion = mlflow_registry.version_with_alias(tracking_uri, registered_model)
     isvc = _inference_service(api, name, namespace, deployment_mode)
     spec = isvc["spec"]
     patch = None
@@ -101,11 +106,11 @@ def promote(
         elif canary or _version_of(spec["predictor"]) != version:
             raise DeploymentError(_not_deployed(isvc, version))
     steps = [] if patch is None else [("promote", patch, None)]
-    served = _apply_steps(api, isvc, steps, timeout_s, poll_s)
+    served, after = _apply_steps(api, isvc, steps, timeout_s, poll_s)
     registry = mlflow_registry.promote_to_champion(
         tracking_uri, registered_model, version, storage_uri=rolling_out_storage_uri(isvc) or ""
     )
-    return _outcome("promote", isvc, served, registry, version)
+    return _outcome("promote", isvc, served, registry, version, (champion, version), after)
 
 
 def roll_back(
@@ -137,6 +142,7 @@ def roll_back(
             storageUri to restore.
     """
     mlflow_registry.version_tags(tracking_uri, registered_model, version)  # registered?
+    champion = mlflow_registry.version_with_alias(tracking_uri, registered_model)
     isvc = _inference_service(api, name, namespace, deployment_mode)
     where = f"InferenceService {namespace}/{name}"
     spec = isvc["spec"]
@@ -152,23 +158,21 @@ def roll_back(
         if _version_of(predictor) == version:
             if "canaryTrafficPercent" not in predictor:
                 raise DeploymentError(promoted_message)
-            champion, storage_uri = _champion_to_restore(
-                tracking_uri, registered_model, version, previous_storage_uri
+            restored_version, storage_uri = _champion_to_restore(
+                tracking_uri, registered_model, version, champion, previous_storage_uri
             )
             restored = {
-                "metadata": {"labels": {MODEL_VERSION_LABEL: champion}},
+                "metadata": {"labels": {MODEL_VERSION_LABEL: restored_version}},
                 "spec": {
                     "predictor": {
                         "canaryTrafficPercent": 0,
-                        "labels": {MODEL_VERSION_LABEL: champion},
-                        "model": _restored_model(predictor, storage_uri, champion),
+                        "labels": {MODEL_VERSION_LABEL: restored_version},
+                        "model": _restored_model(predictor, storage_uri, restored_version),
                     }
                 },
             }
             steps = [("pin", pinned, 0), ("restore", restored, 0), ("unpin", unpinned, None)]
-        elif predictor.get("canaryTrafficPercent") == 0 and _version_of(
-            predictor
-        ) == mlflow_registry.version_with_alias(tracking_uri, registered_model):
+        elif predictor.get("canaryTrafficPercent") == 0 and _version_of(predictor) == champion:
             steps = [("unpin", unpinned, None)]  # a rollback that stopped after "restore"
     else:
         canary = spec.get("canary") or []
@@ -182,9 +186,21 @@ def roll_back(
             steps = [("remove canary", patch, rest[0]["trafficPercent"] if rest else None)]
         elif not canary and _version_of(spec["predictor"]) == version:
             raise DeploymentError(promoted_message)
-    served = _apply_steps(api, isvc, steps, timeout_s, poll_s)
+    served, after = _apply_steps(api, isvc, steps, timeout_s, poll_s)
     registry = mlflow_registry.record_rollback(tracking_uri, registered_model, version, reasons)
-    return _outcome("rollback", isvc, served, registry, version)
+    return _outcome("rollback", isvc, served, registry, version, (champion, champion), after)
+
+
+def replay_promotion(inputs: dict, policy: str) -> tuple[dict, list[str]]:
+    """A promotion record's action re-derived from its trigger (`promotion_record`); a
+    promotion has no policy, so `policy` is not read."""
+    return replay_action(PROMOTION, inputs)
+
+
+def replay_rollback(inputs: dict, policy: str) -> tuple[dict, list[str]]:
+    """A rollback record's action re-derived from its trigger (`promotion_record`); a
+    rollback has no policy, so `policy` is not read."""
+    return replay_action(ROLLBACK, inputs)
 
 
 def run_canary_analysis(
@@ -262,9 +278,9 @@ def _apply_steps(
     steps: list[tuple[str, dict, int | None]],
     timeout_s: float,
     poll_s: float,
-) -> list[str]:
+) -> tuple[list[str], dict]:
     """Validate, send and await each (name, merge patch, expected canary percent) in turn;
-    returns the names of the steps that changed the service."""
+    returns the names of the steps that changed the service, and the service after them."""
     crd_dir = default_crd_dir()
     changed = []
     current = isvc
@@ -284,10 +300,20 @@ def _apply_steps(
         )
         if action == "patched":
             changed.append(step)
-    return changed
+    return changed, current
 
 
-def _outcome(action: str, isvc: dict, served: list[str], registry: list[str], version: str):
+def _outcome(
+    action: str,
+    isvc: dict,
+    served: list[str],
+    registry: list[str],
+    version: str,
+    champions: tuple[str | None, str | None],
+    after: dict,
+) -> dict:
+    """What was done; `champions` is the champion's version before and after, `isvc` and
+    `after` the service before and after."""
     name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
     where = f"InferenceService {namespace}/{name}"
     changes = [f"{where}: {step}" for step in served] + registry
@@ -301,13 +327,14 @@ def _outcome(action: str, isvc: dict, served: list[str], registry: list[str], ve
         "changes": changes,
         "changed": bool(changes),
         "validated_against_crd": default_crd_dir() is not None,
+        "before": {"champion": champions[0], "canary": _canary_version_of(isvc)},
+        "after": {"champion": champions[1], "canary": _canary_version_of(after)},
     }
 
 
 def _champion_to_restore(
-    tracking_uri: str, registered_model: str, version: str, storage_uri: str
+    tracking_uri: str, registered_model: str, version: str, champion: str | None, storage_uri: str
 ) -> tuple[str, str]:
-    champion = mlflow_registry.version_with_alias(tracking_uri, registered_model)
     if champion is None or champion == version:
         raise mlflow_registry.RegistryError(
             f"registered model {registered_model!r} has no {mlflow_registry.CHAMPION} other "

@@ -44,6 +44,7 @@ def roll_back_challengers(
     poll_s: float = 2.0,
 ) -> dict:
     """Roll back every challenger variant of the service; the champion serves alone after.
+    `rollbacks` holds each version's `roll_back` outcome, for its own rollback record.
 
     Raises:
         DeploymentError: no such service; otherwise what `roll_back` raises.
@@ -73,4 +74,5 @@ def roll_back_challengers(
         "inference_service": f"{namespace}/{name}",
         "changes": changes,
         "changed": bool(changes),
+        "rollbacks": outcomes,
     }

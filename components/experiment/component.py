@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown, Output
+from kfp.dsl import Artifact, Markdown, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -14,7 +14,11 @@ def analyze_ab(
     labels_uri: str,
     control_variant: str,
     decision: Output[Markdown],
+    record: Output[Artifact],
     policy: str = "",
+    mlflow_tracking_uri: str = "",
+    registered_model_name: str = "",
+    kfp_run_id: str = "",
 ) -> NamedTuple("ABOutputs", action=str, winner=str):
     """Compare each challenger variant with the control on the outcomes of their requests.
 
@@ -33,17 +37,26 @@ def analyze_ab(
             every other variant in the log is a challenger.
         decision: Each variant's rows and metric, each challenger's difference from the
             control with its always-valid interval, and the decision with its reasons.
+        record: The decision record (JSON): per variant its rows and the summary the test
+            used (not the log), the policy, the action and winner; the trigger to give the
+            promotion or rollback that follows.
         policy: Experiment policy as JSON; empty uses ctloop's default, e.g.
             {"metric": "log_loss", "outcome_column": "label", "alpha": 0.05,
              "min_labelled_rows": 1000, "mixing_variance": 0.002}; for a business outcome
             {"metric": "outcome_mean", "outcome_column": "revenue", "better": "higher"}.
+        mlflow_tracking_uri: MLflow tracking server the record is logged to; empty: the
+            record is only the artifact. A record that cannot be logged fails the step (it
+            is printed to the log).
+        registered_model_name: Registered model in MLflow (the record's subject).
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the record.
 
     Returns:
         action: "promote" (a challenger is better), "rollback" (every challenger is worse:
             remove them) or "continue" (not decided yet).
         winner: The promoted challenger, the control on rollback, empty on continue.
     """
-    from ctloop.components.experiment.decision import run_ab_analysis
+    from ctloop.components.canary.record_keeping import keep_records
+    from ctloop.components.experiment.decision import ab_record, run_ab_analysis
     from ctloop.components.experiment.report import decision_markdown
 
     analysed = run_ab_analysis(prediction_log_uri, labels_uri, control_variant, policy)
@@ -51,4 +64,13 @@ def analyze_ab(
         handle.write(decision_markdown(analysed))
     label = f"{analysed.action} {analysed.winner}".strip()
     decision.metadata["display_name"] = f"A/B analysis: {label}"
+    kept = ab_record(
+        analysed,
+        policy_text=policy,
+        prediction_log_uri=prediction_log_uri,
+        labels_uri=labels_uri,
+        registered_model=registered_model_name,
+        kfp_run_id=kfp_run_id,
+    )
+    keep_records([(kept, record.path)], mlflow_tracking_uri)
     return (analysed.action, analysed.winner)

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown, Output
+from kfp.dsl import Artifact, Markdown, Output
 
 from ctloop.components.image import DEFAULT_IMAGE
 
@@ -13,12 +13,16 @@ def analyze_shadow(
     shadow_version: str,
     prometheus_url: str,
     decision: Output[Markdown],
+    record: Output[Artifact],
     inference_service_name: str = "ctloop-model",
     metrics_model_name: str = "",
     policy: str = "",
     timeout_s: int = 30,
     served_version: str = "",
     namespace: str = "",
+    mlflow_tracking_uri: str = "",
+    registered_model_name: str = "",
+    kfp_run_id: str = "",
 ) -> NamedTuple("ShadowOutputs", go_on=bool, verdict=str):
     """Compare a shadow model's scores with the served model's on the same requests.
 
@@ -34,6 +38,8 @@ def analyze_shadow(
         shadow_version: The registered version running as the shadow.
         prometheus_url: Prometheus that scrapes the predictor, e.g. http://prometheus:9090.
         decision: The decision, the paired figures and every check with its threshold.
+        record: The decision record (JSON): every reading's figures, the policy, the verdict;
+            the trigger to give the promotion or rollback that follows.
         inference_service_name: Name of the InferenceService.
         metrics_model_name: `model_name` label of the predictor's metrics; empty means
             the InferenceService name.
@@ -44,12 +50,18 @@ def analyze_shadow(
         timeout_s: Seconds each Prometheus query may take.
         served_version: The served (champion) version; empty matches any.
         namespace: `namespace` label of the predictor's series; empty matches any.
+        mlflow_tracking_uri: MLflow tracking server the record is logged to; empty: the
+            record is only the artifact. A record that cannot be logged fails the step (it
+            is printed to the log).
+        registered_model_name: Registered model in MLflow (the record's subject).
+        kfp_run_id: The KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), for the record.
 
     Returns:
         go_on: True when the rollout goes on to a canary.
         verdict: "go_on", "reject" or "inconclusive".
     """
-    from ctloop.components.shadow.decision import run_shadow_analysis
+    from ctloop.components.canary.record_keeping import keep_records
+    from ctloop.components.shadow.decision import run_shadow_analysis, shadow_record
     from ctloop.components.shadow.measurement import ShadowTarget
     from ctloop.components.shadow.policy import parse_shadow_policy
     from ctloop.components.shadow.report import decision_markdown
@@ -63,4 +75,7 @@ def analyze_shadow(
     with open(decision.path, "w") as handle:
         handle.write(decision_markdown(analysed))
     decision.metadata["display_name"] = f"Shadow: {analysed.verdict} → {analysed.action}"
+    subject = {"registered_model": registered_model_name, "kfp_run_id": kfp_run_id}
+    kept = shadow_record(analysed, policy_text=policy, **subject)
+    keep_records([(kept, record.path)], mlflow_tracking_uri)
     return (analysed.go_on, analysed.verdict)
