@@ -15,6 +15,12 @@ its own:
   QuantileDMatrix (the path for small files and for device="cuda");
 - ctloop-ckpt: ctloop-mem checkpointing every 50 rounds to a temporary folder (what a train
   step with `checkpoint_uri` does): what resumable segments cost;
+- ctloop-2workers: two worker processes joined by XGBoost's tracker, each training on its half
+  of the train file's row groups (copied to a file of its own first, as a TrainJob worker
+  stages its shard; not timed) through the path ctloop-mem takes: the TrainJob's layout on
+  one host. Its figures are rank 0's, its peak RSS the larger worker's; both workers share
+  the host's cores (each runs --nthread threads), so it shows what the collective costs, not
+  what a second node gains;
 - naive:    `pd.read_parquet` -> `xgb.DMatrix(enable_categorical=True)` -> `xgb.train`;
 - baseline: only imports xgboost, pandas and pyarrow (the floor both paths pay).
 
@@ -29,6 +35,8 @@ for naive; the rest of the build is XGBoost's quantile sketch and index), `boost
 Each is given as wall time and as CPU time of the process (all its threads): on a shared, busy
 host the CPU figures are the ones to compare. (One file past 350 lines: each child it starts
 runs this same script, so the paths and the report stay together.)
+
+Only CPU paths are here, so it runs anywhere; none needs a GPU.
 """
 
 from __future__ import annotations
@@ -49,10 +57,13 @@ CATEGORICAL = [f"c{i}" for i in range(4)]
 LEVELS = {name: [f"{name}_level{j}" for j in range(10)] for name in CATEGORICAL}
 TARGET = "label"
 CHUNK_ROWS = 250_000
+WORKERS = 2
+"""Workers of the ctloop-2workers path: the train file has at least this many row groups."""
 
 
-def write_split(path: Path, rows: int, seed: int) -> None:
-    """Write `rows` synthetic rows in row groups of CHUNK_ROWS (memory stays one chunk)."""
+def write_split(path: Path, rows: int, seed: int, group_rows: int = CHUNK_ROWS) -> None:
+    """Write `rows` synthetic rows, CHUNK_ROWS at a time (memory stays one chunk), in row
+    groups of at most `group_rows` (the rows drawn do not depend on it)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -81,7 +92,7 @@ def write_split(path: Path, rows: int, seed: int) -> None:
         table = pa.table(columns)
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
+        writer.write_table(table, row_group_size=group_rows)
     writer.close()
 
 
@@ -141,20 +152,33 @@ class _Clock:
 def child_ctloop(
     folder: Path, rounds: int, depth: int, *, external_memory: bool, checkpoints: bool = False
 ) -> dict:
+    from ctloop.components.train.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(folder / "checkpoints")) if checkpoints else None
+    figures = _timed_training(
+        folder, folder / "train.parquet", rounds, depth, external_memory, store
+    )
+    if store:
+        store.clear()
+    return figures
+
+
+def _timed_training(
+    folder: Path, train: Path, rounds: int, depth: int, external_memory: bool, store=None
+) -> dict:
+    """`train_booster` on `train`, timed (build, conversion, boosting), and its test AUC."""
     import numpy as np
 
     from ctloop.components.contract.model_input import FeatureSchema, predict_scores
     from ctloop.components.evaluate.metrics import roc_auc
     from ctloop.components.train import trainer
-    from ctloop.components.train.checkpoints import CheckpointStore
 
     schema = FeatureSchema(features=NUMERIC + CATEGORICAL, categories=dict(LEVELS))
     clock = _Clock()
     trainer.iter_frames = clock.timed(trainer.iter_frames)  # what the batches spend in ctloop
-    store = CheckpointStore(str(folder / "checkpoints")) if checkpoints else None
     started = _now()
     result = trainer.train_booster(
-        folder / "train.parquet",
+        train,
         folder / "validation.parquet",
         target=TARGET,
         schema=schema,
@@ -164,8 +188,6 @@ def child_ctloop(
         checkpoints=store,
     )
     wall, cpu = _since(started)
-    if store:
-        store.clear()
     labels, scores = [], []
     for frame, extra in trainer.iter_frames(folder / "test.parquet", schema, [TARGET]):
         scores.append(predict_scores(result.booster, frame))
@@ -181,6 +203,59 @@ def child_ctloop(
         "auc": auc,
         "best_iteration": result.best_iteration,
     }
+
+
+def child_workers(folder: Path, rounds: int, depth: int) -> dict:
+    """Start the tracker and WORKERS worker children; rank 0's figures, the larger peak RSS."""
+    from xgboost.tracker import RabitTracker
+
+    tracker = RabitTracker(WORKERS, "127.0.0.1", sortby="task")
+    tracker.start()
+    port = tracker.worker_args()["dmlc_tracker_port"]
+    common = ["--dir", str(folder), "--rounds", str(rounds), "--depth", str(depth)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", "ctloop-worker", *common]
+            + ["--rank", str(rank), "--tracker-port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(WORKERS)
+    ]
+    outputs = [worker.communicate() for worker in workers]
+    failed = [err for worker, (_, err) in zip(workers, outputs, strict=True) if worker.returncode]
+    if failed:
+        raise RuntimeError(f"a worker failed:\n{failed[0]}")
+    tracker.wait_for()
+    figures = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    hwm = [row["vm_hwm_mb"] for row in figures if row["vm_hwm_mb"] is not None]
+    return {
+        **figures[0],
+        "peak_rss_mb": max(row["peak_rss_mb"] for row in figures),
+        "vm_hwm_mb": max(hwm) if hwm else None,
+    }
+
+
+def child_worker(folder: Path, rounds: int, depth: int, rank: int, port: int) -> dict:
+    """One worker of ctloop-2workers: its shard staged, then trained in the collective."""
+    from xgboost import collective
+
+    from ctloop.components.train.distributed import shard_row_groups, stage_shard
+
+    train = folder / "train.parquet"
+    groups = shard_row_groups(_row_groups(train), rank, WORKERS, str(train))
+    shard = stage_shard(str(train), groups, folder / f"shard-{rank}.parquet")
+    with collective.CommunicatorContext(
+        dmlc_tracker_uri="127.0.0.1", dmlc_tracker_port=port, dmlc_task_id=str(rank)
+    ):
+        return _timed_training(folder, shard, rounds, depth, external_memory=False)
+
+
+def _row_groups(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_row_groups
 
 
 def child_naive(folder: Path, rounds: int, depth: int) -> dict:
@@ -258,6 +333,7 @@ CHILDREN = {
     "ctloop-disk": functools.partial(child_ctloop, external_memory=True),
     "ctloop-mem": functools.partial(child_ctloop, external_memory=False),
     "ctloop-ckpt": functools.partial(child_ctloop, external_memory=False, checkpoints=True),
+    "ctloop-2workers": child_workers,
     "naive": child_naive,
     "baseline": child_baseline,
 }
@@ -290,23 +366,31 @@ def main() -> None:
     parser.add_argument(
         "--nthread", type=int, default=0, help="XGBoost threads (0: every core; 1 on a busy host)"
     )
-    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=[*sorted(CHILDREN), "ctloop-worker"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tracker-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.write:
         held_out = max(args.rows // 10, 1000)
-        write_split(args.write / "train.parquet", args.rows, seed=1)
+        groups = min(CHUNK_ROWS, -(-args.rows // WORKERS))  # a row group for every worker
+        write_split(args.write / "train.parquet", args.rows, seed=1, group_rows=groups)
         write_split(args.write / "validation.parquet", held_out, seed=2)
         write_split(args.write / "test.parquet", held_out, seed=3)
         return
     os.environ["BENCH_NTHREAD"] = str(args.nthread)  # the children inherit it
-    if args.child:
+    if args.child == "ctloop-worker":
+        figures = child_worker(args.dir, args.rounds, args.depth, args.rank, args.tracker_port)
+    elif args.child:
         figures = CHILDREN[args.child](args.dir, args.rounds, args.depth)
+    if args.child:
         figures["path"] = args.child
-        figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        figures["vm_hwm_mb"] = _vm_hwm_mb()
+        figures.setdefault("peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        figures.setdefault("vm_hwm_mb", _vm_hwm_mb())
         print(json.dumps(figures))
         return
 
@@ -327,11 +411,18 @@ def main() -> None:
         )
         results = {
             path: run_child(path, folder, args.rounds, args.depth)
-            for path in ("baseline", "ctloop-disk", "ctloop-mem", "ctloop-ckpt", "naive")
+            for path in (
+                "baseline",
+                "ctloop-disk",
+                "ctloop-mem",
+                "ctloop-ckpt",
+                "ctloop-2workers",
+                "naive",
+            )
         }
 
     print(
-        f"{'path':<13}{'wall s':>8}{'CPU s':>8}{'build':>7}{'CPU':>7}{'convert':>9}{'CPU':>7}"
+        f"{'path':<16}{'wall s':>8}{'CPU s':>8}{'build':>7}{'CPU':>7}{'convert':>9}{'CPU':>7}"
         f"{'boost':>7}{'CPU':>7}{'peak RSS MB':>13}{'VmHWM MB':>10}{'test AUC':>10}{'best':>6}"
     )
     for path, row in results.items():
@@ -339,7 +430,7 @@ def main() -> None:
         best = "—" if row["best_iteration"] is None else str(row["best_iteration"])
         hwm = "—" if row["vm_hwm_mb"] is None else f"{row['vm_hwm_mb']:.0f}"
         print(
-            f"{path:<13}{row['wall_s']:>8.1f}{row['cpu_s']:>8.1f}{row['build_s']:>7.1f}"
+            f"{path:<16}{row['wall_s']:>8.1f}{row['cpu_s']:>8.1f}{row['build_s']:>7.1f}"
             f"{row['build_cpu_s']:>7.1f}{row['convert_s']:>9.1f}{row['convert_cpu_s']:>7.1f}"
             f"{row['wall_s'] - row['build_s']:>7.1f}{row['cpu_s'] - row['build_cpu_s']:>7.1f}"
             f"{row['peak_rss_mb']:>13.0f}{hwm:>10}{auc:>10}{best:>6}"
@@ -354,7 +445,7 @@ def main() -> None:
                 f"conversion {row['convert_s'] / row['wall_s']:.0%}"
             )
     naive, floor = results["naive"], results["baseline"]
-    for path in ("ctloop-disk", "ctloop-mem", "ctloop-ckpt"):
+    for path in ("ctloop-disk", "ctloop-mem", "ctloop-ckpt", "ctloop-2workers"):
         ours = results[path]
         ratio = ours["peak_rss_mb"] / naive["peak_rss_mb"]
         above_floor = (ours["peak_rss_mb"] - floor["peak_rss_mb"]) / (
