@@ -6,27 +6,47 @@ decided, and prints the decision as one JSON line on stdout for a script to read
 shadow, or an experiment that must go on, is an answer, not a failure. Bad input exits 2 and a
 source that cannot be read exits 1 (`ctloop.pipelines.cli`). Each command's parser sits beside
 its handler; handlers import their libraries inside the body.
+
+With `--record` the decision record is written to a file, and with `--mlflow-tracking-uri` it is
+logged to MLflow, as the pipeline's step does: the record to give `ctloop replay`, or to name
+as the trigger of a promotion.
 """
 
 import json
+import sys
 import time
 
 
-def _report_and_print(args, summary: dict, markdown: str) -> int:
-    """Write the Markdown report to `--report` (whole, or not at all), then print the decision
-    as the JSON line, naming the report."""
+def _report_and_print(args, summary: dict, markdown: str, record) -> int:
+    """Write the Markdown report to `--report` (whole, or not at all), print the decision as the
+    JSON line, naming the report and the record, then keep the record (`--record`, MLflow)."""
+    from ctloop.components.canary.record_keeping import keep_records
     from ctloop.components.table_io import partial_then_rename
 
     if args.report:
         with partial_then_rename(args.report) as partial:
             partial.write_text(markdown)
         summary = {**summary, "report": args.report}
-    print(json.dumps(summary, sort_keys=True))
+    print(json.dumps({**summary, "decision_record": record.id}, sort_keys=True))
+    sys.stdout.flush()
+    keep_records([(record, args.record)], args.mlflow_tracking_uri)
     return 0
 
 
+def _add_record_options(parser) -> None:
+    parser.add_argument("--record", default="", help="write the decision record (JSON) here")
+    parser.add_argument(
+        "--mlflow-tracking-uri",
+        default="",
+        help="MLflow tracking server to log the decision record to (default: not logged)",
+    )
+    parser.add_argument(
+        "--registered-model", default="", help="registered model the decision is about"
+    )
+
+
 def _shadow_analysis(args) -> int:
-    from ctloop.components.shadow.decision import run_shadow_analysis
+    from ctloop.components.shadow.decision import run_shadow_analysis, shadow_record
     from ctloop.components.shadow.measurement import ShadowTarget
     from ctloop.components.shadow.policy import parse_shadow_policy
     from ctloop.components.shadow.report import decision_markdown
@@ -50,7 +70,10 @@ def _shadow_analysis(args) -> int:
         started_at=time.time() - args.window_s,
         timeout_s=args.timeout,
     )
-    return _report_and_print(args, decision.to_json(), decision_markdown(decision))
+    record = shadow_record(
+        decision, policy_text=args.policy, registered_model=args.registered_model
+    )
+    return _report_and_print(args, decision.to_json(), decision_markdown(decision), record)
 
 
 def add_shadow_analysis(commands) -> None:
@@ -100,17 +123,25 @@ def add_shadow_analysis(commands) -> None:
         help="seconds the shadow has been scoring already: the window starts then (default 0)",
     )
     parser.add_argument("--report", default="", help="where to write the decision as Markdown")
+    _add_record_options(parser)
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds each request may take (%(default)s)"
     )
 
 
 def _ab_analysis(args) -> int:
-    from ctloop.components.experiment.decision import run_ab_analysis
+    from ctloop.components.experiment.decision import ab_record, run_ab_analysis
     from ctloop.components.experiment.report import decision_markdown, decision_summary
 
     decision = run_ab_analysis(args.prediction_log, args.labels, args.control_variant, args.policy)
-    return _report_and_print(args, decision_summary(decision), decision_markdown(decision))
+    record = ab_record(
+        decision,
+        policy_text=args.policy,
+        prediction_log_uri=args.prediction_log,
+        labels_uri=args.labels,
+        registered_model=args.registered_model,
+    )
+    return _report_and_print(args, decision_summary(decision), decision_markdown(decision), record)
 
 
 def add_ab_analysis(commands) -> None:
@@ -146,3 +177,4 @@ def add_ab_analysis(commands) -> None:
         '\'{"metric": "outcome_mean", "outcome_column": "revenue", "better": "higher"}\'',
     )
     parser.add_argument("--report", default="", help="where to write the decision as Markdown")
+    _add_record_options(parser)

@@ -8,8 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ctloop.components.decisions.record import read_record
+from ctloop.components.decisions.store import records_for
+from ctloop.components.experiment.decision import replay_ab
 from ctloop.pipelines.cli import main
+from tests import sqlite_registry
 
+tracking_uri = sqlite_registry.tracking_uri  # a fixture: a SQLite MLflow store per module
 POLICY = '{"metric": "outcome_mean", "outcome_column": "converted", "min_labelled_rows": 100}'
 
 
@@ -64,6 +69,24 @@ def test_prints_the_decision_and_writes_the_report(experiment, capsys):
     assert summary["variants"]["2"]["labelled_rows"] == 4000
     assert summary["report"] == str(report)
     assert report.read_text().startswith("## A/B analysis: PROMOTE → 2")
+
+
+def test_the_decision_record_is_written_logged_and_replays_to_the_same_winner(
+    experiment, capsys, tracking_uri
+):
+    record_file = experiment / "records" / "ab.json"
+    argv = ["ab-analysis", "--prediction-log", str(experiment / "log")]
+    argv += ["--labels", str(experiment / "labels.csv"), "--control-variant", "1"]
+    argv += ["--policy", POLICY, "--record", str(record_file), "--registered-model", "churn"]
+
+    assert main([*argv, "--mlflow-tracking-uri", tracking_uri]) == 0
+
+    summary = json.loads(capsys.readouterr().out)
+    record = read_record(record_file)
+    assert summary["decision_record"] == record.id
+    assert records_for(tracking_uri, "churn") == [record]
+    assert record.inputs["variants"]["2"]["labelled"] == 4000
+    assert replay_ab(record.inputs, record.policy)[0] == {"action": "promote", "winner": "2"}
 
 
 @pytest.mark.parametrize(

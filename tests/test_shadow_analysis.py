@@ -13,7 +13,12 @@ import pytest
 
 from ctloop.components.canary.prometheus import PrometheusClient, PrometheusError
 from ctloop.components.decisions.record import read_record
-from ctloop.components.shadow.decision import decide, observe_shadow, run_shadow_analysis
+from ctloop.components.shadow.decision import (
+    decide,
+    observe_shadow,
+    replay_shadow,
+    run_shadow_analysis,
+)
 from ctloop.components.shadow.measurement import ShadowFigures, ShadowTarget, measure, selector
 from ctloop.components.shadow.policy import (
     DEFAULT_SHADOW_POLICY,
@@ -384,18 +389,25 @@ def test_cli_shadow_analysis_prints_the_decision_and_writes_the_report(
     assert "[600000ms]" in prometheus.queries[0]["query"]
 
 
-def test_cli_shadow_analysis_exits_0_when_it_rejects(prometheus, capsys):
+def test_cli_shadow_analysis_exits_0_when_it_rejects_and_writes_its_record(
+    prometheus, capsys, tmp_path
+):
     from ctloop.pipelines.cli import main
 
     argv = ["shadow-analysis", "--prometheus-url", prometheus.url, "--shadow-version", "3"]
     argv += ["--model-name", "churn", "--window-s", "600"]
     policy = {"bake_time_s": 0, "max_disagreement_rate": 0.001}
 
-    assert main([*argv, "--policy", json.dumps(policy)]) == 0
+    record = tmp_path / "shadow.json"
+
+    assert main([*argv, "--policy", json.dumps(policy), "--record", str(record)]) == 0
 
     summary = json.loads(capsys.readouterr().out)
     assert (summary["go_on"], summary["verdict"]) == (False, "reject")
     assert summary["reasons"] == ["disagreement_rate 0.005 > max 0.001"]
+    kept = read_record(record)
+    assert summary["decision_record"] == kept.id
+    assert replay_shadow(kept.inputs, kept.policy)[0] == {"verdict": "reject", "action": "reject"}
 
 
 @pytest.mark.parametrize(
