@@ -31,7 +31,9 @@ def _audit(args) -> int:
         version = f"v{event.version}" if event.version else "-"
         print(f"{event.time or '?':25}  {version:>5}  {event.event:<17}  {event.detail}")
         if event.record is not None:
-            print(f"{'':34}record {event.record.id}, by {code_text(event.record.code)}")
+            kfp_run = event.record.subject.get("kfp_run_id")
+            where = f", in KFP run {kfp_run}" if kfp_run else ""
+            print(f"{'':34}record {event.record.id}, by {code_text(event.record.code)}{where}")
             for reason in event.record.reasons:
                 print(f"{'':34}- {reason}")
     return 0

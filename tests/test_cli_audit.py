@@ -13,9 +13,10 @@ from ctloop.pipelines.cli import main
 
 
 def _decide(uri, kind, outcome, reasons, *, version=None, run_id=None):
+    subject = {"registered_model": "churn", "model_version": version, "run_id": run_id}
     record = new_record(
         kind,
-        subject={"registered_model": "churn", "model_version": version, "run_id": run_id},
+        subject={**subject, "kfp_run_id": f"kfp-{kind}"},
         inputs={},
         policy="",
         outcome=outcome,
@@ -77,6 +78,7 @@ def test_audit_prints_versions_and_decisions_oldest_first(churn_history, capsys)
     assert "champion moved to version 2" in text
     assert "passed=true" in text and 'action="promote"' in text
     assert f"record {canary.id}, by ctloop " in text
+    assert text.count(", in KFP run kfp-gate") == 2
     assert "- roc_auc 0.84 >= min 0.7" in text
     assert canary.code["git_commit"][:12] in text
 

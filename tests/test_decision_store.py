@@ -3,6 +3,7 @@ that fails is one clear error."""
 
 import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from ctloop.components.decisions.record import DecisionRecordError, new_record
 from ctloop.components.decisions.store import (
@@ -128,3 +129,19 @@ def test_a_server_that_never_answers_is_given_up(monkeypatch):
     message = str(raised.value)
     assert message.startswith(f"MLflow at {endpoint.url}: cannot log the gate decision {record.id}")
     assert "Read timed out" in message
+
+
+def test_a_step_that_loses_the_race_to_create_the_experiment_logs_into_the_winners(
+    tmp_path, monkeypatch
+):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    winner = mlflow_registry.client(uri).create_experiment(DECISIONS_EXPERIMENT)
+    unseen = iter([None])  # the loser looked before the winner created it
+    looked_up = MlflowClient.get_experiment_by_name
+    monkeypatch.setattr(
+        MlflowClient,
+        "get_experiment_by_name",
+        lambda self, name: next(unseen, looked_up(self, name)),
+    )
+    run_id = log_record(uri, _record("gate"))
+    assert mlflow_registry.client(uri).get_run(run_id).info.experiment_id == winner

@@ -64,9 +64,7 @@ def log_record(tracking_uri: str, record: DecisionRecord) -> str:
 
     def log() -> str:
         mlflow_client = mlflow_registry.client(tracking_uri)
-        experiment_id = mlflow_registry.ensure_experiment(
-            tracking_uri, DECISIONS_EXPERIMENT, _artifact_location(tracking_uri)
-        )
+        experiment_id = _decisions_experiment(tracking_uri)
         run = mlflow_client.create_run(experiment_id, tags=_tags(record))
         run_id = run.info.run_id
         try:
@@ -158,6 +156,18 @@ def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:
         )
 
     return ask_mlflow(tracking_uri, f"read the decision {wanted}", find)
+
+
+def _decisions_experiment(tracking_uri: str) -> str:
+    """The id of `DECISIONS_EXPERIMENT`, created on first use. Two steps that decide at once
+    on a new server may both try to create it: the one that loses uses the winner's."""
+    location = _artifact_location(tracking_uri)
+    try:
+        return mlflow_registry.ensure_experiment(tracking_uri, DECISIONS_EXPERIMENT, location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return mlflow_registry.ensure_experiment(tracking_uri, DECISIONS_EXPERIMENT, location)
 
 
 def _tags(record: DecisionRecord) -> dict[str, str]:
