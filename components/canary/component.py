@@ -41,6 +41,10 @@ def analyze_canary(
     inconclusive, which rolls back unless the policy says otherwise. A version that already
     serves all traffic as the champion (first deployment) is promoted without analysis.
 
+    Both decisions, the analysis and the promotion or rollback, are records logged to MLflow
+    after the action; when they cannot be logged the step fails, saying that the action WAS
+    applied, with the records printed whole to its log (a retry finds the action done).
+
     Args:
         model_version: The registered version serving as the canary.
         prometheus_url: Prometheus that scrapes the predictor, e.g. http://prometheus:9090.
@@ -125,6 +129,10 @@ def promote_version(
     Used where a decision other than canary analysis promotes: a blue-green switch after a
     passed shadow, the winner of an A/B experiment, a first deployment. Idempotent.
 
+    The promotion is a decision record naming its trigger, logged to MLflow after the change;
+    when it cannot be logged the step fails, saying the promotion WAS applied, with the record
+    printed whole to its log.
+
     Args:
         model_version: The registered version to promote (a canary, an A/B variant, or the
             version already serving all traffic).
@@ -192,6 +200,10 @@ def roll_back_version(
 
     A version the service no longer serves (e.g. a rejected shadow, already removed) is only
     recorded. Idempotent.
+
+    The rollback is a decision record naming its trigger, logged to MLflow after the change;
+    when it cannot be logged the step fails, saying the rollback WAS applied, with the record
+    printed whole to its log.
 
     Args:
         model_version: The registered version to roll back.
@@ -261,6 +273,10 @@ def roll_back_variants(
     kfp_run_id: str = "",
 ) -> str:
     """End an A/B experiment the control won: roll back every challenger variant.
+
+    Each rollback is a decision record naming its trigger, logged to MLflow after the change;
+    when they cannot be logged the step fails, saying the rollbacks WERE applied, with the
+    records printed whole to its log.
 
     Args:
         reason: Why, recorded on each rolled-back version.
