@@ -96,9 +96,16 @@ def test_the_word_arrives_after_the_body_ran_under_kfp_local(tmp_path, httpserve
 def test_the_training_and_monitoring_pipelines_wrap_with_every_parameter_described(tmp_path, build):
     body = build()
     spec = _compiled(with_run_end_word(body, notify_run_end), tmp_path)
+    body_spec = _compiled(body, tmp_path)
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == {*body.component_spec.inputs, "webhook_url", "kfp_ui_url"}
     assert [
         name for name, parameter in parameters.items() if not parameter.get("description")
     ] == []
     assert sorted(spec["root"]["dag"]["tasks"]) == ["exit-handler-1", "notify-run-end"]
+    # The body's Kubernetes settings (the train step's GPU nodes) come along unchanged.
+    executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, settings in body_spec["platforms"]["kubernetes"]["deploymentSpec"][
+        "executors"
+    ].items():
+        assert executors[name] == settings
