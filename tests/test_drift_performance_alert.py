@@ -147,3 +147,17 @@ def test_the_drift_step_records_the_profile_hash_and_the_policy_text(churn, tmp_
     assert record.inputs["profile_sha256"] == hashlib.sha256(profile_path.read_bytes()).hexdigest()
     assert record.inputs["labelled_rows"] == churn.seniors.num_rows
     assert replay_drift(record.inputs, record.policy) == (record.outcome, record.reasons)
+
+
+def test_labels_that_are_not_0_or_1_leave_the_estimate_without_realized_metrics(churn):
+    window = churn.steady.set_column(
+        churn.steady.schema.get_field_index("churn"),
+        "churn",
+        pa.array(np.full(churn.steady.num_rows, 2)),
+    )
+    report = churn.report(window)
+    estimate = report.result.estimate
+    assert estimate["labelled_rows"] == 0
+    assert all(metric["realized"] is None for metric in estimate["metrics"].values())
+    assert report.result.labelled_rows == churn.steady.num_rows
+    assert report.result.performance_alert is False

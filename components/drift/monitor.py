@@ -140,11 +140,12 @@ def drift_report(
         profile: The model's `ctloop.reference_profile/v1` profile.
         window_batches: The window's record batches, read once.
         policy: Thresholds and decision rule (`parse_drift_policy`); the defaults when None.
-        target: Label column: never a feature; when the window holds it and scores are
-            given, the model's quality on the labelled rows is measured.
+        target: Label column: never a feature; its labelled rows are counted, and when
+            scores are given, the model's quality on them is measured.
         score_batches: The model's scores on the window, in window row order, chunk by chunk;
             their distribution is compared with the profile's "prediction" distribution
-            (counted as they come; kept whole, 8 bytes a row, only to measure quality).
+            (counted as they come; kept whole, 8 bytes a row, only to measure quality or,
+            when the profile carries a calibration, to estimate it).
         baseline_metrics: The model's metrics at evaluation (e.g. the evaluation's candidate
             metrics); the window's metrics are reported beside them and as changes.
         exact_ks_values: Raw (reference, current) values per numeric feature for an exact KS.
@@ -215,8 +216,9 @@ def drift_report(
 def _window_labels(
     profile: Mapping[str, Any], labels: list[pa.Array]
 ) -> tuple[np.ndarray | None, int]:
-    """The window's labels as 0/1 floats (NaN where missing) and how many are present; None
-    for labels the profile cannot read (the quality note says why), counted as non-null."""
+    """The window's labels as floats (NaN where missing) and how many are present; None
+    (counted as non-null) for labels the profile cannot read or, for a binary model, that are
+    not 0/1: the quality note says why, and the estimate goes without realized metrics."""
     if not labels:
         return None, 0
     column = pa.chunked_array(labels)
@@ -224,7 +226,10 @@ def _window_labels(
         values = label_values(profile, column)
     except ValueError:
         return None, len(column) - column.null_count
-    return values, int(np.count_nonzero(~np.isnan(values)))
+    present = ~np.isnan(values)
+    if profile.get("task") == "binary" and not np.isin(values[present], (0.0, 1.0)).all():
+        return None, int(present.sum())
+    return values, int(present.sum())
 
 
 def _count_scores(
