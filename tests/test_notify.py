@@ -76,6 +76,22 @@ def test_a_failed_run_shows_the_error_and_no_decided_block_without_a_summary():
     assert len(message["blocks"]) == 3  # no summary, no KFP UI URL: no such blocks
 
 
+@pytest.mark.parametrize(
+    ("state", "title", "error_shown"),
+    [
+        ("CACHED", ":white_check_mark: ctloop-monitoring succeeded (from cache)", False),
+        ("CANCELED", ":no_entry_sign: ctloop-monitoring was cancelled", True),
+        ("PAUSED", ":grey_question: ctloop-monitoring paused", True),
+    ],
+)
+def test_every_state_kfp_may_hand_over_is_said_in_words(state, title, error_shown):
+    run = RunEnd(pipeline="ctloop-monitoring", state=state, failed_task="exit-handler-1")
+    blocks = run_end_message(run)["blocks"]
+    assert blocks[0]["text"]["text"] == title
+    shown = [block["text"]["text"] for block in blocks[2:]]
+    assert shown == (["*Error*\ntask exit-handler-1 did not succeed"] if error_shown else [])
+
+
 def test_run_text_is_escaped_and_cut_to_slacks_limits():
     hostile = RunEnd(pipeline="p" * 200, state="FAILED", run_name="<!channel> & co")
     message = run_end_message(hostile, '["<https://evil|click>"]' + "", "")

@@ -20,9 +20,16 @@ SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
 OUTCOMES = {
     "SUCCEEDED": (":white_check_mark:", "succeeded"),
+    "CACHED": (":white_check_mark:", "succeeded (from cache)"),
+    "SKIPPED": (":white_circle:", "was skipped"),
     "FAILED": (":x:", "failed"),
     "CANCELLED": (":no_entry_sign:", "was cancelled"),
+    "CANCELED": (":no_entry_sign:", "was cancelled"),
 }
+"""The states KFP hands an exit task: kfp.local and the v2 driver say SUCCEEDED or FAILED; KFP
+backends that track tasks also CACHED (every task of the handler came from the cache) and
+SKIPPED, and spell cancellation CANCELED where the SDK's docs say CANCELLED."""
+SUCCEEDED_STATES = ("SUCCEEDED", "CACHED", "SKIPPED")
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class RunEnd:
 
     Attributes:
         pipeline: The pipeline's name.
-        state: "SUCCEEDED", "FAILED" or "CANCELLED" (any other state is shown as it is).
+        state: One of `OUTCOMES` (any other state is shown as it is).
         run_id: The KFP run's id.
         run_name: The KFP run's name.
         failed_task: The task whose status this is (the exit handler's group).
@@ -84,7 +91,7 @@ def run_end_message(run: RunEnd, summary: str = "", kfp_ui_url: str = "") -> dic
             ],
         },
     ]
-    if run.state != "SUCCEEDED" and (run.error_message or run.failed_task):
+    if run.state not in SUCCEEDED_STATES and (run.error_message or run.failed_task):
         error = run.error_message or f"task {run.failed_task} did not succeed"
         blocks.append(_section("*Error*\n" + _escaped(error)))
     decided = _summary_lines(summary)
