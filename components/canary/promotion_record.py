@@ -145,25 +145,12 @@ def canary_analysis_records(
 
 
 def rollback_records(
-    outcome: dict[str, Any],
-    trigger: dict[str, Any],
-    *,
-    reasons: Sequence[str] = (),
-    registered_model: str = "",
-    kfp_run_id: str = "",
+    outcome: dict[str, Any], trigger: dict[str, Any], **options: Any
 ) -> list[DecisionRecord]:
     """One rollback record per version `variants.roll_back_challengers` rolled back (its
-    `rollbacks`), each with the same trigger: every version's history shows its own."""
-    return [
-        action_record(
-            rollback,
-            trigger,
-            reasons=reasons,
-            registered_model=registered_model,
-            kfp_run_id=kfp_run_id,
-        )
-        for rollback in outcome["rollbacks"]
-    ]
+    `rollbacks`), each with the same trigger and `action_record`'s `options`: every version's
+    history shows its own."""
+    return [action_record(rollback, trigger, **options) for rollback in outcome["rollbacks"]]
 
 
 def replay_action(kind: str, inputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
