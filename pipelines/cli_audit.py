@@ -30,6 +30,8 @@ def _audit(args) -> int:
     for event in history.events:
         version = f"v{event.version}" if event.version else "-"
         print(f"{event.time or '?':25}  {version:>5}  {event.event:<17}  {event.detail}")
+        for note in event.notes:
+            print(f"{'':34}{note}")
         if event.record is not None:
             kfp_run = event.record.subject.get("kfp_run_id")
             where = f", in KFP run {kfp_run}" if kfp_run else ""

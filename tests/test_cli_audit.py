@@ -46,7 +46,9 @@ def churn_history(tmp_path_factory):
         if number == 1:
             client.set_registered_model_alias("churn", "champion", "1")
     records.append(_decide(uri, "canary", {"action": "promote"}, ["errors 0 <= 1%"], version="2"))
-    mlflow_registry.promote_to_champion(uri, "churn", "2")
+    client.set_model_version_tag("churn", "2", "ctloop.lineage.git_commit", "0a1b2c3")
+    client.set_model_version_tag("churn", "2", "ctloop.lineage.image", "ctloop:0.1.0")
+    mlflow_registry.promote_to_champion(uri, "churn", "2", storage_uri="s3://models/churn/2")
     records.append(_decide(uri, "promotion", {"promoted": True}, ["canary passed"], version="2"))
     client.create_registered_model("fraud")
     yield uri, records
@@ -76,6 +78,8 @@ def test_audit_prints_versions_and_decisions_oldest_first(churn_history, capsys)
     text = "\n".join(lines)
     assert "aliases now: champion" in text
     assert "champion moved to version 2" in text
+    assert "built by git_commit 0a1b2c3, image ctloop:0.1.0" in text
+    assert "served from s3://models/churn/2" in text
     assert "passed=true" in text and 'action="promote"' in text
     assert f"record {canary.id}, by ctloop " in text
     assert text.count(", in KFP run kfp-gate") == 2

@@ -60,6 +60,7 @@ class Event:
     version: str | None
     event: str
     detail: str
+    notes: tuple[str, ...] = ()
     record: DecisionRecord | None = field(default=None, compare=False)
     at_ms: int = field(default=0, compare=False, repr=False)
 
@@ -180,7 +181,16 @@ def _registry_events(info: VersionInfo, started_ms: int | None, created_ms: int)
         trained = f"run {info.run_id}"
         events.append(Event(_iso(started_ms), info.version, "trained", trained, at_ms=started_ms))
     registered = f"from run {info.run_id}; aliases now: {', '.join(info.aliases) or 'none'}"
-    events.append(Event(info.created, info.version, "registered", registered, at_ms=created_ms))
+    events.append(
+        Event(
+            info.created,
+            info.version,
+            "registered",
+            registered,
+            notes=_version_notes(info.tags),
+            at_ms=created_ms,
+        )
+    )
     tags = info.tags
     if mlflow_registry.REPLACED_AT_TAG in tags:
         replaced = f"champion moved to version {tags.get(mlflow_registry.REPLACED_BY_TAG, '?')}"
@@ -191,6 +201,24 @@ def _registry_events(info: VersionInfo, started_ms: int | None, created_ms: int)
             _tagged(tags[mlflow_registry.ROLLED_BACK_AT_TAG], info, "rollback tagged", why)
         )
     return events
+
+
+def _version_notes(tags: dict[str, str]) -> tuple[str, ...]:
+    """What the registry's tags say about where a version came from and where it went: the
+    code and image that built it, its model card, the storageUri it was served from."""
+    lineage = {
+        part: tags[f"{mlflow_registry.LINEAGE_TAG}{part}"]
+        for part in mlflow_registry.LINEAGE_PARTS
+        if tags.get(f"{mlflow_registry.LINEAGE_TAG}{part}") not in (None, "", "null")
+    }
+    notes = []
+    if lineage:
+        notes.append("built by " + ", ".join(f"{key} {value}" for key, value in lineage.items()))
+    if tags.get(mlflow_registry.MODEL_CARD_TAG):
+        notes.append(f"model card {tags[mlflow_registry.MODEL_CARD_TAG]}")
+    if tags.get(mlflow_registry.STORAGE_URI_TAG):
+        notes.append(f"served from {tags[mlflow_registry.STORAGE_URI_TAG]}")
+    return tuple(notes)
 
 
 def _tagged(time: str, info: VersionInfo, event: str, detail: str) -> Event:
@@ -206,7 +234,8 @@ def _tagged(time: str, info: VersionInfo, event: str, detail: str) -> Event:
 def _decision_event(record: DecisionRecord, by_run: dict[str, str], logged_ms: int) -> Event:
     version = record.subject.get("model_version") or by_run.get(record.subject.get("run_id"))
     event = DECISION_EVENTS.get(record.kind, record.kind)
-    return Event(record.time, version, event, outcome_text(record.outcome), record, logged_ms)
+    detail = outcome_text(record.outcome)
+    return Event(record.time, version, event, detail, record=record, at_ms=logged_ms)
 
 
 def outcome_text(outcome: dict[str, Any]) -> str:

@@ -197,9 +197,7 @@ def _artifact_location(tracking_uri: str) -> str:
     server, its own default."""
     if not tracking_uri.startswith("sqlite:///"):
         return ""
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    if tracking_uri.startswith("sqlite:////"):
-        database = Path("/" + tracking_uri.removeprefix("sqlite:////"))
+    database = Path(tracking_uri.removeprefix("sqlite:///"))  # sqlite:////abs -> /abs
     return (database.resolve().parent / "mlartifacts").as_uri()
 
 
