@@ -9,8 +9,14 @@ import json
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from kfp import compiler, dsl
 
-from ctloop.components.canary.component import promote_version, roll_back_variants
+from ctloop.components.canary.component import (
+    promote_version,
+    roll_back_variants,
+    roll_back_version,
+)
 from ctloop.components.canary.promotion import replay_promotion, replay_rollback
 from ctloop.components.canary.promotion_record import (
     action_record,
@@ -277,3 +283,24 @@ def test_a_record_that_cannot_be_logged_fails_saying_the_promotion_was_applied(t
     assert (
         replay_promotion(record.inputs, "")[1][0] == "no analysis on record, nothing to re-decide"
     )
+
+
+def test_the_action_steps_compile_without_a_trigger_and_declare_their_records(tmp_path):
+    @dsl.pipeline(name="actions-without-trigger")
+    def actions(version: str = "2"):
+        service = {"registered_model_name": "churn", "mlflow_tracking_uri": "http://mlflow:5000"}
+        promote_version(model_version=version, **service)
+        roll_back_version(model_version=version, reason="rejected", **service)
+        roll_back_variants(reason="control won", **service)
+
+    path = tmp_path / "actions.yaml"
+    compiler.Compiler().compile(actions, str(path))
+
+    components = yaml.safe_load(path.read_text())["components"]
+    for name in ("promote-version", "roll-back-version", "roll-back-variants"):
+        component = components[f"comp-{name}"]
+        trigger = component["inputDefinitions"]["artifacts"]["trigger"]
+        assert trigger["isOptional"] is True
+        assert component["inputDefinitions"]["parameters"]["kfp_run_id"]["defaultValue"] == ""
+        record = component["outputDefinitions"]["artifacts"]["record"]
+        assert record["artifactType"]["schemaTitle"] == "system.Artifact"
