@@ -93,6 +93,8 @@ def build_monitoring_pipeline(
         trainjob_output_uri: str = "",
         trainjob_nodes: int = 2,
         trainjob_gpus_per_node: int = 1,
+        trainjob_service_account: str = "",
+        trainjob_credentials_secret: str = "",
         checkpoint_uri: str = "",
         resource_labels: dict = default_resource_labels,
         kfp_host: str = "http://ml-pipeline.kubeflow:8888",
@@ -150,6 +152,10 @@ def build_monitoring_pipeline(
             trainjob_output_uri: Folder the TrainJob publishes the model to (for "trainjob").
             trainjob_nodes: Nodes of the TrainJob.
             trainjob_gpus_per_node: GPUs of each TrainJob node (0: CPUs only).
+            trainjob_service_account: Service account of the TrainJob's workers (see the
+                training pipeline).
+            trainjob_credentials_secret: Secret with the workers' storage credentials (see the
+                training pipeline).
             checkpoint_uri: Prefix where the retraining's one-pod train step checkpoints,
                 so a retried step resumes; empty keeps none (see the training pipeline).
             resource_labels: Labels of the InferenceService the retrained model rolls out to
@@ -228,6 +234,8 @@ def build_monitoring_pipeline(
                 trainjob_output_uri=trainjob_output_uri,
                 trainjob_nodes=trainjob_nodes,
                 trainjob_gpus_per_node=trainjob_gpus_per_node,
+                trainjob_service_account=trainjob_service_account,
+                trainjob_credentials_secret=trainjob_credentials_secret,
                 checkpoint_uri=checkpoint_uri,
                 resource_labels=resource_labels,
             ).set_display_name("retrain")

@@ -94,6 +94,8 @@ def build_training_pipeline(
         trainjob_output_uri: str = "",
         trainjob_nodes: int = 2,
         trainjob_gpus_per_node: int = 1,
+        trainjob_service_account: str = "",
+        trainjob_credentials_secret: str = "",
         checkpoint_uri: str = "",
         resource_labels: dict = default_resource_labels,
     ) -> TrainingOutputs:
@@ -111,7 +113,11 @@ def build_training_pipeline(
             time_column: Split by this column (oldest train, newest test) instead of randomly.
             hyperparameters: JSON object of XGBoost parameters over ctloop's defaults.
             device: "auto" (CUDA when a GPU is visible), "cuda" or "cpu".
-            gate_policy: Quality-gate policy as JSON; empty uses the default for the task.
+            gate_policy: Quality-gate policy as JSON; empty uses the default for the task. Its
+                `slices` section judges groups too (per-group floors, regression against the
+                champion, the largest gap in TPR, FPR or selection rate between the groups of a
+                column), e.g. {"slices": {"categorical": ["gender"], "max_gap": {"gender":
+                {"tpr": 0.1}}}}; the evaluation then measures every group.
             mlflow_tracking_uri: MLflow tracking server.
             mlflow_experiment: MLflow experiment of the training runs.
             mlflow_artifact_location: Artifact root for a new experiment (empty: default).
@@ -152,6 +158,12 @@ def build_training_pipeline(
             trainjob_nodes: Nodes (pods) of the TrainJob.
             trainjob_gpus_per_node: GPUs of each TrainJob node, one worker each; 0 trains
                 on CPUs, one worker per node.
+            trainjob_service_account: Service account of the TrainJob's workers (IRSA,
+                Workload Identity: their access to the data and trainjob_output_uri); empty:
+                the namespace's default.
+            trainjob_credentials_secret: Secret with storage credentials for the workers, as
+                KServe's storage initializer reads them (AWS_ACCESS_KEY_ID and
+                AWS_SECRET_ACCESS_KEY for s3://, gcloud-application-credentials.json for gs://).
             checkpoint_uri: Prefix (s3://, gs://, or a path) where the one-pod train step
                 checkpoints the booster every 50 rounds, so a retried step (a preempted spot
                 node) resumes there; empty keeps no checkpoints: a retry starts over.
@@ -213,6 +225,8 @@ def build_training_pipeline(
                         output_uri=trainjob_output_uri,
                         num_nodes=trainjob_nodes,
                         gpus_per_node=trainjob_gpus_per_node,
+                        service_account=trainjob_service_account,
+                        credentials_secret=trainjob_credentials_secret,
                         trainer_image=image,
                     ).set_display_name("train on several nodes")
                 )
@@ -229,10 +243,16 @@ def build_training_pipeline(
                 run_id=run_id,
                 mlflow_tracking_uri=mlflow_tracking_uri,
                 registered_model_name=registered_model_name,
+                gate_policy=gate_policy,
             ).set_display_name("evaluate")
         )
         gate = c["quality_gate"](
-            evaluation=evaluated.outputs["evaluation"], policy=gate_policy
+            evaluation=evaluated.outputs["evaluation"],
+            policy=gate_policy,
+            run_id=run_id,
+            registered_model_name=registered_model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("quality gate")
 
         with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712

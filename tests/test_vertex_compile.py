@@ -26,7 +26,14 @@ from tests.compiled_spec import pipeline_spec, tasks_under_condition
 
 TRAIN = "train-model"
 PASSED = "inputs.parameter_values['pipelinechannel--quality-gate-passed'] == true"
-TRAINJOB_PARAMETERS = {"trainer", "trainjob_output_uri", "trainjob_nodes", "trainjob_gpus_per_node"}
+TRAINJOB_PARAMETERS = {
+    "trainer",
+    "trainjob_output_uri",
+    "trainjob_nodes",
+    "trainjob_gpus_per_node",
+    "trainjob_service_account",
+    "trainjob_credentials_secret",
+}
 
 
 @pytest.fixture(scope="module")
