@@ -126,19 +126,13 @@ def _canary_options(args) -> dict:
     }
 
 
-def _record_and_print(args, outcome: dict, flags: dict, reasons: list[str]) -> int:
+def _record_and_print(args, outcome: dict, trigger: dict, reasons: list[str]) -> int:
     """Print what was done (naming its decision record), then keep the record: in MLflow and,
     with --record, in that file. The outcome is printed first, so a record that cannot be
-    logged (exit 1, saying the action WAS applied) leaves the operator knowing what changed.
-    `flags` are the command's, without the tracking URI (it may hold credentials)."""
-    from ctloop.components.canary.promotion_record import (
-        action_record,
-        applied_text,
-        manual_trigger,
-    )
+    logged (exit 1, saying the action WAS applied) leaves the operator knowing what changed."""
+    from ctloop.components.canary.promotion_record import action_record, applied_text
     from ctloop.components.canary.record_keeping import keep_records
 
-    trigger = manual_trigger(args.command, flags)
     record = action_record(
         outcome, trigger, reasons=reasons, registered_model=args.registered_model
     )
@@ -150,13 +144,22 @@ def _record_and_print(args, outcome: dict, flags: dict, reasons: list[str]) -> i
     return 0
 
 
+def _manual_trigger(args, options: dict, **more) -> dict:
+    """The record's trigger, taken before anything changes: the command, its flags (without the
+    tracking URI, which may hold credentials) and who ran it."""
+    from ctloop.components.canary.promotion_record import manual_trigger
+
+    return manual_trigger(args.command, {**options, **more})
+
+
 def _promote(args) -> int:
     from ctloop.components.canary import promotion
     from ctloop.components.deploy.api_client import kube_api
 
     options = _canary_options(args)
+    trigger = _manual_trigger(args, options)
     outcome = promotion.promote(kube_api(), args.mlflow_tracking_uri, **options)
-    return _record_and_print(args, outcome, options, [])
+    return _record_and_print(args, outcome, trigger, [])
 
 
 def _roll_back(args) -> int:
@@ -164,15 +167,16 @@ def _roll_back(args) -> int:
     from ctloop.components.deploy.api_client import kube_api
 
     options = _canary_options(args)
+    previous = args.previous_storage_uri
+    trigger = _manual_trigger(args, options, reason=args.reason, previous_storage_uri=previous)
     outcome = promotion.roll_back(
         kube_api(),
         args.mlflow_tracking_uri,
         reasons=[args.reason],
-        previous_storage_uri=args.previous_storage_uri,
+        previous_storage_uri=previous,
         **options,
     )
-    flags = {**options, "reason": args.reason, "previous_storage_uri": args.previous_storage_uri}
-    return _record_and_print(args, outcome, flags, [args.reason])
+    return _record_and_print(args, outcome, trigger, [args.reason])
 
 
 def _add_canary_command(commands, command: str, help_text: str):

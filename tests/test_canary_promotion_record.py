@@ -22,6 +22,7 @@ from ctloop.components.canary.promotion_record import (
     action_record,
     applied_text,
     canary_analysis_records,
+    manual_trigger,
     unrecorded_trigger,
 )
 from ctloop.components.canary.record_keeping import RecordNotLoggedError, keep_records
@@ -304,3 +305,14 @@ def test_the_action_steps_compile_without_a_trigger_and_declare_their_records(tm
         assert component["inputDefinitions"]["parameters"]["kfp_run_id"]["defaultValue"] == ""
         record = component["outputDefinitions"]["artifacts"]["record"]
         assert record["artifactType"]["schemaTitle"] == "system.Artifact"
+
+
+def test_a_manual_trigger_names_a_user_without_a_passwd_entry_by_uid(monkeypatch):
+    def no_name():
+        raise KeyError("getpwuid(): uid not found: 1000680000")
+
+    monkeypatch.setattr("getpass.getuser", no_name)
+
+    trigger = manual_trigger("promote", {"version": "2"})
+
+    assert trigger["user"].startswith("uid ")

@@ -17,6 +17,7 @@ unrecorded action has nothing to re-decide and is reported as taken.
 from __future__ import annotations
 
 import getpass
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,15 @@ def analysis_trigger(record: DecisionRecord) -> dict[str, Any]:
 def manual_trigger(command: str, flags: dict[str, Any]) -> dict[str, Any]:
     """The trigger of an action an operator ran by hand: the command, its flags (leave out
     anything secret) and the user who ran it."""
-    return {"kind": MANUAL, "command": command, "flags": flags, "user": getpass.getuser()}
+    return {"kind": MANUAL, "command": command, "flags": flags, "user": _user()}
+
+
+def _user() -> str:
+    """Who ran the command; a container running as a uid with no passwd entry has no name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def unrecorded_trigger(reason: str = "") -> dict[str, Any]:
