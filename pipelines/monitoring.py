@@ -1,14 +1,15 @@
-"""The monitoring pipeline: window → score with the champion → drift → retrain when drifted.
+"""The monitoring pipeline: window → score with the champion → drift → retrain when needed.
 
 Read it top to bottom as the data flows. The decision is visible here: `route_retraining`
-turns the drift step's `drift_detected` and the `retrain_mode` parameter into one of three
-branches, each a `dsl.If`/`dsl.Elif`/`dsl.Else` at the pipeline level:
+turns the drift step's findings (drift, the champion's quality estimated from its scores, the
+window's labelled rows against `min_new_labelled_rows`) and the `retrain_mode` parameter into
+one of three branches, each a `dsl.If`/`dsl.Elif`/`dsl.Else` at the pipeline level:
 
 - nested: the retraining table is written and the very training pipeline runs inside this
   run — the same gate, registration and canary as any training run;
 - api: the table is written and a separate run of the uploaded training pipeline is started
   through the KFP API, unless one is running or started within `cooldown_hours`;
-- none: nothing drifted; the champion stays.
+- none: no trigger fired; the champion stays.
 
 Every branch ends in a JSON summary (`retraining`), which the pipeline returns.
 """
@@ -62,6 +63,7 @@ def build_monitoring_pipeline(
         target: str = "churn",
         key_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
         drift_policy: str = "",
+        min_new_labelled_rows: int = 0,
         registered_model_name: str = "ctloop-model",
         champion_alias: str = "champion",
         mlflow_tracking_uri: str = "http://mlflow.kubeflow.svc.cluster.local:5000",
@@ -113,7 +115,12 @@ def build_monitoring_pipeline(
                 retraining.
             target: Label column (never a drift feature; quality is checked when present).
             key_columns: Window columns copied into the predictions (ids to join on).
-            drift_policy: Drift thresholds as JSON; empty for the defaults.
+            drift_policy: Drift thresholds as JSON, and bounds on the champion's quality as
+                estimated from its scores (the "performance" section, e.g.
+                {"performance": {"estimated_roc_auc": {"min": 0.7}, "max_drop": {"roc_auc":
+                0.05}}}); empty for the defaults.
+            min_new_labelled_rows: Retrain when the window holds at least this many labelled
+                rows (rows the champion never saw), drifted or not; 0: no such trigger.
             registered_model_name: Registered model in MLflow.
             champion_alias: Alias of the model production serves.
             mlflow_tracking_uri: MLflow tracking server.
@@ -184,9 +191,22 @@ def build_monitoring_pipeline(
             predictions=scored.outputs["predictions"],
             target=target,
             policy=drift_policy,
+            registered_model_name=registered_model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri,
         ).set_display_name("drift")
+        # The three triggers: drift, the estimated quality, and enough new labelled rows.
+        triggers = dict(
+            performance_alert=drift.outputs["performance_alert"],
+            labelled_rows=drift.outputs["labelled_rows"],
+            min_new_labelled_rows=min_new_labelled_rows,
+        )
         route = c["route_retraining"](
-            drift_detected=drift.outputs["drift_detected"], retrain_mode=retrain_mode
+            drift_detected=drift.outputs["drift_detected"],
+            retrain_mode=retrain_mode,
+            registered_model_name=registered_model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **triggers,
         ).set_display_name("retrain?")
 
         def retraining_table():
@@ -203,7 +223,7 @@ def build_monitoring_pipeline(
                 ).set_display_name("retraining data")
             )
 
-        with dsl.If(route.outputs["Output"] == "nested", name="drifted-retrain-here"):
+        with dsl.If(route.outputs["Output"] == "nested", name="retrain-here"):
             nested_data = retraining_table()
             retrained = training(
                 data_uri=nested_data.output,
@@ -245,7 +265,7 @@ def build_monitoring_pipeline(
                 metrics=retrained.outputs["metrics"],
                 deployment=retrained.outputs["deployment"],
             ).set_display_name("retraining outcome")
-        with dsl.Elif(route.outputs["Output"] == "api", name="drifted-start-training-run"):
+        with dsl.Elif(route.outputs["Output"] == "api", name="start-training-run"):
             api_data = retraining_table()
             started = retried(
                 c["start_retraining_run"](
@@ -257,10 +277,10 @@ def build_monitoring_pipeline(
                     cooldown_hours=cooldown_hours,
                 ).set_display_name("start training run")
             )
-        with dsl.Else(name="no-drift"):
-            kept = c["keep_champion"](drift_share=drift.outputs["drift_share"]).set_display_name(
-                "keep champion"
-            )
+        with dsl.Else(name="keep-champion"):
+            kept = c["keep_champion"](
+                drift_share=drift.outputs["drift_share"], **triggers
+            ).set_display_name("keep champion")
 
         return MonitoringOutputs(
             drift_detected=drift.outputs["drift_detected"],
