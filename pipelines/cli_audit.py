@@ -17,6 +17,7 @@ from pathlib import Path
 
 def _audit(args) -> int:
     from ctloop.components.decisions.history import code_text, model_history
+    from ctloop.components.decisions.store import without_password
 
     history = model_history(args.mlflow_tracking_uri, args.registered_model, args.version)
     if args.json_summary:
@@ -24,7 +25,7 @@ def _audit(args) -> int:
         return 0
     decisions = sum(event.record is not None for event in history.events)
     print(
-        f"{history.registered_model} at {args.mlflow_tracking_uri}: "
+        f"{history.registered_model} at {without_password(args.mlflow_tracking_uri)}: "
         f"{_count(len(history.versions), 'version')}, {_count(decisions, 'decision')}"
     )
     for event in history.events:

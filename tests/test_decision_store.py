@@ -110,14 +110,17 @@ def test_a_broken_stored_record_is_refused_naming_the_run(tracking_uri):  # noqa
         records_for(tracking_uri, "broken")
 
 
-def test_a_server_that_refuses_is_one_runtime_error_naming_it(monkeypatch):
+def test_a_server_that_refuses_is_one_runtime_error_naming_it_without_its_password(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    uri = closed_port_url()
+    uri = closed_port_url().replace("http://", "http://ci:s3cret@")
     with pytest.raises(DecisionStoreError) as raised:
         records_for(uri, "churn")
     assert isinstance(raised.value, RuntimeError)
-    assert str(raised.value).startswith(f"MLflow at {uri}: cannot read the decisions about churn: ")
-    assert "\n" not in str(raised.value)
+    shown = uri.replace(":s3cret@", ":***@")
+    message = str(raised.value)
+    assert message.startswith(f"MLflow at {shown}: cannot read the decisions about churn: ")
+    assert "s3cret" not in message
+    assert "\n" not in message
 
 
 def test_a_server_that_never_answers_is_given_up(monkeypatch):

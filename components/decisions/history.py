@@ -17,7 +17,11 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from ctloop.components.decisions.record import DecisionRecord
-from ctloop.components.decisions.store import ask_mlflow, logged_records_for
+from ctloop.components.decisions.store import (
+    ask_mlflow,
+    logged_records_for,
+    without_password,
+)
 from ctloop.components.registry import mlflow_registry
 
 DECISION_EVENTS = {
@@ -160,7 +164,9 @@ def _registered_model(mlflow_client, tracking_uri: str, name: str):
         if names
         else "it has no registered models"
     )
-    raise UnknownModelError(f"registered model {name!r} does not exist at {tracking_uri}; {there}")
+    raise UnknownModelError(
+        f"registered model {name!r} does not exist at {without_password(tracking_uri)}; {there}"
+    )
 
 
 def _run_or_none(mlflow_client, run_id: str | None):

@@ -152,7 +152,7 @@ def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:
                 return _download_record(mlflow_client, tracking_uri, wanted)
         raise DecisionNotFoundError(
             f"no decision record with id or run id {wanted!r} in experiment "
-            f"{DECISIONS_EXPERIMENT!r} at {tracking_uri}"
+            f"{DECISIONS_EXPERIMENT!r} at {without_password(tracking_uri)}"
         )
 
     return ask_mlflow(tracking_uri, f"read the decision {wanted}", find)
@@ -255,7 +255,10 @@ def _run_or_none(mlflow_client, run_id: str):
 
 
 def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionRecord:
-    where = f"decision record {RECORD_ARTIFACT} of MLflow run {run_id} at {tracking_uri}"
+    where = (
+        f"decision record {RECORD_ARTIFACT} of MLflow run {run_id} "
+        f"at {without_password(tracking_uri)}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = mlflow_client.download_artifacts(run_id, RECORD_ARTIFACT, folder)
@@ -267,23 +270,24 @@ def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionR
 def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
     """`call()`, with MLflow's failures (refused, timed out, an error answer) as one
     DecisionStoreError that says what was being done and where; other errors pass through.
-    Shared by the readers of a model's history, so every MLflow failure reads alike."""
+    Shared by the readers of a model's history, so every MLflow failure reads alike. MLflow's
+    messages repeat the URI, so a password in it is masked in the whole message."""
     try:
         return call()
     except MlflowException as error:
         message = error.message.splitlines()[0] if error.message else str(error)
-        raise DecisionStoreError(
-            f"MLflow at {_shown(tracking_uri)}: cannot {what}: {message}"
-        ) from error
+        failure = error
     except OSError as error:  # requests' connection errors are OSErrors too
-        raise DecisionStoreError(
-            f"MLflow at {_shown(tracking_uri)}: cannot {what}: {error}"
-        ) from error
+        message, failure = str(error), error
+    text = f"MLflow at {tracking_uri}: cannot {what}: {message}"
+    raise DecisionStoreError(_masked(text, tracking_uri)) from failure
 
 
-def _shown(tracking_uri: str) -> str:
-    """The URI without a password, if it carries one."""
-    parsed = urlparse(tracking_uri)
-    if parsed.password:
-        return tracking_uri.replace(f":{parsed.password}@", ":***@")
-    return tracking_uri
+def without_password(tracking_uri: str) -> str:
+    """The URI as messages show it: a password in it (`https://user:secret@host`) masked."""
+    return _masked(tracking_uri, tracking_uri)
+
+
+def _masked(text: str, tracking_uri: str) -> str:
+    password = urlparse(tracking_uri).password
+    return text.replace(f":{password}@", ":***@") if password else text
