@@ -10,6 +10,7 @@ from ctloop.components.decisions.record import new_record
 from ctloop.components.decisions.store import log_record
 from ctloop.components.registry import mlflow_registry
 from ctloop.pipelines.cli import main
+from tests.unanswering_endpoint import closed_port_url
 
 
 def _decide(uri, kind, outcome, reasons, *, version=None, run_id=None):
@@ -118,3 +119,13 @@ def test_unknown_model_or_version_exits_2_naming_what_there_is(
         assert line.endswith("registered models (first 20): churn, fraud")
     else:
         assert line.endswith("its versions: 1, 2")
+
+
+def test_a_tracking_server_that_refuses_exits_1_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = closed_port_url()
+    assert main(["audit", "--registered-model", "churn", "--mlflow-tracking-uri", uri]) == 1
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"ctloop audit: MLflow at {uri}: cannot read the versions of 'churn': ")
+    assert captured.out == ""
