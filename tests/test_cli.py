@@ -42,6 +42,8 @@ def test_every_command_names_its_handler():
         "drift",
         "shadow-analysis",
         "ab-analysis",
+        "audit",
+        "replay",
         "demo",
     }
     for name, parser in commands.choices.items():
