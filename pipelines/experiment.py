@@ -72,6 +72,12 @@ def build_experiment_pipeline(
             "registered_model_name": registered_model_name,
             "mlflow_tracking_uri": mlflow_tracking_uri,
         }
+        # Where each decision is recorded: the registry, and this KFP run.
+        recorded = {
+            "registered_model_name": registered_model_name,
+            "mlflow_tracking_uri": mlflow_tracking_uri,
+            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        }
         control = retried(
             c["resolve_control_variant"](
                 control_variant=control_variant,
@@ -85,19 +91,26 @@ def build_experiment_pipeline(
                 labels_uri=labels_uri,
                 control_variant=control.output,
                 policy=ab_policy,
+                **recorded,
             ).set_display_name("A/B analysis")
         )
 
         with dsl.If(analysed.outputs["action"] == "promote", name="challenger-won"):
             retried(
                 c["promote_version"](
-                    model_version=analysed.outputs["winner"], **service
+                    model_version=analysed.outputs["winner"],
+                    trigger=analysed.outputs["record"],
+                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    **service,
                 ).set_display_name("promote winner")
             )
         with dsl.Elif(analysed.outputs["action"] == "rollback", name="control-won"):
             retried(
                 c["roll_back_variants"](
-                    reason=f"A/B analysis: control variant {control.output} won", **service
+                    reason=f"A/B analysis: control variant {control.output} won",
+                    trigger=analysed.outputs["record"],
+                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    **service,
                 ).set_display_name("roll back challengers")
             )
 

@@ -69,9 +69,11 @@ def build_rollout_pipeline(
             "namespace": namespace,
             "deployment_mode": deployment_mode,
         }
+        # Where each decision is recorded: the registry, and this KFP run.
         registry = {
             "registered_model_name": registered_model_name,
             "mlflow_tracking_uri": mlflow_tracking_uri,
+            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         }
 
         def deploy(stage: str, percent, name: str):
@@ -123,13 +125,19 @@ def build_rollout_pipeline(
                         inference_service_name=inference_service_name,
                         namespace=namespace,
                         policy=shadow_policy,
+                        **registry,
                     ).set_display_name("shadow analysis")
                 )
                 with dsl.If(shadow.outputs["go_on"] == True, name="shadow-passed"):  # noqa: E712
                     with dsl.If(rollout_strategy == BLUE_GREEN, name="blue-green"):
                         switched = deploy("canary", 100, "switch all traffic")
                         retried(
-                            c["promote_version"](model_version=model_version, **service, **registry)
+                            c["promote_version"](
+                                model_version=model_version,
+                                trigger=shadow.outputs["record"],
+                                **service,
+                                **registry,
+                            )
                             .after(switched)
                             .set_display_name("promote")
                         )
@@ -142,6 +150,7 @@ def build_rollout_pipeline(
                         c["roll_back_version"](
                             model_version=model_version,
                             reason=f"shadow analysis: {shadow.outputs['verdict']}",
+                            trigger=shadow.outputs["record"],
                             **service,
                             **registry,
                         )
