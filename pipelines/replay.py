@@ -15,6 +15,7 @@ function of their own by replacing its entry).
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,7 +135,8 @@ def replay(record: DecisionRecord, policy: str | None = None) -> Replay:
     policy_text = record.policy if policy is None else policy
     try:
         function = replay_function(record.kind)
-        outcome, reasons = function(dict(record.inputs), policy_text)
+        # A copy: a function that changed its inputs must not change what the record says.
+        outcome, reasons = function(copy.deepcopy(record.inputs), policy_text)
     except ReplayUnavailableError as error:
         return Replay(record, None, str(error))
     except (ValueError, KeyError, TypeError) as error:

@@ -173,3 +173,17 @@ def test_one_policy_for_records_of_several_kinds_is_refused(tmp_path, capsys):
     assert "the records are of kinds drift, gate: choose one with --kind" in (
         capsys.readouterr().err
     )
+
+
+def meddling_gate(inputs, policy):
+    """A replay function that changes the inputs it was given."""
+    inputs["candidate"]["roc_auc"] = 0.0
+    return {"passed": True}, []
+
+
+def test_a_replay_function_cannot_change_the_record_it_replays(monkeypatch):
+    monkeypatch.setitem(replay.REPLAY_FUNCTIONS, "gate", f"{__name__}.meddling_gate")
+    record = _gate(0.8)
+    result = replay.replay(record)
+    assert record.inputs == {"candidate": {"roc_auc": 0.8}}
+    assert result.replayed.inputs == record.inputs
