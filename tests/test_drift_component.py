@@ -71,8 +71,7 @@ def drift_of_champion_scores(
         predictions=scored.outputs["predictions"],
         target="churn",
         baseline_metrics=baseline,
-        registered_model_name="churn",
-        model_version="1",
+        registered_model_name="churn",  # the version: the one score_dataset loaded
         mlflow_tracking_uri=tracking_uri,
     )
     return _outputs(drift)
@@ -154,6 +153,7 @@ def test_champion_scores_on_a_fresh_window_do_not_drift_and_quality_is_compared(
     assert "no calibration" in figures["estimate"]["skipped"]
     record = read_record(outputs["record"].path)
     assert record.kind == "drift" and record.outcome["drift_detected"] is False
+    assert record.subject["model_version"] == "1"
     assert replay_drift(record.inputs, record.policy) == (record.outcome, record.reasons)
     assert [logged.id for logged in records_for(champion.tracking_uri, "churn", "1")] == [record.id]
 

@@ -58,7 +58,8 @@ def monitor_drift(
             candidate_metrics) the window's quality is compared with; empty for none.
         registered_model_name: Registered model the champion belongs to (the record's
             subject).
-        model_version: The champion's version (the record's subject); empty: unknown.
+        model_version: The champion's version (the record's subject); empty: the one
+            score_dataset noted on the reference profile, else unknown.
         mlflow_tracking_uri: MLflow tracking server that keeps the decision record too;
             empty: only the artifact.
 
@@ -80,8 +81,11 @@ def monitor_drift(
         baseline_metrics=baseline_metrics,
     )
     outcome.write(drift.path, report.path)
+    scored_version = reference_profile.metadata.get("model_version")
     decision = outcome.record(
-        policy=policy, registered_model=registered_model_name, model_version=model_version
+        policy=policy,
+        registered_model=registered_model_name,
+        model_version=model_version or ("" if scored_version is None else str(scored_version)),
     )
     write_record(decision, record.path)
     if mlflow_tracking_uri:
