@@ -41,6 +41,7 @@ bench: setup
 	$(PY) tests/benchmarks/bench_shadow_power.py
 	$(PY) tests/benchmarks/bench_prediction_log.py
 	$(PY) tests/benchmarks/bench_performance_estimate.py
+	$(PY) tests/benchmarks/bench_slices.py
 
 # The predictor under load for 60 s (wrk, 32 connections, malformed and oversized requests mixed
 # in): exits 1 on any 5xx, a failed readiness probe, or memory not returned (docs/performance.md).
