@@ -46,6 +46,10 @@ def compile_all(
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
+    # Sorted: KFP's header lists a dict default (resource_labels) in its protobuf map's order,
+    # which can follow insertion order, so `--label b=2 --label a=1` gave other bytes than
+    # `--label a=1 --label b=2`.
+    pod_labels = dict(sorted(pod_labels.items())) if pod_labels else None
     options = compile_options("kfp", image, placement or GpuPlacement(), pod_labels or {})
     written = []
     for name, pipeline in (
