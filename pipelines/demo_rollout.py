@@ -36,15 +36,17 @@ from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from ctloop.components.canary.decision import CanaryDecision, observe_canary
+from ctloop.components.canary.decision import CanaryDecision, canary_record, observe_canary
 from ctloop.components.canary.measurement import CanaryTarget
 from ctloop.components.canary.policy import PROMOTE, parse_canary_policy
+from ctloop.components.canary.promotion_record import action_record, analysis_trigger
 from ctloop.components.canary.report import decision_markdown as canary_markdown
+from ctloop.components.decisions.store import log_record
 from ctloop.components.deploy import rollout
 from ctloop.components.deploy.inference_service import storage_uri_for
 from ctloop.components.deploy.serving_capacity import ServingCapacity
 from ctloop.components.registry import mlflow_registry
-from ctloop.components.shadow.decision import ShadowDecision, run_shadow_analysis
+from ctloop.components.shadow.decision import ShadowDecision, run_shadow_analysis, shadow_record
 from ctloop.components.shadow.measurement import (
     ShadowTarget,
     metrics_text_figures,
@@ -160,6 +162,10 @@ class Rollout:
             decision = run_shadow_analysis(
                 policy, target, metrics_url=metrics_url, started_at=started
             )
+        record = shadow_record(
+            decision, policy_text=json.dumps(SHADOW_POLICY), registered_model=self.registered_model
+        )
+        log_record(self.tracking_uri, record)
         return Stage(
             f"shadow: v{challenger.version} scored the {rows} rows of {window.name} that "
             f"v{champion.version} answered",
@@ -209,6 +215,7 @@ class Rollout:
             served, outcome = primary, f"tagged {mlflow_registry.ROLLED_BACK_TAG}"
         self.render_serving_only(served.request)
         champion = mlflow_registry.version_with_alias(self.tracking_uri, self.registered_model)
+        self._record_canary(decision, primary, canary, champion, outcome, served)
         counts = router.split.counts
         why = [_figures(decision, f"v{primary.version}")]
         if answer is not None:
@@ -224,6 +231,46 @@ class Rollout:
             ],
             self._report(f"canary-v{canary.version}.md", canary_markdown(decision)),
         )
+
+    def _record_canary(
+        self,
+        decision: CanaryDecision,
+        primary: Version,
+        canary: Version,
+        champion: str | None,
+        registry_change: str,
+        served: Version,
+    ) -> None:
+        """Log the canary analysis and the promotion or rollback it led to, as the pipeline's
+        canary analysis step does, so `ctloop audit` and `ctloop replay` see the demo's."""
+        analysis = canary_record(
+            decision,
+            version=canary.version,
+            champion=primary.version,
+            serving_canary=canary.version,
+            policy_text=json.dumps(CANARY_POLICY),
+            registered_model=self.registered_model,
+        )
+        carried_out = {
+            "action": decision.action,
+            "version": canary.version,
+            "inference_service": f"{primary.request.namespace}/{primary.request.name}",
+            "deployment_mode": primary.request.deployment_mode,
+            "before": {"champion": primary.version, "canary": canary.version},
+            "after": {"champion": champion, "canary": None},
+            "changes": [
+                f"MLflow: v{canary.version} {registry_change}",
+                f"the rendered InferenceService serves v{served.version} only",
+            ],
+        }
+        action = action_record(
+            carried_out,
+            analysis_trigger(analysis),
+            reasons=decision.reasons,
+            registered_model=self.registered_model,
+        )
+        for record in (analysis, action):
+            log_record(self.tracking_uri, record)
 
     def render_canary(self, primary: Version, version: str, model_dir: Path) -> Version:
         """Render `version` as the canary of the service serving `primary`, at the deploy

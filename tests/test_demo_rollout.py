@@ -13,6 +13,7 @@ from dataclasses import asdict
 import pytest
 import yaml
 
+from ctloop.components.decisions.store import records_for
 from ctloop.components.deploy import rollout
 from ctloop.components.image import SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
@@ -20,6 +21,7 @@ from ctloop.components.table_io import read_table
 from ctloop.pipelines import demo_rollout
 from ctloop.pipelines.demo_data import demo_tables
 from ctloop.pipelines.demo_models import EXTRA_FEATURE, Registry, register_model
+from ctloop.pipelines.replay import SAME, replay
 
 # Trains three small models and starts four predictors and Prometheus: scheduled early.
 pytestmark = pytest.mark.e2e
@@ -71,6 +73,18 @@ def demo(tmp_path_factory, telco_churn_parquet):
             say=said.append,
         )
     return root, registry, render_dir, stages, said
+
+
+@needs_prometheus
+def test_every_rollout_decision_is_on_record_and_replays_the_same(demo):
+    """Shadow, both canaries and what each led to: in MLflow, and decided alike again."""
+    _root, registry, _render_dir, _stages, _said = demo
+    records = records_for(registry.tracking_uri, NAME)
+    kinds = [record.kind for record in records]
+    assert sorted(kinds) == ["canary", "canary", "promotion", "rollback", "shadow"]
+    promotion = next(record for record in records if record.kind == "promotion")
+    assert promotion.inputs["trigger"]["kind"] == "canary"
+    assert [replay(record).status for record in records] == [SAME] * len(records)
 
 
 @needs_prometheus
