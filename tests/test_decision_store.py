@@ -11,6 +11,7 @@ from ctloop.components.decisions.store import (
     RECORD_ARTIFACT,
     DecisionNotFoundError,
     DecisionStoreError,
+    TrackingUriError,
     load_record,
     log_record,
     records_for,
@@ -148,3 +149,10 @@ def test_a_step_that_loses_the_race_to_create_the_experiment_logs_into_the_winne
     )
     run_id = log_record(uri, _record("gate"))
     assert mlflow_registry.client(uri).get_run(run_id).info.experiment_id == winner
+
+
+def test_a_tracking_uri_mlflow_has_no_store_for_is_bad_input():
+    with pytest.raises(
+        TrackingUriError, match="MLflow tracking URI 'foo://x': MLflow has no store"
+    ):
+        records_for("foo://x", "churn")

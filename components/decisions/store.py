@@ -22,6 +22,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from mlflow.exceptions import MlflowException
+from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, parse_record
@@ -46,6 +47,10 @@ T = TypeVar("T")
 
 class DecisionStoreError(RuntimeError):
     """The tracking server refused, failed or never answered (a failing environment)."""
+
+
+class TrackingUriError(ValueError):
+    """A tracking URI of a scheme MLflow has no store for (bad input, not a failing server)."""
 
 
 class DecisionNotFoundError(ValueError):
@@ -274,6 +279,11 @@ def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
     messages repeat the URI, so a password in it is masked in the whole message."""
     try:
         return call()
+    except UnsupportedModelRegistryStoreURIException as error:
+        raise TrackingUriError(
+            f"MLflow tracking URI {without_password(tracking_uri)!r}: MLflow has no store for "
+            f"its scheme: {error.message.strip()}"
+        ) from error
     except MlflowException as error:
         message = error.message.splitlines()[0] if error.message else str(error)
         failure = error
