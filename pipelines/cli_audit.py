@@ -219,6 +219,7 @@ def add_replay(commands) -> None:
     )
     parser.add_argument(
         "--policy",
+        metavar="TEXT|@FILE",
         help="policy to decide with instead of the recorded one: JSON text, or @FILE "
         "('' decides with this code's default policy)",
     )
