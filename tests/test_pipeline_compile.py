@@ -1,6 +1,9 @@
 """What CI and cluster users rely on in the compiled YAML, checked on the YAML itself."""
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,20 @@ def test_compile_writes_every_pipeline_and_one_yaml_per_component(compiled_pipel
 def test_compiling_twice_gives_byte_identical_files(compiled_pipelines, tmp_path):
     compile_all(tmp_path)
     assert _digest(tmp_path) == _digest(compiled_pipelines)
+
+
+def test_ctloop_compile_writes_the_same_bytes_in_every_process(tmp_path):
+    """What CI relies on to upload a new version only when the source changed: KFP's default
+    protobuf backend named the nested branches in a per-process order."""
+    digests = []
+    for seed in ("1", "2", "3"):
+        folder = tmp_path / seed
+        environment = {**os.environ, "PYTHONHASHSEED": seed}
+        environment.pop("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", None)
+        command = [sys.executable, "-m", "ctloop", "compile", "--output-dir", str(folder)]
+        subprocess.run(command, env=environment, check=True, capture_output=True)
+        digests.append(_digest(folder))
+    assert digests[0] == digests[1] == digests[2]
 
 
 def test_train_task_asks_for_a_gpu_on_gpu_nodes(compiled_pipelines):
