@@ -29,6 +29,10 @@ class KfpConnectionError(RuntimeError):
     """The KFP API could not be reached or did not answer in time; names the endpoint."""
 
 
+class KfpHostError(ValueError):
+    """No KFP API endpoint to talk to (an empty `kfp_host`, as local runs set it)."""
+
+
 class KfpTimeoutSettingError(ValueError):
     """`CTLOOP_KFP_TIMEOUT_S` that is not a positive number of seconds."""
 
@@ -100,7 +104,16 @@ def service_account_token_path() -> str | None:
 
 
 def api_client(host: str) -> kfp_server_api.ApiClient:
-    """A v2beta1 API client for `host`, sending the service-account token when there is one."""
+    """A v2beta1 API client for `host`, sending the service-account token when there is one.
+
+    Raises:
+        KfpHostError: `host` is empty.
+    """
+    if not host.strip():
+        raise KfpHostError(
+            "no KFP API endpoint: kfp_host is empty (local runs set it so); give the KFP API's "
+            "address, e.g. kfp_host=http://ml-pipeline.kubeflow:8888"
+        )
     configuration = kfp_server_api.Configuration(host=host.rstrip("/"))
     token_path = service_account_token_path()
     if token_path:

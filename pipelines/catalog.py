@@ -30,7 +30,12 @@ from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.experiment.component import analyze_ab
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.image import DEFAULT_IMAGE
-from ctloop.components.registry.component import record_rejection, register_model
+from ctloop.components.notify.component import notify_run_end
+from ctloop.components.registry.component import (
+    record_rejection,
+    register_model,
+    write_model_card,
+)
 from ctloop.components.retrain.component import (
     keep_champion,
     prepare_retraining_data,
@@ -53,6 +58,7 @@ COMPONENTS: dict[str, BaseComponent] = {
         evaluate_model,
         quality_gate,
         register_model,
+        write_model_card,
         record_rejection,
         deploy_model,
         analyze_canary,
@@ -70,6 +76,7 @@ COMPONENTS: dict[str, BaseComponent] = {
         start_retraining_run,
         summarize_retraining,
         keep_champion,
+        notify_run_end,
     )
 }
 

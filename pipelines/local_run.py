@@ -57,6 +57,8 @@ class Workdir:
             "mlflow_artifact_location": self.artifact_location.as_uri(),
             "deploy_target": "render",
             "render_dir": str(self.serving),
+            # No KFP API on a laptop: lineage says so rather than asking a cluster's address.
+            "kfp_host": "",
             # No Prometheus watches a rendered canary: it stays until `ctloop promote`.
             "canary_analysis": False,
         }

@@ -74,6 +74,7 @@ def build_monitoring_pipeline(
         drop_columns: list = [],  # noqa: B006
         hyperparameters: str = "{}",
         gate_policy: str = "",
+        intended_use: str = "",
         mlflow_experiment: str = "ctloop",
         mlflow_artifact_location: str = "",
         inference_service_name: str = "ctloop-model",
@@ -132,6 +133,7 @@ def build_monitoring_pipeline(
             drop_columns: Columns never used as features when retraining.
             hyperparameters: XGBoost parameters (JSON) of the retrained model.
             gate_policy: Quality-gate policy (JSON) of the retrained model.
+            intended_use: What the model is for (the retrained version's model card).
             mlflow_experiment: MLflow experiment of the retraining run.
             mlflow_artifact_location: Artifact root for a new experiment (empty: default).
             inference_service_name: KServe InferenceService the retrained model rolls out to.
@@ -167,7 +169,8 @@ def build_monitoring_pipeline(
                 so a retried step resumes; empty keeps none (see the training pipeline).
             resource_labels: Labels of the InferenceService the retrained model rolls out to
                 (team, project, cost-center, ...); `ctloop compile --label` sets the default.
-            kfp_host: KFP API endpoint, for retrain_mode "api".
+            kfp_host: KFP API endpoint, for retrain_mode "api" and the retrained version's
+                lineage (which pipeline version ran).
             training_pipeline: Uploaded training pipeline, for retrain_mode "api".
             kfp_experiment: Experiment of the started training run, for retrain_mode "api".
             training_arguments: Further training parameters (JSON), for retrain_mode "api".
@@ -231,6 +234,8 @@ def build_monitoring_pipeline(
                 drop_columns=drop_columns,
                 hyperparameters=hyperparameters,
                 gate_policy=gate_policy,
+                intended_use=intended_use,
+                kfp_host=kfp_host,
                 mlflow_tracking_uri=mlflow_tracking_uri,
                 mlflow_experiment=mlflow_experiment,
                 mlflow_artifact_location=mlflow_artifact_location,

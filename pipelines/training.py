@@ -70,6 +70,7 @@ def build_training_pipeline(
         hyperparameters: str = "{}",
         device: str = "auto",
         gate_policy: str = "",
+        intended_use: str = "",
         mlflow_tracking_uri: str = "http://mlflow.kubeflow.svc.cluster.local:5000",
         mlflow_experiment: str = "ctloop",
         mlflow_artifact_location: str = "",
@@ -98,6 +99,7 @@ def build_training_pipeline(
         trainjob_credentials_secret: str = "",
         checkpoint_uri: str = "",
         resource_labels: dict = default_resource_labels,
+        kfp_host: str = "http://ml-pipeline.kubeflow:8888",
     ) -> TrainingOutputs:
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
@@ -118,6 +120,8 @@ def build_training_pipeline(
                 champion, the largest gap in TPR, FPR or selection rate between the groups of a
                 column), e.g. {"slices": {"categorical": ["gender"], "max_gap": {"gender":
                 {"tpr": 0.1}}}}; the evaluation then measures every group.
+            intended_use: What the model is for, and not for, in a sentence or two: the
+                model card of each registered version opens with it.
             mlflow_tracking_uri: MLflow tracking server.
             mlflow_experiment: MLflow experiment of the training runs.
             mlflow_artifact_location: Artifact root for a new experiment (empty: default).
@@ -170,6 +174,9 @@ def build_training_pipeline(
             resource_labels: Labels of the InferenceService (team, project, cost-center,
                 ...), e.g. {"team": "fraud"}, so cost tools group its spend; `ctloop compile
                 --label` sets the default, as it labels every pod of the pipeline.
+            kfp_host: KFP API endpoint the register step asks which pipeline version this run
+                ran (recorded in the version's lineage); unreachable or empty: recorded as
+                unknown, never failing the registration.
         """
         loaded = retried(c["load_dataset"](uri=data_uri).set_display_name("load"))
         validated = c["validate_dataset"](
@@ -264,7 +271,20 @@ def build_training_pipeline(
                 registered_model_name=registered_model_name,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                kfp_host=kfp_host,
             ).set_display_name("register")
+            retried(
+                c["write_model_card"](
+                    evaluation=evaluated.outputs["evaluation"],
+                    gate_record=gate.outputs["record"],
+                    reference_profile=validated.outputs["reference_profile"],
+                    model_version=registered.outputs["version"],
+                    registered_model_name=registered_model_name,
+                    run_id=run_id,
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                    intended_use=intended_use,
+                ).set_display_name("model card")
+            )
             rolled_out = rollout(
                 model=model,
                 model_version=registered.outputs["version"],

@@ -322,3 +322,18 @@ def test_keep_champion_says_what_each_trigger_found():
         "no drift detected (drift share 0.100); the performance estimate is within its bound; "
         "40 new labelled rows < min_new_labelled_rows 100"
     )
+
+
+def test_an_empty_kfp_host_is_refused_naming_the_parameter():
+    """Local runs leave kfp_host empty: retrain_mode api there says what is missing."""
+    from ctloop.components.kfp_api_client import KfpHostError
+
+    with pytest.raises(KfpHostError, match="kfp_host is empty"):
+        start_training_run(
+            " ",
+            pipeline_name="ctloop-training",
+            experiment="ctloop",
+            arguments={},
+            cooldown_hours=0,
+            run_name="retrain",
+        )
