@@ -21,10 +21,18 @@ def _compile(args) -> int:
     options = {name: getattr(args, name) for name in PLACEMENT_FLAGS}
     placement = placement_for(args.target, **options)
     if args.target == "vertex":
+        if args.webhook_secret:
+            raise ValueError("--webhook-secret names a Kubernetes Secret: not with --target vertex")
         written = compile_vertex(args.output_dir, image=args.image, placement=placement)
     else:
         labels = key_values("--label", args.label or [])
-        written = compile_all(args.output_dir, args.image, placement, pod_labels=labels)
+        written = compile_all(
+            args.output_dir,
+            args.image,
+            placement,
+            pod_labels=labels,
+            webhook_secret=args.webhook_secret,
+        )
     for path in written:
         print(path)
     return 0
@@ -107,6 +115,13 @@ def add_compile(commands) -> None:
         metavar="KEY=VALUE",
         help="label on every pipeline pod, e.g. team=fraud, project=churn, cost-center=cc-42 "
         "(repeatable), for grouping cluster spend",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default="",
+        metavar="SECRET",
+        help="Kubernetes Secret whose key `url` holds the webhook (Slack or compatible) told "
+        "when each run ends; a run's webhook_url parameter overrides it (default: none)",
     )
 
 

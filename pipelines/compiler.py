@@ -31,6 +31,7 @@ from ctloop.pipelines.catalog import catalog
 from ctloop.pipelines.experiment import build_experiment_pipeline
 from ctloop.pipelines.monitoring import build_monitoring_pipeline
 from ctloop.pipelines.placement import GpuPlacement, VertexPlacement, label_every_pod
+from ctloop.pipelines.run_end import with_run_end_word
 from ctloop.pipelines.training import build_training_pipeline
 
 
@@ -39,10 +40,15 @@ def compile_all(
     image: str = DEFAULT_IMAGE,
     placement: GpuPlacement | None = None,
     pod_labels: Mapping[str, str] | None = None,
+    webhook_secret: str = "",
 ) -> list[Path]:
     """Write `pipelines/{training,monitoring,ab-analysis}.yaml` and `components/<name>.yaml`;
     return the paths, the training pipeline first. `pod_labels` go on every pipeline pod and,
-    as the default of the pipelines' `resource_labels`, on the InferenceService they deploy."""
+    as the default of the pipelines' `resource_labels`, on the InferenceService they deploy.
+
+    Each pipeline runs inside an exit handler that posts a word to a webhook when the run ends,
+    succeeded or failed (`run_end.with_run_end_word`): the run's `webhook_url` parameter, else
+    the `url` key of the Kubernetes Secret `webhook_secret` names ("": none)."""
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
@@ -51,13 +57,15 @@ def compile_all(
     # `--label a=1 --label b=2`.
     pod_labels = dict(sorted(pod_labels.items())) if pod_labels else None
     options = compile_options("kfp", image, placement or GpuPlacement(), pod_labels or {})
+    notify = catalog(image)["notify_run_end"]
     written = []
-    for name, pipeline in (
+    for name, body in (
         ("training", build_training_pipeline(image, placement, resource_labels=pod_labels)),
         ("monitoring", build_monitoring_pipeline(image, placement, resource_labels=pod_labels)),
         ("ab-analysis", build_experiment_pipeline(image)),
     ):
         path = output_dir / "pipelines" / f"{name}.yaml"
+        pipeline = with_run_end_word(body, notify, webhook_secret=webhook_secret)
         labelled = label_every_pod(pipeline, pod_labels or {})
         compiler.Compiler().compile(with_compile_env(labelled, image, options), str(path))
         written.append(path)
@@ -111,6 +119,10 @@ def compile_vertex(
     SDK: "The pipeline parameter trainer is not found in the pipeline job input
     definitions."), instead of loading and splitting the data for a step that cannot create
     a TrainJob there.
+
+    Nor is the pipeline wrapped in `compile_all`'s exit handler: its webhook Secret is a
+    Kubernetes one, and Vertex AI sends run notifications of its own (google-cloud-pipeline-
+    components' `VertexNotificationEmailOp`).
     """
     from google.protobuf import json_format
 

@@ -53,3 +53,10 @@ def task_inputs(spec: dict, parameter: str) -> dict[str, dict]:
         for name, task in component.get("dag", {}).get("tasks", {}).items()
         if parameter in task.get("inputs", {}).get("parameters", {})
     }
+
+
+def body_of(spec: dict) -> dict:
+    """The spec as if the pipeline's body were its root: `ctloop compile` runs each pipeline
+    inside an exit handler (pipelines/run_end.py), whose one task is the body pipeline."""
+    body = spec["components"][f"comp-{spec['pipelineInfo']['name']}"]
+    return {**spec, "root": body}

@@ -14,15 +14,21 @@ from ctloop.pipelines.catalog import COMPONENTS
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.placement import GpuPlacement, Toleration
-from tests.compiled_spec import pipeline_spec, task_inputs, tasks_under_condition, waits_for
+from tests.compiled_spec import (
+    body_of,
+    pipeline_spec,
+    task_inputs,
+    tasks_under_condition,
+    waits_for,
+)
 
 
 def _training(build: Path) -> dict:
-    return pipeline_spec(build / "pipelines" / "training.yaml")
+    return body_of(pipeline_spec(build / "pipelines" / "training.yaml"))
 
 
 def _monitoring(build: Path) -> dict:
-    return pipeline_spec(build / "pipelines" / "monitoring.yaml")
+    return body_of(pipeline_spec(build / "pipelines" / "monitoring.yaml"))
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -148,6 +154,24 @@ def test_compile_rejects_an_unpinned_image(tmp_path, capsys):
     assert not (tmp_path / "pipelines" / "training.yaml").exists()
 
 
+def test_every_compiled_pipeline_ends_with_a_word_from_the_webhook_secret(tmp_path):
+    flags = ["compile", "--output-dir", str(tmp_path), "--webhook-secret", "chat-webhook"]
+    assert main(flags) == 0
+    for name in ("training", "monitoring", "ab-analysis"):
+        spec = pipeline_spec(tmp_path / "pipelines" / f"{name}.yaml")
+        assert sorted(spec["root"]["dag"]["tasks"]) == ["exit-handler-1", "notify-run-end"]
+        executors = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        [secret] = executors["exec-notify-run-end"]["secretAsEnv"]
+        assert secret["secretName"] == "chat-webhook"
+
+
+def test_a_webhook_secret_is_refused_for_vertex(tmp_path, capsys):
+    flags = ["compile", "--target", "vertex", "--output-dir", str(tmp_path)]
+    assert main([*flags, "--webhook-secret", "chat-webhook"]) == 2
+    assert "--webhook-secret names a Kubernetes Secret" in capsys.readouterr().err
+    assert not (tmp_path / "vertex").exists()
+
+
 def test_toleration_text_is_parsed_or_rejected_with_the_rule():
     assert Toleration.parse("nvidia.com/gpu") == Toleration("nvidia.com/gpu")
     with pytest.raises(ValueError, match="Effect one of"):
@@ -216,8 +240,9 @@ def test_nested_retraining_trains_on_the_gpu_nodes_with_the_pinned_image(compile
 def test_checkpoint_uri_reaches_the_one_pod_train_step(compiled_pipelines, pipeline):
     spec = pipeline_spec(compiled_pipelines / "pipelines" / f"{pipeline}.yaml")
     takers = task_inputs(spec, "checkpoint_uri")
-    # The TrainJob's workers keep no checkpoints; nested retraining passes the parameter on.
-    expected = {"train-model"} | ({"ctloop-training"} if pipeline == "monitoring" else set())
+    # The TrainJob's workers keep no checkpoints; the exit handler's body and nested retraining
+    # pass the parameter on.
+    expected = {"train-model", "ctloop-training", f"ctloop-{pipeline}"}
     assert set(takers) == expected
     assert all(
         source == {"componentInputParameter": "pipelinechannel--checkpoint_uri"}

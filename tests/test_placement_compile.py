@@ -86,9 +86,8 @@ def test_the_cost_labels_also_label_the_inference_service_of_every_deploy(gke_sp
     assert len(deploys) == 6  # every deploy of every strategy
     assert all(source == from_parameter for source in deploys.values())
     nested = task_inputs(spec, "resource_labels")
-    assert set(nested) == {"ctloop-rollout"} | (
-        {"ctloop-training"} if pipeline == "monitoring" else set()
-    )
+    # The exit handler's body, nested retraining and the rollout pass the parameter on.
+    assert set(nested) == {"ctloop-rollout", "ctloop-training", f"ctloop-{pipeline}"}
     assert all(source == from_parameter for source in nested.values())
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ctloop.pipelines.cli import main
 from ctloop.pipelines.parameters import ParameterError, check_json_arguments
-from tests.compiled_spec import pipeline_spec, tasks_under_condition
+from tests.compiled_spec import body_of, pipeline_spec, tasks_under_condition
 
 SINGLE = "inputs.parameter_values['pipelinechannel--trainer'] == 'single'"
 ONE_POD, NODES = "train-model", "train-model-distributed"
@@ -19,7 +19,7 @@ IMAGE = "registry.local/ctloop@sha256:" + "b" * 64
 
 
 def _training(build) -> dict:
-    return pipeline_spec(build / "pipelines" / "training.yaml")
+    return body_of(pipeline_spec(build / "pipelines" / "training.yaml"))
 
 
 def _holder(spec: dict, task: str) -> dict:
