@@ -196,6 +196,7 @@ def build_monitoring_pipeline(
             policy=drift_policy,
             registered_model_name=registered_model_name,
             mlflow_tracking_uri=mlflow_tracking_uri,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("drift")
         # The three triggers: drift, the estimated quality, and enough new labelled rows.
         triggers = dict(

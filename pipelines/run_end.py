@@ -79,6 +79,9 @@ def with_run_end_word(
             summary=summary,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            # The exit task may read no task's output: what the run decided comes from the
+            # decision records its steps kept in MLflow, found by the run's id.
+            mlflow_tracking_uri=arguments.get("mlflow_tracking_uri", ""),
         ).set_display_name("word when the run ends")
         word.set_caching_options(False)
         if webhook_secret:

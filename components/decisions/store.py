@@ -36,7 +36,13 @@ OUTCOME_TAG = "ctloop.decision.outcome"
 MODEL_TAG = "ctloop.registered_model"
 VERSION_TAG = "ctloop.model_version"
 RUN_TAG = "ctloop.run_id"
-_SUBJECT_TAGS = {"registered_model": MODEL_TAG, "model_version": VERSION_TAG, "run_id": RUN_TAG}
+KFP_RUN_TAG = "ctloop.kfp_run_id"
+_SUBJECT_TAGS = {
+    "registered_model": MODEL_TAG,
+    "model_version": VERSION_TAG,
+    "run_id": RUN_TAG,
+    "kfp_run_id": KFP_RUN_TAG,
+}
 _TAG_LIMIT = 5000
 """Characters MLflow keeps in a tag value on every store; the outcome tag is a summary (the
 artifact holds the outcome whole)."""
@@ -134,6 +140,42 @@ def logged_records_for(
     # By decision time, then as logged: one step's records, taken within a second, keep their
     # order, and a record logged later than it was taken still sorts by when it was taken.
     return sorted(logged, key=lambda pair: pair[1].time)
+
+
+def decisions_of_kfp_run(tracking_uri: str, kfp_run_id: str) -> list[dict[str, object]]:
+    """What a KFP run decided, oldest first, from the records' tags alone (no downloads): each
+    {"kind", "registered_model", "model_version", "outcome"}. For the word at a run's end,
+    which may read no task's output, only the run's id.
+
+    Raises:
+        DecisionStoreError: the tracking server failed or did not answer.
+    """
+
+    def search() -> list[dict[str, object]]:
+        mlflow_client = mlflow_registry.client(tracking_uri)
+        experiment = mlflow_client.get_experiment_by_name(DECISIONS_EXPERIMENT)
+        if experiment is None or not kfp_run_id:
+            return []
+        by_run = f"tags.`{KFP_RUN_TAG}` = {_quoted(kfp_run_id)}"
+        return [
+            {
+                "kind": run.data.tags.get(KIND_TAG),
+                "registered_model": run.data.tags.get(MODEL_TAG),
+                "model_version": run.data.tags.get(VERSION_TAG),
+                "outcome": _outcome(run.data.tags.get(OUTCOME_TAG, "")),
+            }
+            for run in _finished_runs(mlflow_client, experiment.experiment_id, by_run)
+        ]
+
+    return ask_mlflow(tracking_uri, f"read the decisions of KFP run {kfp_run_id}", search)
+
+
+def _outcome(tag: str) -> object:
+    """The outcome tag as JSON, or its text when it was cut at MLflow's tag limit."""
+    try:
+        return json.loads(tag)
+    except json.JSONDecodeError:
+        return tag
 
 
 def load_record(tracking_uri: str, run_or_record_id: str) -> DecisionRecord:

@@ -23,6 +23,7 @@ def monitor_drift(
     registered_model_name: str = "",
     model_version: str = "",
     mlflow_tracking_uri: str = "",
+    kfp_run_id: str = "",
 ) -> NamedTuple(
     "DriftOutputs",
     drift_detected=bool,
@@ -62,6 +63,7 @@ def monitor_drift(
             score_dataset noted on the reference profile, else unknown.
         mlflow_tracking_uri: MLflow tracking server that keeps the decision record too;
             empty: only the artifact.
+        kfp_run_id: The KFP run (the record's subject).
 
     Returns:
         drift_detected: Whether the window drifted, by the policy.
@@ -86,6 +88,7 @@ def monitor_drift(
         policy=policy,
         registered_model=registered_model_name,
         model_version=model_version or ("" if scored_version is None else str(scored_version)),
+        kfp_run_id=kfp_run_id,
     )
     write_record(decision, record.path)
     if mlflow_tracking_uri:

@@ -90,7 +90,12 @@ class DriftReport:
         return figures
 
     def record(
-        self, *, policy: str, registered_model: str = "", model_version: str = ""
+        self,
+        *,
+        policy: str,
+        registered_model: str = "",
+        model_version: str = "",
+        kfp_run_id: str = "",
     ) -> DecisionRecord:
         """The drift decision on record: the measured figures it read, the estimate, the
         profile's hash and `policy` (the text as the step got it)."""
@@ -107,7 +112,11 @@ class DriftReport:
         outcome, reasons = drift_outcome(result)
         return new_record(
             "drift",
-            subject={"registered_model": registered_model, "model_version": model_version},
+            subject={
+                "registered_model": registered_model,
+                "model_version": model_version,
+                "kfp_run_id": kfp_run_id,
+            },
             inputs=inputs,
             policy=policy,
             outcome=outcome,

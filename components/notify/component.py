@@ -15,6 +15,7 @@ def notify_run_end(
     run_id: str = "",
     run_name: str = "",
     timeout_s: float = 10.0,
+    mlflow_tracking_uri: str = "",
 ) -> str:
     """Post a Slack-compatible summary of the run (succeeded or failed, what was decided, a
     link) to a webhook. Use it as the exit task of a `dsl.ExitHandler` around the pipeline.
@@ -35,12 +36,14 @@ def notify_run_end(
         run_name: The KFP run name (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`).
         timeout_s: Seconds to connect, and then to wait for the answer, per attempt (three
             attempts at most).
+        mlflow_tracking_uri: MLflow tracking server holding the run's decision records; each
+            one the run recorded is listed under "Decided". Empty: `summary` only.
 
     Returns:
         JSON: sent (bool), detail (what happened, the URL masked) and the HTTP status.
     """
     from ctloop.components.notify.message import RunEnd
-    from ctloop.components.notify.run_end import run_notification
+    from ctloop.components.notify.run_end import run_notification, with_decisions
 
     run = RunEnd(
         pipeline=pipeline_name,
@@ -50,6 +53,7 @@ def notify_run_end(
         failed_task=status.pipeline_task_name or "",
         error_message=status.error_message or "",
     )
+    decided = with_decisions(summary, mlflow_tracking_uri, run_id)
     return run_notification(
-        run, url=webhook_url, summary=summary, kfp_ui_url=kfp_ui_url, timeout_s=timeout_s
+        run, url=webhook_url, summary=decided, kfp_ui_url=kfp_ui_url, timeout_s=timeout_s
     ).to_json()
