@@ -92,6 +92,7 @@ def build_rollout_pipeline(
                     stage=stage,
                     prediction_log_uri=prediction_log_uri,
                     labels=resource_labels,
+                    mlflow_tracking_uri=mlflow_tracking_uri,
                     **service,
                 ).set_display_name(name)
             )

@@ -129,3 +129,26 @@ def test_a_tracking_server_that_refuses_exits_1_in_one_line(monkeypatch, capsys)
     [line] = captured.err.splitlines()
     assert line.startswith(f"ctloop audit: MLflow at {uri}: cannot read the versions of 'churn': ")
     assert captured.out == ""
+
+
+def test_each_deploy_stage_of_a_version_is_in_its_history(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_registry.client(uri)
+    run_id = client.create_run(mlflow_registry.ensure_experiment(uri, "training")).info.run_id
+    client.create_registered_model("churn")
+    client.create_model_version("churn", f"runs:/{run_id}/model", run_id)
+    for stage, serves_as, percent in (("shadow", "shadow", None), ("canary", "canary", 10)):
+        deployment = {"namespace": "ml", "name": "churn", "serves_as": serves_as}
+        deployment.update({"canary_traffic_percent": percent, "action": "patched"})
+        mlflow_registry.record_deployment(uri, "churn", "1", stage, deployment)
+
+    flags = ["--registered-model", "churn", "--mlflow-tracking-uri", uri, "--json"]
+    assert main(["audit", *flags]) == 0
+    events = json.loads(capsys.readouterr().out)["events"]
+    deployed = [e["detail"] for e in events if e["event"] == "deployed"]
+    assert sorted(deployed) == [
+        "canary: canary in ml/churn (10 %, patched)",
+        "shadow: shadow in ml/churn (patched)",
+    ]
+    with pytest.raises(mlflow_registry.RegistryError):
+        mlflow_registry.record_deployment(uri, "churn", "7", "canary", deployment)

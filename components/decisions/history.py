@@ -201,6 +201,11 @@ def _registry_events(info: VersionInfo, started_ms: int | None, created_ms: int)
     if mlflow_registry.REPLACED_AT_TAG in tags:
         replaced = f"champion moved to version {tags.get(mlflow_registry.REPLACED_BY_TAG, '?')}"
         events.append(_tagged(tags[mlflow_registry.REPLACED_AT_TAG], info, "replaced", replaced))
+    for key in sorted(tags):
+        if key.startswith(mlflow_registry.DEPLOYED_TAG):
+            events.append(
+                _deployed(info, key.removeprefix(mlflow_registry.DEPLOYED_TAG), tags[key])
+            )
     if mlflow_registry.ROLLED_BACK_AT_TAG in tags:
         why = tags.get(mlflow_registry.ROLLED_BACK_TAG, "")
         events.append(
@@ -225,6 +230,22 @@ def _version_notes(tags: dict[str, str]) -> tuple[str, ...]:
     if tags.get(mlflow_registry.STORAGE_URI_TAG):
         notes.append(f"served from {tags[mlflow_registry.STORAGE_URI_TAG]}")
     return tuple(notes)
+
+
+def _deployed(info: VersionInfo, stage: str, tag: str) -> Event:
+    """The deploy step's tag of one stage (`mlflow_registry.record_deployment`) as an event; a
+    tag that is not its JSON is shown as written."""
+    try:
+        deployed = json.loads(tag)
+        share = deployed["traffic_percent"]
+        how = [deployed["action"]] if share is None else [f"{share} %", deployed["action"]]
+        detail = (
+            f"{stage}: {deployed['serves_as']} in {deployed['inference_service']}"
+            f" ({', '.join(how)})"
+        )
+        return _tagged(deployed["at"], info, "deployed", detail)
+    except (ValueError, KeyError, TypeError):
+        return _tagged("", info, "deployed", f"{stage}: {tag}")
 
 
 def _tagged(time: str, info: VersionInfo, event: str, detail: str) -> Event:

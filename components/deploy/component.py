@@ -28,6 +28,7 @@ def deploy_model(
     stage: str = "canary",
     prediction_log_uri: str = "",
     labels: dict = {},  # noqa: B006 - KFP reads defaults from the signature
+    mlflow_tracking_uri: str = "",
 ) -> NamedTuple("DeployOutputs", deployment=str, serves_as=str):
     """Create the InferenceService (100 % traffic) or move the new model into a rollout stage.
 
@@ -68,6 +69,8 @@ def deploy_model(
         labels: Labels of the InferenceService besides its model version, e.g. {"team":
             "fraud", "cost-center": "cc-42"}, so cost tools group its spend; each a valid
             Kubernetes label.
+        mlflow_tracking_uri: MLflow tracking server: the version is tagged with where this
+            stage put it (`ctloop.deployed.<stage>`), for `ctloop audit`; empty: not tagged.
 
     Returns:
         deployment: JSON summary of what was done.
@@ -103,4 +106,8 @@ def deploy_model(
     outcome.setdefault("inference_service_manifest", manifest.path)
     outcome["manifest_artifact"] = manifest.path
     outcome.update({"registered_model": registered_model_name, "alias": alias})
+    if mlflow_tracking_uri:
+        from ctloop.components.registry.mlflow_registry import record_deployment
+
+        record_deployment(mlflow_tracking_uri, registered_model_name, model_version, stage, outcome)
     return (json.dumps(outcome, sort_keys=True), outcome["serves_as"])

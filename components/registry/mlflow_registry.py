@@ -45,6 +45,9 @@ LINEAGE_PARTS = (
     "compile_options",
     "kfp_pipeline_version",
 )
+DEPLOYED_TAG = "ctloop.deployed."
+"""Prefix of the version tags saying where the version was last deployed in each rollout stage
+(`record_deployment`): `ctloop.deployed.canary`, `.shadow`, `.ab`, ..."""
 MODEL_CARD_ARTIFACT = "model_card/model_card.json"
 MODEL_CARD_TAG = "ctloop.model_card"
 """Version tag: the `runs:/` URI of the version's model card (JSON)."""
@@ -311,6 +314,26 @@ def version_with_alias(tracking_uri: str, name: str, alias: str = CHAMPION) -> s
     """The version number holding `alias`, None when no version holds it."""
     version = _version_by_alias(client(tracking_uri), name, alias)
     return None if version is None else str(version.version)
+
+
+def record_deployment(
+    tracking_uri: str, name: str, version: str, stage: str, deployment: Mapping[str, object]
+) -> None:
+    """Tag the version with where its deploy step put it in `stage` (`DEPLOYED_TAG` + stage):
+    when, the service, what it serves as and its traffic share, as JSON. The registry is where
+    a version's history is read (`ctloop audit`), and a deploy is no decision with a record."""
+    where = f"{deployment.get('namespace')}/{deployment.get('name')}"
+    detail = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inference_service": where,
+        "serves_as": deployment.get("serves_as"),
+        "traffic_percent": deployment.get("canary_traffic_percent"),
+        "action": deployment.get("action"),
+    }
+    _model_version(client(tracking_uri), name, version)  # a missing version: RegistryError
+    client(tracking_uri).set_model_version_tag(
+        name, version, f"{DEPLOYED_TAG}{stage}", json.dumps(detail, sort_keys=True)
+    )
 
 
 def version_tags(tracking_uri: str, name: str, version: str) -> dict[str, str]:
