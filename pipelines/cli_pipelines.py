@@ -15,6 +15,7 @@ from ctloop.components.image import DEFAULT_IMAGE
 
 
 def _compile(args) -> int:
+    from ctloop.components.kube_labels import check_object_name
     from ctloop.pipelines.compiler import compile_all, compile_vertex
     from ctloop.pipelines.placement import key_values, placement_for
 
@@ -25,6 +26,8 @@ def _compile(args) -> int:
             raise ValueError("--webhook-secret names a Kubernetes Secret: not with --target vertex")
         written = compile_vertex(args.output_dir, image=args.image, placement=placement)
     else:
+        if args.webhook_secret:
+            check_object_name(args.webhook_secret, "--webhook-secret", ValueError)
         labels = key_values("--label", args.label or [])
         written = compile_all(
             args.output_dir,

@@ -165,6 +165,15 @@ def test_every_compiled_pipeline_ends_with_a_word_from_the_webhook_secret(tmp_pa
         assert secret["secretName"] == "chat-webhook"
 
 
+def test_a_webhook_secret_that_cannot_name_a_secret_is_refused(tmp_path, capsys):
+    flags = ["compile", "--output-dir", str(tmp_path), "--webhook-secret", "Chat Hook!"]
+    assert main(flags) == 2
+    assert "--webhook-secret 'Chat Hook!' is not a Kubernetes object name" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "pipelines").exists()
+
+
 def test_a_webhook_secret_is_refused_for_vertex(tmp_path, capsys):
     flags = ["compile", "--target", "vertex", "--output-dir", str(tmp_path)]
     assert main([*flags, "--webhook-secret", "chat-webhook"]) == 2

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ctloop.components.kube_labels import check_object_name
+
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 RUNTIME = "xgboost-distributed"
 """The ClusterTrainingRuntime Kubeflow Trainer installs for XGBoost."""
@@ -45,8 +47,6 @@ NAME_MAX = 40
 """Longest TrainJob name: its pods are `<name>-node-0-<index>`, and their host name (which the
 tracker address uses) is a DNS label of at most 63 characters."""
 _NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-"""A DNS-1123 subdomain: what names a ServiceAccount or a Secret."""
 S3_SECRET_KEYS = {
     "AWS_ACCESS_KEY_ID": False,
     "AWS_SECRET_ACCESS_KEY": False,
@@ -214,11 +214,8 @@ def _check(request: TrainJobRequest) -> None:
         ("service_account", request.service_account),
         ("credentials_secret", request.credentials_secret),
     ):
-        if name and (len(name) > 253 or not _OBJECT_NAME.fullmatch(name)):
-            raise TrainJobError(
-                f"TrainJob {request.name}: {what} {name!r} is not a Kubernetes object name (a "
-                "DNS-1123 subdomain: lower-case letters, digits, '-' and '.', at most 253)"
-            )
+        if name:
+            check_object_name(name, f"TrainJob {request.name}: {what}", TrainJobError)
     schemes = {urlsplit(uri).scheme for uri in uris.values()}
     if request.credentials_secret and not schemes & {"s3", "gs"}:
         raise TrainJobError(
