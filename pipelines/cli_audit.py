@@ -17,9 +17,10 @@ from pathlib import Path
 
 def _audit(args) -> int:
     from ctloop.components.decisions.history import code_text, model_history
-    from ctloop.components.decisions.store import without_password
+    from ctloop.components.decisions.store import require_existing_store, without_password
 
-    history = model_history(args.mlflow_tracking_uri, args.registered_model, args.version)
+    uri = require_existing_store(args.mlflow_tracking_uri)
+    history = model_history(uri, args.registered_model, args.version)
     if args.json_summary:
         print(json.dumps(history.to_json(), sort_keys=True))
         return 0
@@ -151,7 +152,11 @@ def _records_to_replay(args) -> list:
     """The records named on the command line (files or ids), then with `--all` every record
     of the model; `--kind` keeps one kind."""
     from ctloop.components.decisions.record import KINDS, read_record
-    from ctloop.components.decisions.store import load_record, records_for
+    from ctloop.components.decisions.store import (
+        load_record,
+        records_for,
+        require_existing_store,
+    )
 
     if args.kind is not None and args.kind not in KINDS:
         raise ValueError(f"--kind {args.kind!r} is not one of {', '.join(KINDS)}")
@@ -165,7 +170,7 @@ def _records_to_replay(args) -> list:
         if _names_a_file(given):
             records.append(read_record(given))
         elif uri:
-            records.append(load_record(uri, given))
+            records.append(load_record(require_existing_store(uri), given))
         else:
             raise ValueError(
                 f"RECORD {given!r}: no such file, and no --mlflow-tracking-uri (or "
@@ -174,7 +179,7 @@ def _records_to_replay(args) -> list:
     if args.all:
         if not uri:
             raise ValueError("--all needs --mlflow-tracking-uri (or $MLFLOW_TRACKING_URI)")
-        found = records_for(uri, args.registered_model)
+        found = records_for(require_existing_store(uri), args.registered_model)
         if not found:
             raise ValueError(f"no decision records about {args.registered_model!r} at {uri}")
         records += found

@@ -152,3 +152,13 @@ def test_each_deploy_stage_of_a_version_is_in_its_history(tmp_path, capsys):
     ]
     with pytest.raises(mlflow_registry.RegistryError):
         mlflow_registry.record_deployment(uri, "churn", "7", "canary", deployment)
+
+
+def test_a_missing_sqlite_store_is_named_and_not_created(tmp_path, capsys):
+    missing = tmp_path / "typo" / "mlflow.db"
+    uri = f"sqlite:///{missing}"
+    assert main(["audit", "--registered-model", "churn", "--mlflow-tracking-uri", uri]) == 2
+    assert f"no MLflow store at {uri}" in capsys.readouterr().err
+    flags = ["--all", "--registered-model", "churn", "--mlflow-tracking-uri", uri]
+    assert main(["replay", *flags]) == 2
+    assert not missing.exists()

@@ -335,6 +335,22 @@ def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
     raise DecisionStoreError(_masked(text, tracking_uri)) from failure
 
 
+def require_existing_store(tracking_uri: str) -> str:
+    """`tracking_uri`, unless it names a local SQLite store whose file does not exist: MLflow
+    would create an empty database there, and a mistyped path would read as a model with no
+    history instead of the error it is.
+
+    Raises:
+        TrackingUriError: the SQLite file is missing.
+    """
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite" and parsed.path and parsed.path != "/:memory:":
+        path = Path(parsed.path[1:])  # sqlite:///rel.db is relative, sqlite:////abs.db not
+        if not path.is_file():
+            raise TrackingUriError(f"no MLflow store at {tracking_uri}: {path} does not exist")
+    return tracking_uri
+
+
 def without_password(tracking_uri: str) -> str:
     """The URI as messages show it: a password in it (`https://user:secret@host`) masked."""
     return _masked(tracking_uri, tracking_uri)
