@@ -18,6 +18,7 @@ end of its output in the terminal too, the rest being in that file.
 """
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +26,14 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 
+from ctloop.components.decisions.store import records_for
 from ctloop.pipelines.compiler import compile_all
 from ctloop.pipelines.demo_data import demo_tables, export_telco_churn
 from ctloop.pipelines.demo_models import Registry
 from ctloop.pipelines.demo_rollout import describe_stages, run_rollout
 from ctloop.pipelines.local_logs import LocalRunError
 from ctloop.pipelines.local_run import Workdir, run_monitoring_pipeline, run_training_pipeline
+from ctloop.pipelines.replay import SAME, replay
 from ctloop.serving.local_server import free_port, running_server, server_command
 
 TARGET = "churn"
@@ -185,6 +188,27 @@ def _describe_monitoring(summary: dict) -> str:
     return "\n".join(lines + ["   retrained on history + window:"] + retrained)
 
 
+def describe_replays(tracking_uri: str, registered_model: str) -> str:
+    """Every decision the demo's runs put on record, taken again with the code that runs now
+    (what `ctloop replay --all` does): how many of each kind, and how many came out the same."""
+    records = records_for(tracking_uri, registered_model)
+    replays = [replay(record) for record in records]
+    kinds = Counter(record.kind for record in records)
+    same = sum(result.status == SAME for result in replays)
+    listed = ", ".join(f"{count} {kind}" for kind, count in kinds.items()) or "none"
+    lines = [f"\nEvery decision on record in MLflow: {listed}."]
+    lines.append(
+        f"Taken again from their records (ctloop replay): {same} of {len(replays)} the same"
+    )
+    lines += [
+        f"   {result.status}: {result.original.kind} {result.original.id}: "
+        f"{result.problem or ', '.join(result.differing_keys)}"
+        for result in replays
+        if result.status != SAME
+    ]
+    return "\n".join(lines)
+
+
 def set_aside(root: Path) -> Path | None:
     """Move a work directory that holds anything to the first free `<name>.<n>` beside it.
 
@@ -246,11 +270,16 @@ def run_demo(workdir: str | Path = ".ctloop", build_dir: str | Path = "build") -
     )
     compiled = compile_all(build_dir)
     print("\nWhat the rollout decided:\n" + describe_stages(stages) if stages else "")
+    print(describe_replays(work.tracking_uri, champion["registered_model"]))
     print()
     print("Where everything is:")
     print(f"  work directory            {work.root}/")
     print(f"  data                      {tables.history.parent}/")
     print(f"  MLflow UI                 mlflow ui --backend-store-uri {work.tracking_uri}")
+    where = f"--registered-model {champion['registered_model']}"
+    where += f" --mlflow-tracking-uri {work.tracking_uri}"
+    print(f"  history, every decision   ctloop audit {where}")
+    print(f"  decisions taken again     ctloop replay --all {where}")
     print(f"  models (MLflow artifacts) {work.artifact_location}/")
     print(f"  InferenceService manifest {champion['inference_service_manifest']}")
     print(f"  drift reports (HTML)      {steady['drift_report']}")
