@@ -115,6 +115,22 @@ def test_a_shifted_window_retrains_through_the_gate_into_a_canary(
     assert (
         rows == pq.read_metadata(telco_churn_parquet).num_rows + pq.read_metadata(shifted).num_rows
     )
+    # Every decision of the loop is on record and taken again the same by `ctloop replay`:
+    # both training runs' gates, this run's drift and route, and the retrained model's gate.
+    where = ["--registered-model", "ctloop-model", "--mlflow-tracking-uri"]
+    where += [Workdir(workdir).tracking_uri, "--json"]
+    assert main(["replay", "--all", *where]) == 0
+    replays = json.loads(capsys.readouterr().out)
+    kinds = sorted(result["kind"] for result in replays["replays"])
+    assert kinds == ["drift", "gate", "gate", "gate", "retraining_route"]
+    assert replays["same"] == len(kinds)
+    # The retrained version carries its model card and its lineage.
+    import mlflow
+
+    store = Workdir(workdir).tracking_uri
+    tags = mlflow.MlflowClient(store, store).get_model_version("ctloop-model", "3").tags
+    assert tags["ctloop.model_card"].endswith("model_card/model_card.json")
+    assert tags["ctloop.lineage.image"] == "kfp.local (no image)"
 
 
 def test_a_bad_drift_policy_fails_before_any_step_runs(
