@@ -5,7 +5,7 @@ CTLOOP := $(VENV)/bin/ctloop
 UV     := $(VENV)/bin/uv
 BUILD  ?= build
 
-.PHONY: setup demo test compile lint bench soak docs clean
+.PHONY: setup integrations demo test compile lint bench soak docs clean
 
 setup: $(VENV)/.installed
 
@@ -19,9 +19,28 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: setup
 	$(CTLOOP) demo
 
+# Optional integrations (pyproject's extras) pin what they add in locks of their own,
+# requirements-extra-NAME.lock, compiled with requirements.lock as constraints so they change
+# none of its versions; a tool whose pins clash with ours gets a virtual environment of its own,
+# .venv-NAME, from requirements-tool-NAME.lock. `make test` installs both, so every
+# integration's tests run; `make setup` alone (and the images) never does.
+EXTRA_LOCKS := $(wildcard requirements-extra-*.lock)
+TOOL_LOCKS  := $(wildcard requirements-tool-*.lock)
+
+integrations: $(VENV)/.integrations
+
+$(VENV)/.integrations: $(VENV)/.installed $(EXTRA_LOCKS) $(TOOL_LOCKS)
+	for lock in $(EXTRA_LOCKS); do $(UV) pip install -q --python $(PY) -r $$lock || exit 1; done
+	for lock in $(TOOL_LOCKS); do \
+	  name=$${lock#requirements-tool-}; venv=.venv-$${name%.lock}; \
+	  test -x $$venv/bin/python || python3 -m venv $$venv || exit 1; \
+	  $(UV) pip sync -q --python $$venv/bin/python $$lock || exit 1; \
+	done
+	touch $@
+
 # One pytest-xdist worker per core; tests/conftest.py keeps each module, and all the tests of an
 # expensive session fixture (the training loop, the kube-apiserver), on one worker, those first.
-test: setup
+test: setup integrations
 	$(PY) -m pytest -q -n auto --dist loadgroup --no-loadscope-reorder
 
 compile: setup
