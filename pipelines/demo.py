@@ -179,6 +179,7 @@ def _describe_monitoring(summary: dict) -> str:
         + (f"; {', '.join(summary['drifted_features'][:5])}" if summary["drifted_features"] else "")
         + (" ...)" if len(summary["drifted_features"]) > 5 else ")"),
         f"   report: {summary['drift_report']}",
+        *_describe_estimate(summary["drift"].get("estimate")),
     ]
     if not summary["retrained"]:
         lines.append(f"   {summary['retraining'].get('reason', 'not retrained')}")
@@ -186,6 +187,21 @@ def _describe_monitoring(summary: dict) -> str:
     retrained = _describe(summary["training"])
     retrained = ["   " + line for line in retrained.splitlines()]
     return "\n".join(lines + ["   retrained on history + window:"] + retrained)
+
+
+def _describe_estimate(estimate: dict | None) -> list[str]:
+    """The champion's ROC AUC as estimated from its scores alone, beside what the window's
+    labels (which the demo's windows happen to carry) and the test split say."""
+    if not estimate or "roc_auc" not in estimate.get("metrics", {}):
+        return []
+    auc = estimate["metrics"]["roc_auc"]
+    known = [f"test {estimate['test_metrics']['roc_auc']:.3f}"]
+    if auc.get("realized") is not None:
+        known.insert(0, f"realized from the labels {auc['realized']:.3f}")
+    return [
+        f"   estimated roc_auc before labels {auc['estimate']:.3f} "
+        f"[{auc['lower']:.3f}, {auc['upper']:.3f}] ({'; '.join(known)})"
+    ]
 
 
 def describe_replays(tracking_uri: str, registered_model: str) -> str:
