@@ -55,19 +55,21 @@ class DatasetError(ValueError):
     """A dataset URI that cannot be read as a non-empty table."""
 
 
-def read_table(uri: str) -> pa.Table:
+def read_table(uri: str, filesystem: pa_fs.FileSystem | None = None) -> pa.Table:
     """Read a Parquet file, a folder of Parquet files, or a CSV file (optionally gzipped).
 
     Args:
         uri: A local path or any URI pyarrow has a filesystem for (file://, s3://, gs://,
             hdfs://...). The format comes from the extension (.parquet/.pq, .csv/.csv.gz);
             without one, a Parquet magic number means Parquet and readable text means CSV.
+        filesystem: Read `uri` as a path on this filesystem instead (e.g. a DVC repository's,
+            bridged from fsspec), by the same rules.
 
     Raises:
         DatasetError: the URI does not exist, is empty (0 bytes or no rows), is neither
             Parquet nor CSV, or repeats a column name.
     """
-    filesystem, path = _filesystem(uri)
+    filesystem, path = _filesystem(uri) if filesystem is None else (filesystem, uri)
     info = filesystem.get_file_info(path)
     if info.type == pa_fs.FileType.NotFound:
         raise DatasetError(f"dataset {uri!r} does not exist")

@@ -18,16 +18,19 @@ def load_dataset(uri: str, dataset: Output[Dataset]):
 
     Args:
         uri: Local path or pyarrow filesystem URI (file://, s3://, gs://, hdfs://) of a Parquet
-            or CSV file, or of a folder of Parquet files.
+            or CSV file, or of a folder of Parquet files; or DVC-versioned data,
+            dvc://<repo>?path=<path>&rev=<rev> (needs the dvc extra), whose resolved commit
+            and DVC content hash the metadata records too.
         dataset: The table as Parquet.
     """
     from ctloop.components.data.dataset_metadata import content_hash, describe_table
-    from ctloop.components.table_io import read_table, write_parquet
+    from ctloop.components.data.dvc_source import read_source
+    from ctloop.components.table_io import write_parquet
 
-    table = read_table(uri)
+    table, source = read_source(uri)
     write_parquet(table, dataset.path)
     dataset.metadata.update(describe_table(table))
-    dataset.metadata.update({"source_uri": uri, "content_hash": content_hash(table)})
+    dataset.metadata.update({"source_uri": uri, **source, "content_hash": content_hash(table)})
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -83,6 +86,7 @@ def validate_dataset(
         time_column: Column a time split orders by: kept in the table, never a feature.
     """
     from ctloop.components.contract.profile import write_profile
+    from ctloop.components.data.dvc_source import dvc_lineage
     from ctloop.components.data.profile import reference_profile as build_profile
     from ctloop.components.data.validation import validate_training_table
     from ctloop.components.table_io import read_table, write_parquet
@@ -106,6 +110,7 @@ def validate_dataset(
     profile["dataset"] = {
         "uri": dataset.metadata.get("source_uri", dataset.uri),
         "content_hash": dataset.metadata.get("content_hash", ""),
+        **dvc_lineage(dataset.metadata),
     }
     write_parquet(result.table, validated.path)
     validated.metadata.update(dataset.metadata)
