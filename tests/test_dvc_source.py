@@ -31,6 +31,7 @@ from ctloop.components.data.dvc_source import (  # noqa: E402
 )
 from ctloop.components.data.window import window_uri  # noqa: E402
 from ctloop.components.table_io import DatasetError  # noqa: E402
+from ctloop.components.train.training_run import training_tags  # noqa: E402
 
 
 def churn_table(seed: int, rows: int = 120) -> pa.Table:
@@ -149,6 +150,8 @@ def test_the_lineage_reaches_the_reference_profile_through_load_and_validate(dat
         "dvc_md5": recorded_md5(data_repo.path, "v1", "churn.parquet.dvc"),
     }
     assert dataset.metadata["rows"] == 120
+    tags = training_tags(profile, {})  # the MLflow run's tags: the URI pins the commit
+    assert tags["ctloop.dataset.uri"] == profile["dataset"]["uri"]
 
 
 def _day(day: int):
