@@ -35,7 +35,7 @@ REQUIRED = {  # the variables without a default, as a user's tfvars would set th
     "node_service_account": "ctloop-nodes@ctloop-test.iam.gserviceaccount.com",
     "gpu_node_locations": ["us-central1-a", "us-central1-b"],
 }
-# GKE labels every Spot VM node itself (and refuses the label in a pool's own labels).
+# GKE labels every Spot VM node itself; the pool's own labels need not say it.
 GKE_SPOT_LABEL = {"cloud.google.com/gke-spot": "true"}
 
 
