@@ -6,7 +6,6 @@ the remote the way it would on a cluster.
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,11 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 pytest.importorskip("dvc.api")
-
-from dvc.cli import main as dvc_main  # noqa: E402
 
 from ctloop.components.data.component import load_dataset, validate_dataset  # noqa: E402
 from ctloop.components.data.dvc_source import (  # noqa: E402
@@ -32,6 +28,7 @@ from ctloop.components.data.dvc_source import (  # noqa: E402
 from ctloop.components.data.window import window_uri  # noqa: E402
 from ctloop.components.table_io import DatasetError  # noqa: E402
 from ctloop.components.train.training_run import training_tags  # noqa: E402
+from tests.dvc_repo import DataRepo  # noqa: E402
 
 
 def churn_table(seed: int, rows: int = 120) -> pa.Table:
@@ -45,45 +42,21 @@ def churn_table(seed: int, rows: int = 120) -> pa.Table:
     )
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def dvc(repo: Path, *args: str) -> None:
-    assert dvc_main(["--cd", str(repo), *args, "-q"]) == 0, args
-
-
 @pytest.fixture(scope="module")
 def data_repo(tmp_path_factory):
-    """A Git repository with DVC data at two tags, pushed to a local remote, no local cache."""
-    root = tmp_path_factory.mktemp("dvc")
-    repo, remote = root / "repo", root / "remote"
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    git(repo, "config", "user.email", "data@example.com")
-    git(repo, "config", "user.name", "data")
-    dvc(repo, "init")
-    dvc(repo, "remote", "add", "-d", "store", str(remote))
-    tables = {"v1": churn_table(1), "v2": churn_table(2)}
-    (repo / "notes.csv").write_text("a,b\n1,2\n")
-    for tag, table in tables.items():
-        pq.write_table(table, repo / "churn.parquet")
-        (repo / "windows").mkdir(exist_ok=True)
-        pq.write_table(table.slice(0, 50), repo / "windows" / "part-0.parquet")
-        pq.write_table(table.slice(50), repo / "windows" / "part-1.parquet")
-        dvc(repo, "add", "churn.parquet", "windows")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", tag)
-        git(repo, "tag", tag)
-    git(repo, "tag", "data-2026-01-01", "v1")  # a dated tag, what a window template names
-    dvc(repo, "push", "-a", "-T")
-    subprocess.run(["rm", "-rf", str(repo / ".dvc" / "cache")], check=True)
-    return SimpleNamespace(url=f"file://{repo}", path=repo, tables=tables)
-
-
-def recorded_md5(repo: Path, rev: str, dvc_file: str) -> str:
-    return yaml.safe_load(git(repo, "show", f"{rev}:{dvc_file}"))["outs"][0]["md5"]
+    """Churn data at two tags (a file and a folder of parts), on a local remote, no cache."""
+    repo = DataRepo(tmp_path_factory.mktemp("dvc"))
+    (repo.path / "notes.csv").write_text("a,b\n1,2\n")  # in Git, not DVC
+    repo.tables = {"v1": churn_table(1), "v2": churn_table(2)}
+    for tag, table in repo.tables.items():
+        parts = {
+            "windows/part-0.parquet": table.slice(0, 50),
+            "windows/part-1.parquet": table.slice(50),
+        }
+        repo.commit(tag, {"churn.parquet": table, **parts})
+    repo.git("tag", "data-2026-01-01", "v1")  # a dated tag, what a window template names
+    repo.push()
+    return repo
 
 
 def test_a_tag_reads_its_own_data_and_pins_commit_and_dvc_hash(data_repo):
@@ -91,22 +64,21 @@ def test_a_tag_reads_its_own_data_and_pins_commit_and_dvc_hash(data_repo):
         uri = f"dvc://{data_repo.url}?path=churn.parquet&rev={tag}"
         table, metadata = read_dvc_table(uri)
         assert table.equals(data_repo.tables[tag])
-        commit = git(data_repo.path, "rev-parse", f"{tag}^{{commit}}")
+        commit = data_repo.git("rev-parse", f"{tag}^{{commit}}")
         assert metadata["dvc_commit"] == commit
         assert metadata["dvc_rev"] == tag
-        assert metadata["dvc_md5"] == recorded_md5(data_repo.path, tag, "churn.parquet.dvc")
+        assert metadata["dvc_md5"] == data_repo.recorded_md5(tag, "churn.parquet.dvc")
         assert metadata["source_uri"] == (f"dvc://{data_repo.url}?path=churn.parquet&rev={commit}")
         again, _ = read_dvc_table(metadata["source_uri"])  # the pinned URI reads the same
         assert again.equals(table)
-    assert recorded_md5(data_repo.path, "v1", "churn.parquet.dvc") != recorded_md5(
-        data_repo.path, "v2", "churn.parquet.dvc"
-    )
+    hashes = {data_repo.recorded_md5(tag, "churn.parquet.dvc") for tag in ("v1", "v2")}
+    assert len(hashes) == 2
 
 
 def test_a_tracked_folder_is_read_whole_with_its_dir_hash(data_repo):
     table, metadata = read_dvc_table(f"dvc://{data_repo.url}?path=windows&rev=v1")
     assert table.equals(data_repo.tables["v1"])
-    assert metadata["dvc_md5"] == recorded_md5(data_repo.path, "v1", "windows.dvc")
+    assert metadata["dvc_md5"] == data_repo.recorded_md5("v1", "windows.dvc")
     assert metadata["dvc_md5"].endswith(".dir")
 
 
@@ -121,7 +93,7 @@ def test_without_a_rev_the_default_branch_is_read(data_repo):
     table, metadata = read_dvc_table(f"dvc://{data_repo.url}?path=churn.parquet")
     assert table.equals(data_repo.tables["v2"])
     assert metadata["dvc_rev"] == ""
-    assert metadata["dvc_commit"] == git(data_repo.path, "rev-parse", "main")
+    assert metadata["dvc_commit"] == data_repo.git("rev-parse", "main")
 
 
 def test_the_lineage_reaches_the_reference_profile_through_load_and_validate(data_repo, tmp_path):
@@ -138,7 +110,7 @@ def test_the_lineage_reaches_the_reference_profile_through_load_and_validate(dat
         target="churn",
         **outputs,
     )
-    commit = git(data_repo.path, "rev-parse", "v1^{commit}")
+    commit = data_repo.git("rev-parse", "v1^{commit}")
     profile = json.loads(Path(outputs["reference_profile"].path).read_text())
     assert profile["dataset"] == {
         "uri": f"dvc://{data_repo.url}?path=churn.parquet&rev={commit}",
@@ -147,7 +119,7 @@ def test_the_lineage_reaches_the_reference_profile_through_load_and_validate(dat
         "dvc_path": "churn.parquet",
         "dvc_rev": "data-2026-01-01",
         "dvc_commit": commit,
-        "dvc_md5": recorded_md5(data_repo.path, "v1", "churn.parquet.dvc"),
+        "dvc_md5": data_repo.recorded_md5("v1", "churn.parquet.dvc"),
     }
     assert dataset.metadata["rows"] == 120
     tags = training_tags(profile, {})  # the MLflow run's tags: the URI pins the commit
@@ -175,7 +147,7 @@ def test_what_is_not_dvc_data_at_that_revision_is_named(data_repo, query, messag
 
 def test_data_that_is_not_a_table_is_named_by_its_dvc_uri(data_repo, tmp_path):
     (data_repo.path / "model.bin").write_bytes(b"\x00\x01binary")
-    dvc(data_repo.path, "add", "model.bin")
+    data_repo.dvc("add", "model.bin")
     uri = f"dvc://{data_repo.path}?path=model.bin"
     with pytest.raises(DatasetError, match=r"DVC URI 'dvc://.*model.bin'.*neither Parquet"):
         read_dvc_table(uri)
