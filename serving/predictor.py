@@ -8,6 +8,8 @@ categorical values are strings, an unseen category counts as missing):
   `{"instances": [{"tenure": 3, "contract": "One year", ...}, ...]}`, plus optional
   `"return_labels": true`. Answer: `{"predictions": [p, ...], "model_version": "7",
   "request_id": "..."}` and, when asked, `"labels": [0|1, ...]` (1 where p >= 0.5).
+  With a feature lookup (`ctloop.serving.feature_lookup`), instances may be entity keys only,
+  `[{"customer_id": 17}, ...]`: their features come from Feast's online store.
 - v2 (Open Inference Protocol) `POST /v2/models/<name>/infer`
   all-numeric model: one input `input-0`, FP32 [N, F]; any model: one input per feature,
   named by the feature, shape [N] (or [N, 1]), FP32 for numeric features, BYTES for
@@ -59,6 +61,7 @@ from ctloop.components.contract.model_folder import (
 )
 from ctloop.serving import metrics
 from ctloop.serving.cpu_limit import usable_cpus
+from ctloop.serving.feature_lookup import FeatureLookup
 from ctloop.serving.request_decoding import MATRIX_INPUT, InvalidRequest, RequestDecoder
 from ctloop.serving.request_fields import request_id_of, rows_claimed, v1_fields
 from ctloop.serving.server_options import DEFAULT_MAX_BATCH_ROWS, DEFAULT_SHADOW_QUEUE_ROWS
@@ -100,6 +103,7 @@ class CtloopPredictor(kserve.Model):
         shadow_queue_rows: int = DEFAULT_SHADOW_QUEUE_ROWS,
         variant: str | None = None,
         prediction_log: PredictionRecorder | None = None,
+        feature_lookup: FeatureLookup | None = None,
     ) -> None:
         """
         Args:
@@ -116,6 +120,8 @@ class CtloopPredictor(kserve.Model):
             shadow_queue_rows: Most rows waiting for the shadow; more are skipped.
             variant: The A/B variant this server is, tagged on every answer; None: untagged.
             prediction_log: Where every scored row is recorded (`record`/`close`), or None.
+            feature_lookup: Where v1 instances holding only entity keys get their features
+                (`ctloop.serving.feature_lookup`), or None: features must be sent.
         """
         super().__init__(name)
         if nthread is not None and nthread < 1:
@@ -138,10 +144,13 @@ class CtloopPredictor(kserve.Model):
         self.shadow_queue_rows = shadow_queue_rows
         self.variant = variant
         self.prediction_log = prediction_log
+        self.feature_lookup = feature_lookup
         self.side_outputs: SideOutputs | None = None
 
     def load(self) -> bool:
         model = load_model(self.model_dir, self._requested_version)
+        if self.feature_lookup is not None:
+            self.feature_lookup.open()
         self._decoder = RequestDecoder(
             model.schema, self.max_batch_rows, named_features=model.named_features
         )
@@ -251,6 +260,8 @@ class CtloopPredictor(kserve.Model):
         instances, return_labels = v1_fields(body)
         if return_labels:
             self._check_labels_supported()
+        if self.feature_lookup is not None and self.feature_lookup.asks_for_lookup(instances):
+            instances = self.feature_lookup.features_for(instances)
         matrix = self._ready_decoder().from_instances(instances)
         scores = self._score(matrix)
         response: dict[str, Any] = {

@@ -1,0 +1,23 @@
+"""Keeping the online store fresh: load the latest feature values up to a time into SQLite.
+
+Incremental: each run loads what changed since the previous one (Feast records how far each
+feature view got), so a scheduled step costs only the new rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ctloop.components.features.repo import open_store
+
+
+def materialize(repo_dir: str, end: datetime) -> dict[str, str]:
+    """Materialize every feature view up to `end` (timezone-aware); {view: up to when}."""
+    if end.tzinfo is None:
+        raise ValueError(f"materialization end {end.isoformat()} has no time zone; give UTC")
+    store = open_store(repo_dir)
+    store.materialize_incremental(end_date=end)
+    return {
+        view.name: view.most_recent_end_time.isoformat()
+        for view in store.list_feature_views(allow_cache=False)
+    }

@@ -1,0 +1,92 @@
+"""The training table through Feast: entity rows with timestamps and labels, joined point in time.
+
+Each entity row (`customer_id`, `event_timestamp`, the label, nothing else) gets the feature
+service's feature values as they were at its timestamp: the latest value at or before it, no
+older than the feature view's TTL (Feast's `get_historical_features`), so no row sees its own
+future. The result keeps the entity rows' order and holds the features, in the service's order,
+and the label, and nothing else: the key and the timestamp are not features, and the validate
+step treats every other column as one.
+
+Feast's file offline store leaves out an entity row that has no feature value within the TTL
+(checked with Feast 0.67), rather than giving it missing values: such a row has nothing to train
+on. The result says how many were left out, and the dataset's metadata records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ctloop.components.features.repo import (
+    ENTITY_KEY,
+    TIMESTAMP,
+    feature_service,
+    feature_service_lineage,
+    open_store,
+)
+
+ROW = "__ctloop_row"
+"""A column carried through the join so the result comes back in the entity rows' order."""
+
+
+class EntityTableError(ValueError):
+    """An entity table that cannot drive the point-in-time join."""
+
+
+@dataclass(frozen=True)
+class FeastTrainingTable:
+    table: pa.Table
+    """The features, in the feature service's order, then the label."""
+    feature_service: dict[str, Any]
+    """Name, version and feature references, for the dataset's metadata and the lineage."""
+    rows_without_features: int
+    """Entity rows left out: no feature value at or before their timestamp within the TTL."""
+
+
+def build_training_table(
+    entity_table: pa.Table, repo_dir: str, service_name: str, target: str
+) -> FeastTrainingTable:
+    """Join the feature service's features onto `entity_table` as of each row's timestamp.
+
+    Raises:
+        EntityTableError: a missing key, timestamp or label column, or another column.
+        FeatureRepoError: no repository at `repo_dir`, or no feature service `service_name`.
+    """
+    _check_entity_table(entity_table, target)
+    store = open_store(repo_dir)
+    service = feature_service(store, service_name)
+    frame = entity_table.to_pandas()
+    frame[ROW] = range(len(frame))
+    joined = store.get_historical_features(entity_df=frame, features=service).to_df()
+    joined = joined.sort_values(ROW, kind="stable")
+    lineage = feature_service_lineage(store, service_name)
+    columns = [reference.split(":", 1)[1] for reference in lineage["features"]]
+    table = pa.Table.from_pandas(joined[[*columns, target]], preserve_index=False)
+    return FeastTrainingTable(
+        table=table.replace_schema_metadata(None),
+        feature_service=lineage,
+        rows_without_features=len(frame) - len(joined),
+    )
+
+
+def _check_entity_table(table: pa.Table, target: str) -> None:
+    expected = [ENTITY_KEY, TIMESTAMP, target]
+    missing = [name for name in expected if name not in table.column_names]
+    if missing:
+        raise EntityTableError(
+            f"entity table lacks column(s) {missing}; it needs {expected} (the key, the time "
+            f"each label was observed, the label), and has {table.column_names}"
+        )
+    extra = [name for name in table.column_names if name not in expected]
+    if extra:
+        raise EntityTableError(
+            f"entity table has column(s) {extra} besides {expected}: features come from the "
+            "feature service only, so that training and serving use the same definitions"
+        )
+    if not pa.types.is_timestamp(table.schema.field(TIMESTAMP).type):
+        raise EntityTableError(
+            f"entity table column {TIMESTAMP!r} is {table.schema.field(TIMESTAMP).type}; "
+            "it must be a timestamp"
+        )

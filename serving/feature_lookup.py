@@ -1,0 +1,85 @@
+"""Entity keys in, features out: the predictor's in-process lookup in Feast's online store.
+
+With a lookup, a v1 request may name entities instead of giving features,
+`{"instances": [{"customer_id": 17}, ...]}`: the features come from the online store through
+the same feature service the model was trained with, and are then scored as if the caller had
+sent them. This is what KServe's Feast transformer example does in `preprocess`, without the
+extra hop to a separate transformer. Feast is imported on first use (the `feast` extra), so the
+serving image needs it only where a lookup is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctloop.serving.request_decoding import InvalidRequest
+
+INSTALL_HINT = "pip install 'ctloop[feast]'"
+
+
+class FeatureLookup:
+    """Looks up one feature service's features for entity-key instances."""
+
+    def __init__(self, repo_path: str, feature_service: str) -> None:
+        """
+        Args:
+            repo_path: Folder of the Feast repository (the one holding feature_store.yaml).
+            feature_service: The feature service the served model was trained on.
+        """
+        self.repo_path = repo_path
+        self.feature_service = feature_service
+        self._store: Any = None
+        self._service: Any = None
+        self.entity_keys: list[str] = []
+
+    def open(self) -> None:
+        """Open the store and read the feature service (at the predictor's load, not per call)."""
+        try:
+            import feast
+        except ImportError as error:
+            raise RuntimeError(
+                f"entity-key lookup needs the feast package ({error}); install {INSTALL_HINT}"
+            ) from error
+        self._store = feast.FeatureStore(repo_path=self.repo_path)
+        self._service = self._store.get_feature_service(self.feature_service)
+        self.entity_keys = sorted(
+            {
+                column.name
+                for projection in self._service.feature_view_projections
+                for column in self._store.get_feature_view(projection.name).entity_columns
+            }
+        )
+
+    def asks_for_lookup(self, instances: Any) -> bool:
+        """Whether every instance is an object holding the entity keys and nothing else."""
+        return (
+            isinstance(instances, list)
+            and len(instances) > 0
+            and all(isinstance(row, dict) and sorted(row) == self.entity_keys for row in instances)
+        )
+
+    def features_for(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The feature rows of the entities, in the order asked.
+
+        Raises:
+            InvalidRequest: an entity the online store has no features for.
+        """
+        if self._store is None:
+            raise RuntimeError("FeatureLookup.features_for is called before open()")
+        found = self._store.get_online_features(
+            features=self._service, entity_rows=instances
+        ).to_dict()
+        names = [name for name in found if name not in self.entity_keys]
+        rows = [{name: found[name][i] for name in names} for i in range(len(instances))]
+        unknown = [
+            keys
+            for keys, row in zip(instances, rows, strict=True)
+            if all(v is None for v in row.values())
+        ]
+        if unknown:
+            raise InvalidRequest(
+                f"the online store of feature service {self.feature_service!r} has no features "
+                f"for {unknown[:5]} ({len(unknown)} of {len(instances)} instances): unknown "
+                "entities, or not materialized yet"
+            )
+        return rows

@@ -1,0 +1,48 @@
+"""The Feast integration in `make test`, and what a user without the extra sees.
+
+Feast cannot be installed beside requirements.lock (requirements-tool-feast.in says why), so
+`make integrations` gives it its own environment, `.venv-feast`, with ctloop installed there;
+the first test runs the Feast tests (tests/test_feast_store.py) inside it, against a real local
+store. The others check that this environment, which has no Feast, answers a request for the
+integration with one error naming the extra.
+"""
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ctloop.components.features.feast_import import FeastMissingError, import_feast
+from ctloop.serving.feature_lookup import FeatureLookup
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+FEAST_PYTHON = ROOT / ".venv-feast" / "bin" / "python"
+HAS_FEAST = importlib.util.find_spec("feast") is not None
+
+
+@pytest.mark.skipif(not FEAST_PYTHON.exists(), reason="no .venv-feast: run make integrations")
+def test_the_feast_tests_pass_against_a_real_local_store():
+    run = subprocess.run(
+        [FEAST_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_feast_store.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+
+
+@pytest.mark.skipif(HAS_FEAST, reason="feast is installed here")
+def test_the_training_side_without_feast_names_the_extra():
+    with pytest.raises(FeastMissingError, match=r"pip install 'ctloop\[feast\]'"):
+        import_feast()
+
+
+@pytest.mark.skipif(HAS_FEAST, reason="feast is installed here")
+def test_the_predictor_side_without_feast_names_the_extra(tmp_path):
+    with pytest.raises(RuntimeError, match=r"pip install 'ctloop\[feast\]'"):
+        FeatureLookup(str(tmp_path), "churn_features").open()

@@ -1,0 +1,213 @@
+"""The Feast integration against a real local store (file offline store, SQLite online store).
+
+Needs the `feast` package: `make test` runs this module inside `.venv-feast`
+(tests/test_feast_environment.py), where Feast is installed beside ctloop.
+"""
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("feast")
+
+from kfp.dsl import Dataset  # noqa: E402
+
+from ctloop.components.data.validation import validate_training_table  # noqa: E402
+from ctloop.components.features.component import (  # noqa: E402
+    feast_training_table,
+    materialize_features,
+)
+from ctloop.components.features.demo_source import write_demo_source  # noqa: E402
+from ctloop.components.features.materialize import materialize  # noqa: E402
+from ctloop.components.features.repo import (  # noqa: E402
+    ENTITY_KEY,
+    FEATURE_SERVICE,
+    FEATURES,
+    PROFILE_FEATURES,
+    SERVICE_FEATURES,
+    TIMESTAMP,
+    TTL,
+    FeatureRepoError,
+    create_repo,
+)
+from ctloop.components.features.training_table import (  # noqa: E402
+    EntityTableError,
+    build_training_table,
+)
+from ctloop.serving.feature_lookup import FeatureLookup  # noqa: E402
+from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
+from ctloop.serving.request_decoding import InvalidRequest  # noqa: E402
+from tests.served_model import train_model_folder  # noqa: E402
+
+AS_OF = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+"""The demo snapshot's time: recent, since a first materialization looks back one TTL from now."""
+KINDS = {**PROFILE_FEATURES, **SERVICE_FEATURES}
+
+
+def snapshot_values(seed: int) -> dict:
+    """One customer snapshot whose every feature value depends on `seed`."""
+    values = {"int": seed, "float": seed + 0.5, "str": f"v{seed}"}
+    return {name: values[kind] for name, kind in KINDS.items()}
+
+
+@pytest.fixture()
+def small_case(tmp_path):
+    """Three customers with snapshots at several times; label rows between, before and after."""
+    day = timedelta(days=1)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    snapshots = [
+        (1, t0, 10),
+        (1, t0 + 10 * day, 11),
+        (1, t0 + 20 * day, 12),
+        (2, t0 + 5 * day, 20),
+        (3, t0, 30),
+    ]
+    source = pd.DataFrame(
+        [{ENTITY_KEY: c, TIMESTAMP: t, **snapshot_values(s)} for c, t, s in snapshots]
+    )
+    source.to_parquet(tmp_path / "source.parquet", index=False)
+    entity = pd.DataFrame(
+        {
+            ENTITY_KEY: [1, 1, 1, 2, 2, 3, 3],
+            TIMESTAMP: [
+                t0 + 15 * day,  # between the second and third snapshot: the second
+                t0 + 20 * day,  # exactly at the third: the third
+                t0 - day,  # before any snapshot: nothing
+                t0 + 6 * day,
+                t0 + 4 * day,  # before customer 2's only snapshot: nothing
+                t0 + 300 * day,  # within the TTL
+                t0 + TTL + 2 * day,  # older than the TTL: nothing
+            ],
+            "churn": ["No", "Yes", "No", "Yes", "No", "No", "Yes"],
+        }
+    )
+    store = create_repo(tmp_path / "repo", tmp_path / "source.parquet")
+    return store, source, entity
+
+
+def hand_made_join(source: pd.DataFrame, entity: pd.DataFrame) -> pd.DataFrame:
+    """The latest snapshot at or before each entity row, no older than the TTL; rows with none
+    are left out."""
+    ordered = entity.assign(row=range(len(entity))).sort_values(TIMESTAMP)
+    joined = pd.merge_asof(
+        ordered,
+        source.sort_values(TIMESTAMP),
+        on=TIMESTAMP,
+        by=ENTITY_KEY,
+        direction="backward",
+        tolerance=pd.Timedelta(TTL),
+    )
+    joined = joined.dropna(subset=FEATURES, how="all").sort_values("row")
+    return joined[[*FEATURES, "churn"]].reset_index(drop=True)
+
+
+def test_training_through_feast_equals_a_hand_made_point_in_time_join(small_case, tmp_path):
+    store, source, entity = small_case
+    built = build_training_table(
+        pa.Table.from_pandas(entity, preserve_index=False),
+        str(tmp_path / "repo"),
+        FEATURE_SERVICE,
+        "churn",
+    )
+    expected = hand_made_join(source, entity)
+    got = built.table.to_pandas()
+    assert got.columns.tolist() == [*FEATURES, "churn"]
+    assert got["tenure"].tolist() == [11, 12, 20, 30]
+    assert built.rows_without_features == 3
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert built.feature_service["name"] == FEATURE_SERVICE
+    assert built.feature_service["version"] == "1"
+    assert len(built.feature_service["features"]) == len(FEATURES)
+
+
+def test_an_entity_table_with_features_of_its_own_is_refused(small_case, tmp_path):
+    _, _, entity = small_case
+    table = pa.Table.from_pandas(entity.assign(tenure=1), preserve_index=False)
+    with pytest.raises(EntityTableError, match=r"\['tenure'\] besides"):
+        build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+
+
+def test_an_unknown_feature_service_is_named_with_the_known_ones(small_case, tmp_path):
+    _, _, entity = small_case
+    table = pa.Table.from_pandas(entity, preserve_index=False)
+    with pytest.raises(FeatureRepoError, match=r"'fraud'.*\['churn_features'\]"):
+        build_training_table(table, str(tmp_path / "repo"), "fraud", "churn")
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory, telco_churn_parquet):
+    """The demo's table as a Feast repository, materialized, and its entity table."""
+    folder = tmp_path_factory.mktemp("feast_demo")
+    write_demo_source(
+        str(telco_churn_parquet), folder / "source.parquet", folder / "entity.parquet", AS_OF
+    )
+    create_repo(folder / "repo", folder / "source.parquet")
+    return folder
+
+
+def test_the_component_builds_what_validate_takes_and_names_the_feature_service(
+    demo_store, telco_churn_parquet, tmp_path
+):
+    output = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    output.path  # noqa: B018 (kfp makes the artifact's local path from its uri)
+    feast_training_table.python_func(
+        entity_uri=str(demo_store / "entity.parquet"),
+        feature_repo=str(demo_store / "repo"),
+        dataset=output,
+    )
+    table = pq.read_table(output.path)
+    original = pq.read_table(telco_churn_parquet).select([*FEATURES, "churn"])
+    assert table.to_pandas().equals(original.to_pandas())
+    assert output.metadata["feature_service"]["name"] == FEATURE_SERVICE
+    assert output.metadata["feature_service"]["version"] == "1"
+    assert output.metadata["rows"] == original.num_rows
+    assert output.metadata["rows_without_features"] == 0
+    validated = validate_training_table(table, "churn")
+    assert validated.features == FEATURES
+
+
+def test_an_entity_key_request_is_scored_as_the_same_request_with_its_features(
+    demo_store, tmp_path
+):
+    ends = materialize(str(demo_store / "repo"), AS_OF + timedelta(days=2))
+    assert set(ends) == {"customer_profile", "customer_services"}
+    training = build_training_table(
+        pq.read_table(demo_store / "entity.parquet"),
+        str(demo_store / "repo"),
+        FEATURE_SERVICE,
+        "churn",
+    )
+    train_model_folder(tmp_path / "model", training.table)
+    predictor = CtloopPredictor(
+        "churn",
+        tmp_path / "model",
+        "1",
+        feature_lookup=FeatureLookup(str(demo_store / "repo"), FEATURE_SERVICE),
+    )
+    predictor.load()
+    customers = [3, 70, 7043]
+    features = training.table.to_pandas().drop(columns="churn")
+    with_features = [features.iloc[c - 1].to_dict() for c in customers]
+    by_key = asyncio.run(predictor.predict({"instances": [{ENTITY_KEY: c} for c in customers]}))
+    by_features = asyncio.run(predictor.predict({"instances": with_features}))
+    assert by_key["predictions"] == by_features["predictions"]
+    assert len(set(np.round(by_key["predictions"], 6))) == len(customers)
+    with pytest.raises(InvalidRequest, match=r"no features for \[\{'customer_id': 99999\}\]"):
+        asyncio.run(predictor.predict({"instances": [{ENTITY_KEY: 99999}]}))
+
+
+def test_the_materialization_step_records_how_far_each_view_got(demo_store):
+    until = AS_OF + timedelta(days=3)
+    ends = materialize_features.python_func(
+        feature_repo=str(demo_store / "repo"), end=until.isoformat()
+    )
+    assert json.loads(ends) == {
+        "customer_profile": until.isoformat(),
+        "customer_services": until.isoformat(),
+    }
