@@ -141,6 +141,8 @@ def _run(args) -> int:
         pipeline = build_monitoring_pipeline()
     arguments = parse_params(pipeline, args.param)
     check_json_arguments(arguments)
+    if args.wait is not None and not args.host:
+        raise ParameterError("--wait waits for a run on a KFP endpoint: give --host")
     taken = {}
     if args.pipeline == "training":
         missing = [flag for flag in ("data", "target") if not getattr(args, flag)]
@@ -158,15 +160,19 @@ def _run(args) -> int:
 
         check_local_inputs(inputs)  # before kfp.local spends its start-up on a missing file
     if args.host:
-        from ctloop.pipelines.kfp_api import kfp_client
+        from ctloop.pipelines.kfp_api import kfp_client, wait_for_run
 
         with contextlib.redirect_stdout(sys.stderr):  # kfp.Client prints links
-            run = kfp_client(args.host).create_run_from_pipeline_func(
+            client = kfp_client(args.host)
+            run = client.create_run_from_pipeline_func(
                 pipeline,
                 arguments={**inputs, **arguments},
                 experiment_name=args.experiment,
             )
         summary = {"run_id": run.run_id, "host": args.host}
+        if args.wait is not None:
+            print(f"ctloop run: waiting for KFP run {run.run_id}", file=sys.stderr)
+            summary["state"] = wait_for_run(client, run.run_id, args.wait)
     else:
         from ctloop.pipelines.local_run import run_monitoring_pipeline, run_training_pipeline
 
@@ -258,6 +264,12 @@ def add_run(commands) -> None:
     )
     parser.add_argument("--host", help="KFP endpoint: submit the run there instead")
     parser.add_argument("--experiment", default="ctloop", help="KFP experiment (with --host)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="with --host: wait for the run to end, at most SECONDS; exit 1 unless it succeeded",
+    )
 
 
 def _upload(args) -> int:

@@ -12,6 +12,7 @@ Every request, the health check `kfp.Client()` makes before it returns included,
 """
 
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -54,6 +55,33 @@ def kfp_client(host: str) -> kfp.Client:
     # The constructor skips the health check when a kfp context file names a namespace.
     bound_requests(client._healthz_api.api_client)
     return client
+
+
+RUN_END_STATES = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED")
+"""States a KFP run never leaves. (`kfp.Client.wait_for_run_completion` does not count CANCELED
+among them and would wait out its whole timeout on a cancelled run.)"""
+
+RUN_POLL_S = 15
+"""Seconds between two looks at a run being waited for: a training run takes minutes."""
+
+
+class RunDidNotSucceed(RuntimeError):
+    """The run ended in another state than SUCCEEDED, or did not end in time."""
+
+
+def wait_for_run(client: kfp.Client, run_id: str, timeout_s: float) -> str:
+    """Wait until run `run_id` ends and return SUCCEEDED; raise `RunDidNotSucceed` naming the
+    run and its state when it ended otherwise or was still going after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = client.get_run(run_id).state or "RUNTIME_STATE_UNSPECIFIED"
+        if state == "SUCCEEDED":
+            return state
+        if state in RUN_END_STATES:
+            raise RunDidNotSucceed(f"KFP run {run_id} ended {state}")
+        if time.monotonic() + RUN_POLL_S > deadline:
+            raise RunDidNotSucceed(f"KFP run {run_id} still {state} after {timeout_s:g} s")
+        time.sleep(RUN_POLL_S)
 
 
 def default_version_name() -> str:

@@ -33,6 +33,7 @@ class KfpStandIn:
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
         self.now = "2026-11-25T08:00:00Z"  # creation time of runs made through the API
+        self.runs_end_as: str | None = None  # the state a created run shows when next read
 
     def attach(self, httpserver) -> None:
         httpserver.expect_request(re.compile(f"{API}/.*")).respond_with_handler(self.handle)
@@ -96,6 +97,7 @@ class KfpStandIn:
             ("POST", "/experiments", self._create_experiment),
             ("GET", "/runs", self._list_runs),
             ("POST", "/runs", self._create_run),
+            ("GET", r"/runs/([^/:]+)", self._get_run),
             ("GET", "/recurringruns", self._list_recurring_runs),
             ("POST", "/recurringruns", self._create_recurring_run),
             ("GET", r"/recurringruns/([^/:]+)", self._get_recurring_run),
@@ -187,12 +189,20 @@ class KfpStandIn:
         versions = [
             v["pipeline_version_id"] for v in self.versions.get(reference.get("pipeline_id"), [])
         ]
-        if reference.get("pipeline_version_id") not in versions:
+        inline = "pipeline_spec" in body  # `create_run_from_pipeline_func` sends the spec
+        if not inline and reference.get("pipeline_version_id") not in versions:
             return _failure(400, f"run: unknown pipeline version reference {reference}")
         if body.get("experiment_id") not in self.experiments:
             return _failure(400, f"run: unknown experiment {body.get('experiment_id')}")
         run_id = f"r-{next(self._ids)}"
         self.runs[run_id] = {**body, "run_id": run_id, "state": "PENDING", "created_at": self.now}
+        return 200, self.runs[run_id]
+
+    def _get_run(self, query, body, run_id):
+        if run_id not in self.runs:
+            return _failure(404, f"run {run_id} not found")
+        if self.runs_end_as and self.runs[run_id]["state"] in ("PENDING", "RUNNING"):
+            self.runs[run_id]["state"] = self.runs_end_as
         return 200, self.runs[run_id]
 
     def _list_recurring_runs(self, query, body):
