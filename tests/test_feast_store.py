@@ -164,8 +164,9 @@ def test_the_component_builds_what_validate_takes_and_names_the_feature_service(
     table = pq.read_table(output.path)
     original = pq.read_table(telco_churn_parquet).select([*FEATURES, "churn"])
     assert table.to_pandas().equals(original.to_pandas())
-    assert output.metadata["feature_service"]["name"] == FEATURE_SERVICE
-    assert output.metadata["feature_service"]["version"] == "1"
+    assert output.metadata["feature_service"] == FEATURE_SERVICE
+    assert output.metadata["feature_service_version"] == "1"
+    assert output.metadata["feature_references"][0] == "customer_profile:female"
     assert output.metadata["rows"] == original.num_rows
     assert output.metadata["rows_without_features"] == 0
     validated = validate_training_table(table, "churn")

@@ -20,9 +20,9 @@ def feast_training_table(
     """Build the training table with Feast's point-in-time join, as a Parquet dataset.
 
     The output is what `load_dataset` gives (features and label, the same metadata), so the
-    validate step takes it as any table; its metadata also names the feature service (name,
-    version, features), which the model's lineage records, and how many entity rows had no
-    feature values to join (left out).
+    validate step takes it as any table; its metadata also names the feature service
+    (`feature_service`, `feature_service_version`: the model's lineage records them), its
+    `feature_references`, and how many entity rows had no feature values to join (left out).
 
     Args:
         entity_uri: Parquet or CSV table of `customer_id`, `event_timestamp` and the label.
@@ -32,20 +32,17 @@ def feast_training_table(
         target: The label column of the entity table.
     """
     from ctloop.components.data.dataset_metadata import content_hash, describe_table
-    from ctloop.components.features.training_table import build_training_table
+    from ctloop.components.features.training_table import (
+        build_training_table,
+        dataset_metadata,
+    )
     from ctloop.components.table_io import read_table, write_parquet
 
     built = build_training_table(read_table(entity_uri), feature_repo, feature_service, target)
     write_parquet(built.table, dataset.path)
     dataset.metadata.update(describe_table(built.table))
-    dataset.metadata.update(
-        {
-            "source_uri": entity_uri,
-            "content_hash": content_hash(built.table),
-            "feature_service": built.feature_service,
-            "rows_without_features": built.rows_without_features,
-        }
-    )
+    dataset.metadata.update({"source_uri": entity_uri, "content_hash": content_hash(built.table)})
+    dataset.metadata.update(dataset_metadata(built))
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -27,6 +27,10 @@ from ctloop.components.features.repo import (
     open_store,
 )
 
+LINEAGE_KEYS = ("feature_service", "feature_service_version")
+"""The Dataset metadata keys (strings) that the model's lineage carries: which features, as
+defined where, the model was trained on."""
+
 ROW = "__ctloop_row"
 """A column carried through the join so the result comes back in the entity rows' order."""
 
@@ -40,7 +44,7 @@ class FeastTrainingTable:
     table: pa.Table
     """The features, in the feature service's order, then the label."""
     feature_service: dict[str, Any]
-    """Name, version and feature references, for the dataset's metadata and the lineage."""
+    """Name, version and feature references of the feature service."""
     rows_without_features: int
     """Entity rows left out: no feature value at or before their timestamp within the TTL."""
 
@@ -69,6 +73,17 @@ def build_training_table(
         feature_service=lineage,
         rows_without_features=len(frame) - len(joined),
     )
+
+
+def dataset_metadata(built: FeastTrainingTable) -> dict[str, Any]:
+    """What the Dataset artifact records about the join: `LINEAGE_KEYS`, the features and how
+    many entity rows were left out."""
+    return {
+        "feature_service": built.feature_service["name"],
+        "feature_service_version": built.feature_service["version"],
+        "feature_references": built.feature_service["features"],
+        "rows_without_features": built.rows_without_features,
+    }
 
 
 def _check_entity_table(table: pa.Table, target: str) -> None:
