@@ -5,9 +5,11 @@ the remote and deletes the repository's own cache, so a reader of `url` (a file:
 every byte from the remote, as a pipeline step on a cluster would.
 """
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,7 +36,10 @@ class DataRepo:
         ).stdout.strip()
 
     def dvc(self, *args: str) -> None:
-        assert dvc_main(["--cd", str(self.path), *args, "-q"]) == 0, args
+        """Run a dvc command in the repository, in this process (no CLI start-up), without
+        the usage report the CLI otherwise sends."""
+        with mock.patch.dict(os.environ, {"DVC_NO_ANALYTICS": "1"}):
+            assert dvc_main(["--cd", str(self.path), *args, "-q"]) == 0, args
 
     def commit(self, tag: str, tables: dict[str, pa.Table]) -> str:
         """Write each table at its path, track them with DVC, commit, tag; return the commit."""
