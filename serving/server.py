@@ -52,9 +52,11 @@ from kserve.model_server import app as kserve_app  # noqa: E402
 
 from ctloop.components.contract.model_uri import local_model_dir  # noqa: E402
 from ctloop.serving.body_limit import BodyLimit  # noqa: E402
+from ctloop.serving.feature_lookup import FeatureLookup  # noqa: E402
 from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
 from ctloop.serving.request_decoding import oip_validation_error_handler  # noqa: E402
 from ctloop.serving.server_options import (  # noqa: E402
+    DEFAULT_FEATURE_SERVICE,
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH_ROWS,
     DEFAULT_MAX_BODY_BYTES,
@@ -146,6 +148,8 @@ def serve(
     shadow_queue_rows: int = DEFAULT_SHADOW_QUEUE_ROWS,
     variant: str | None = None,
     prediction_log_uri: str | None = None,
+    feast_repo: str | None = None,
+    feature_service: str = DEFAULT_FEATURE_SERVICE,
 ) -> None:
     """Load the model at `model_uri` and serve it until stopped.
 
@@ -159,7 +163,9 @@ def serve(
     `shadow_model_uri` (any URI `local_shadow_dir` takes) is loaded beside the served model and
     scores the same rows off the request path (`ctloop.serving.shadow`); `variant` tags every
     answer; `prediction_log_uri` records every scored row (`ctloop.serving.prediction_log`,
-    closed, that is flushed, when the server stops).
+    closed, that is flushed, when the server stops). With `feast_repo`, v1 instances holding
+    only entity keys get `feature_service`'s features from Feast's online store
+    (`ctloop.serving.feature_lookup`).
 
     Once the model is loaded, the objects so far (imports, model) are frozen out of the
     garbage collector: they live as long as the process, and a full collection, which the
@@ -202,6 +208,7 @@ def serve(
             shadow_queue_rows=shadow_queue_rows,
             variant=variant,
             prediction_log=prediction_log,
+            feature_lookup=FeatureLookup(feast_repo, feature_service) if feast_repo else None,
         )
         try:
             predictor.load()

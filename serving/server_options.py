@@ -25,6 +25,8 @@ DEFAULT_SHADOW_QUEUE_ROWS = 2 * DEFAULT_MAX_BATCH_ROWS
 """Rows that may wait for the shadow model; a batch that would exceed it is skipped (and
 counted). Two of the largest batches: room for a burst, and the queue's memory stays ~7 MB
 at 30 features."""
+DEFAULT_FEATURE_SERVICE = "churn_features"
+"""The feature service of the demo's Feast repository (ctloop.components.features.repo)."""
 PORT_RANGE = range(1, 65536)
 """TCP ports a server can listen on; uvicorn takes any integer and binds the OS's choice
 for one outside it (a random port for 99999), while logging the number it was given."""
@@ -99,6 +101,17 @@ def add_server_options(parser: argparse.ArgumentParser, *, default_name: str | N
         help="write every scored row (request id, variant, version, inputs hash, score, time) to "
         "rolling Parquet files under this folder or pyarrow URI (s3://, gs://, ...)",
     )
+    parser.add_argument(
+        "--feast-repo",
+        help="a Feast repository folder (with feature_store.yaml): v1 instances that hold only "
+        "entity keys get their features from its online store (needs pip install "
+        "'ctloop[feast]')",
+    )
+    parser.add_argument(
+        "--feature-service",
+        default=DEFAULT_FEATURE_SERVICE,
+        help="the feature service the model was trained on, for --feast-repo (%(default)s)",
+    )
 
 
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,6 +126,8 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} {value} must be >= 1")
+    if args.feature_service != DEFAULT_FEATURE_SERVICE and not args.feast_repo:
+        raise ValueError("--feature-service names a service of --feast-repo: give both")
     if args.shadow_version and not args.shadow_model_uri:
         raise ValueError("--shadow-version names the version of --shadow-model-uri: give both")
     max_body_bytes = args.max_body_bytes or args.max_batch_rows * BODY_BYTES_PER_ROW
@@ -130,4 +145,6 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         "shadow_queue_rows": args.shadow_queue_rows,
         "variant": args.variant,
         "prediction_log_uri": args.prediction_log_uri,
+        "feast_repo": args.feast_repo,
+        "feature_service": args.feature_service,
     }

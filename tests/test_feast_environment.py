@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from ctloop.components.features.feast_import import FeastMissingError, import_feast
+from ctloop.pipelines.cli import build_parser
 from ctloop.serving.feature_lookup import FeatureLookup
+from ctloop.serving.server_options import server_options
 
 pytestmark = pytest.mark.e2e
 
@@ -46,3 +48,15 @@ def test_the_training_side_without_feast_names_the_extra():
 def test_the_predictor_side_without_feast_names_the_extra(tmp_path):
     with pytest.raises(RuntimeError, match=r"pip install 'ctloop\[feast\]'"):
         FeatureLookup(str(tmp_path), "churn_features").open()
+
+
+def _serve_options(*flags: str) -> dict:
+    return server_options(build_parser().parse_args(["serve", "--model-uri", ".", *flags]))
+
+
+def test_the_server_takes_a_feast_repository_and_a_feature_service():
+    options = _serve_options("--feast-repo", "features/repo", "--feature-service", "churn_v2")
+    assert (options["feast_repo"], options["feature_service"]) == ("features/repo", "churn_v2")
+    assert _serve_options()["feast_repo"] is None
+    with pytest.raises(ValueError, match="--feature-service names a service of --feast-repo"):
+        _serve_options("--feature-service", "churn_v2")

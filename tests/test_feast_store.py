@@ -4,10 +4,11 @@ Needs the `feast` package: `make test` runs this module inside `.venv-feast`
 (tests/test_feast_environment.py), where Feast is installed beside ctloop.
 """
 
-import asyncio
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -40,9 +41,7 @@ from ctloop.components.features.training_table import (  # noqa: E402
     EntityTableError,
     build_training_table,
 )
-from ctloop.serving.feature_lookup import FeatureLookup  # noqa: E402
-from ctloop.serving.predictor import CtloopPredictor  # noqa: E402
-from ctloop.serving.request_decoding import InvalidRequest  # noqa: E402
+from ctloop.serving.local_server import free_port, running_server  # noqa: E402
 from tests.served_model import train_model_folder  # noqa: E402
 
 AS_OF = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
@@ -185,22 +184,24 @@ def test_an_entity_key_request_is_scored_as_the_same_request_with_its_features(
         "churn",
     )
     train_model_folder(tmp_path / "model", training.table)
-    predictor = CtloopPredictor(
-        "churn",
-        tmp_path / "model",
-        "1",
-        feature_lookup=FeatureLookup(str(demo_store / "repo"), FEATURE_SERVICE),
-    )
-    predictor.load()
     customers = [3, 70, 7043]
     features = training.table.to_pandas().drop(columns="churn")
     with_features = [features.iloc[c - 1].to_dict() for c in customers]
-    by_key = asyncio.run(predictor.predict({"instances": [{ENTITY_KEY: c} for c in customers]}))
-    by_features = asyncio.run(predictor.predict({"instances": with_features}))
-    assert by_key["predictions"] == by_features["predictions"]
-    assert len(set(np.round(by_key["predictions"], 6))) == len(customers)
-    with pytest.raises(InvalidRequest, match=r"no features for \[\{'customer_id': 99999\}\]"):
-        asyncio.run(predictor.predict({"instances": [{ENTITY_KEY: 99999}]}))
+    port = free_port()
+    command = [sys.executable, "-m", "ctloop", "serve", "--model-uri", str(tmp_path / "model")]
+    command += ["--port", str(port), "--feast-repo", str(demo_store / "repo"), "--name", "churn"]
+
+    with running_server(command, port, start_timeout_s=120) as served:
+        url = f"{served.url}/v1/models/churn:predict"
+        by_key = httpx.post(url, json={"instances": [{ENTITY_KEY: c} for c in customers]})
+        by_features = httpx.post(url, json={"instances": with_features})
+        unknown = httpx.post(url, json={"instances": [{ENTITY_KEY: 99999}]})
+
+    assert by_key.status_code == 200, by_key.text
+    assert by_key.json()["predictions"] == by_features.json()["predictions"]
+    assert len(set(np.round(by_key.json()["predictions"], 6))) == len(customers)
+    assert unknown.status_code == 400
+    assert "no features for [{'customer_id': 99999}]" in unknown.text
 
 
 def test_the_materialization_step_records_how_far_each_view_got(demo_store):
