@@ -128,9 +128,10 @@ def replay(record: DecisionRecord, policy: str | None = None) -> Replay:
         policy: Policy text to decide with instead of the recorded one (None: the recorded
             text; "" is the replaying code's default policy).
 
-    A missing replay function, or inputs or a policy the running code refuses (ValueError, a
-    missing or mistyped input), make the replay NOT REPLAYED with the reason, so one such record
-    among many does not hide the others' answers.
+    A missing replay function, inputs or a policy the running code refuses (ValueError, a
+    missing or mistyped input), or a function that fails in any other way (a bug that such
+    inputs reach) make the replay NOT REPLAYED with the reason, so one such record among many
+    does not hide the others' answers.
     """
     policy_text = record.policy if policy is None else policy
     try:
@@ -146,6 +147,9 @@ def replay(record: DecisionRecord, policy: str | None = None) -> Replay:
             None,
             f"{what} refused the inputs or the policy: {type(error).__name__}: {error}",
         )
+    except Exception as error:  # a bug these inputs reach: the other records' answers count
+        what = REPLAY_FUNCTIONS[record.kind].rpartition(".")[2]
+        return Replay(record, None, f"{what} failed: {type(error).__name__}: {error}")
     replayed = new_record(
         record.kind,
         subject=record.subject,

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from ctloop.components.decisions import record as record_module
 from ctloop.components.decisions.record import (
     DecisionRecordError,
     new_record,
@@ -47,6 +48,11 @@ def test_a_written_record_reads_back_equal_with_plain_json_values(tmp_path):
         (lambda d: d.update(kind="vote"), "kind 'vote' is not one of"),
         (lambda d: d.update(schema="other/9"), "schema is 'other/9'"),
         (lambda d: d.update(reasons="one"), "'reasons' is missing or not a JSON array"),
+        (lambda d: d.update(reasons=["fine", 2]), r"'reasons' holds 2, not a string"),
+        (
+            lambda d: d["subject"].update(registered_model=3),
+            r"subject 'registered_model' is 3, not a string or null",
+        ),
     ],
 )
 def test_a_broken_record_is_refused_naming_the_field(tmp_path, change, message):
@@ -57,6 +63,21 @@ def test_a_broken_record_is_refused_naming_the_field(tmp_path, change, message):
     with pytest.raises(DecisionRecordError, match=message) as caught:
         read_record(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_binary_or_oversized_file_is_refused_naming_it(tmp_path, monkeypatch):
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(DecisionRecordError, match="is not UTF-8 text") as caught:
+        read_record(binary)
+    assert str(binary) in str(caught.value)
+    monkeypatch.setattr(record_module, "MAX_RECORD_BYTES", 200)
+    big = tmp_path / "big.json"
+    write_record(_gate_record(), big)
+    assert big.stat().st_size > 200
+    with pytest.raises(DecisionRecordError, match="larger than 200 bytes") as caught:
+        read_record(big)
+    assert str(big) in str(caught.value)
 
 
 def test_truncated_text_and_unknown_kinds_or_subjects_are_refused():

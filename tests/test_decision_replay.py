@@ -133,6 +133,23 @@ def test_inputs_the_replay_function_refuses_are_not_replayed_naming_the_error(tm
     )
 
 
+def crashing_gate(inputs, policy):
+    """A replay function with a bug of a kind replay does not expect."""
+    return {"passed": 1 / 0}, []
+
+
+def test_a_replay_function_that_crashes_is_not_replayed_and_every_record_is_answered(
+    tmp_path, monkeypatch, capsys
+):
+    files = [_file(tmp_path, _gate(0.8)), _file(tmp_path, _gate(0.9))]
+    monkeypatch.setitem(replay.REPLAY_FUNCTIONS, "gate", f"{__name__}.crashing_gate")
+    assert main(["replay", *files]) == 2
+    out = capsys.readouterr().out
+    assert out.count("NOT REPLAYED  gate churn v2") == 2
+    assert "crashing_gate failed: ZeroDivisionError: division by zero" in out
+    assert out.splitlines()[-1] == "2 decisions: 0 same, 0 changed, 2 not replayed"
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

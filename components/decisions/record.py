@@ -37,6 +37,10 @@ KINDS = (
 )
 """Every kind of decision the loop takes; `ctloop replay` knows how to re-take each."""
 
+MAX_RECORD_BYTES = 64 * 2**20
+"""The largest record file read: records pin figures, not data (a drift record of a thousand
+features is well under a megabyte)."""
+
 SUBJECT_KEYS = ("registered_model", "model_version", "run_id", "kfp_run_id")
 
 
@@ -172,6 +176,16 @@ def parse_record(text: str, where: str = "decision record") -> DecisionRecord:
             raise DecisionRecordError(
                 f"{where}: {key!r} is missing or not a JSON {_json_type(kind)}"
             )
+    for key, value in document["subject"].items():
+        if value is not None and not isinstance(value, str):
+            raise DecisionRecordError(
+                f"{where}: subject {key!r} is {json.dumps(value)}, not a string or null"
+            )
+    for reason in document["reasons"]:
+        if not isinstance(reason, str):
+            raise DecisionRecordError(
+                f"{where}: 'reasons' holds {json.dumps(reason)}, not a string"
+            )
     if document["kind"] not in KINDS:
         raise DecisionRecordError(
             f"{where}: kind {document['kind']!r} is not one of {', '.join(KINDS)}"
@@ -183,10 +197,24 @@ def _json_type(kind: type) -> str:
     return {str: "string", dict: "object", list: "array"}[kind]
 
 
-def read_record(path: str | Path) -> DecisionRecord:
-    """The record in a file (`parse_record`), naming the file in every error."""
+def read_record(path: str | Path, where: str = "") -> DecisionRecord:
+    """The record in a file (`parse_record`), naming the file (or `where`) in every error.
+
+    At most `MAX_RECORD_BYTES` are read: a path to a model file, a data set or `/dev/zero`
+    given by mistake is refused at once instead of filling the memory.
+    """
+    where = where or f"decision record {path}"
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RECORD_BYTES + 1)
     except OSError as error:
-        raise DecisionRecordError(f"cannot read decision record {path}: {error}") from None
-    return parse_record(text, f"decision record {path}")
+        raise DecisionRecordError(f"cannot read {where}: {error}") from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise DecisionRecordError(
+            f"{where} is larger than {MAX_RECORD_BYTES} bytes: not a decision record"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DecisionRecordError(f"{where} is not UTF-8 text: {error}") from None
+    return parse_record(text, where)

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, parse_record
+from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, read_record
 from ctloop.components.registry import mlflow_registry
 
 DECISIONS_EXPERIMENT = "ctloop-decisions"
@@ -311,7 +311,7 @@ def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionR
             path = mlflow_client.download_artifacts(run_id, RECORD_ARTIFACT, folder)
         except (MlflowException, OSError) as error:
             raise DecisionRecordError(f"cannot read {where}: {error}") from None
-        return parse_record(Path(path).read_text(), where)
+        return read_record(path, where)
 
 
 def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
