@@ -60,3 +60,14 @@ def test_the_server_takes_a_feast_repository_and_a_feature_service():
     assert _serve_options()["feast_repo"] is None
     with pytest.raises(ValueError, match="--feature-service names a service of --feast-repo"):
         _serve_options("--feature-service", "churn_v2")
+
+
+def test_the_feast_components_compile_without_feast(tmp_path):
+    from kfp import compiler
+
+    from ctloop.components.features.component import feast_training_table, materialize_features
+
+    for component in (feast_training_table, materialize_features):
+        path = tmp_path / f"{component.name}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        assert "ctloop.components.features" in path.read_text()
