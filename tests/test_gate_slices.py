@@ -315,6 +315,10 @@ def test_a_slice_column_missing_from_the_test_table_is_named_with_the_columns(ch
         ({"categorical": "a"}, 'slices.categorical = "a" must be a list of column names'),
         ({"numeric": {"t": 1}}, "slices.numeric.t = 1 must be a whole number >= 2"),
         ({"numeric": {"t": 2.5}}, "slices.numeric.t = 2.5 must be a whole number >= 2"),
+        (
+            {"numeric": {"t": 100_000_000_000}},
+            "slices.numeric.t = 100000000000 must be a whole number >= 2 and <= 50",
+        ),
         ({"categorical": ["a"], "numeric": {"a": 3}}, "column(s) ['a'] named more than once"),
         ({"categorical": ["a"], "min_rows": 0}, "slices.min_rows = 0 must be a whole number >= 1"),
         (

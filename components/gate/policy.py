@@ -44,7 +44,7 @@ shared, a fixed budget refused good first models.
 `slices` looks inside the test rows (`ctloop.components.evaluate.slices` computes the figures
 and `ctloop.components.gate.slice_checks` judges them): a model can be good overall and bad
 for one group. `categorical` columns make a group of each value, `numeric` ones (column ->
-number of bins, >= 2) are cut at the test rows' quantiles, the champion's rows at the same cut
+number of bins, 2 to 50) are cut at the test rows' quantiles, the champion's rows at the same cut
 points; missing values are a group of their own. Every group of at least `min_rows` rows
 (default 30) must meet `thresholds` and not regress against the champion's same group beyond
 `champion_comparison`; their metrics are those of `SLICE_METRICS`. `max_gap` bounds, per
@@ -87,6 +87,10 @@ SLICE_METRICS = ("roc_auc", "accuracy", "tpr", "fpr", "selection_rate")
 GAP_METRICS = ("tpr", "fpr", "selection_rate")
 """What `max_gap` may bound: rates whose difference between groups is a fairness measure."""
 DEFAULT_MIN_SLICE_ROWS = 30
+MAX_SLICE_BINS = 50
+"""The most quantile bins a numeric slice column may ask for: as many groups as a categorical
+column may have (`slice_metrics`' max_categories); more would be groups too small to judge, and
+a mistyped huge count would make the cut points alone fill the memory."""
 
 
 class GatePolicyError(ValueError):
@@ -219,7 +223,7 @@ def _slice_policy(value: Any) -> SlicePolicy:
             f"slices.categorical = {json.dumps(categorical)} must be a list of column names"
         )
     numeric = {
-        column: _count(bins, f"slices.numeric.{column}", minimum=2)
+        column: _count(bins, f"slices.numeric.{column}", minimum=2, maximum=MAX_SLICE_BINS)
         for column, bins in json_object(
             section.get("numeric", {}), "slices.numeric", GatePolicyError
         ).items()
@@ -267,10 +271,18 @@ def _max_gaps(value: Any, columns: list[str]) -> dict[str, dict[str, float]]:
     return gaps
 
 
-def _count(value: Any, where: str, *, minimum: int = 1) -> int:
-    """A whole number of at least `minimum` (true and 2.5 are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GatePolicyError(f"{where} = {json.dumps(value)} must be a whole number >= {minimum}")
+def _count(value: Any, where: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number of at least `minimum` and at most `maximum` (true and 2.5 are refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        most = "" if maximum is None else f" and <= {maximum}"
+        raise GatePolicyError(
+            f"{where} = {json.dumps(value)} must be a whole number >= {minimum}{most}"
+        )
     return value
 
 
