@@ -193,6 +193,16 @@ def test_a_url_that_is_not_http_is_refused_without_showing_it():
     assert delivery.detail == "the webhook URL is not an http(s) URL with a host: nothing sent"
 
 
+@pytest.mark.parametrize(
+    "url", ["https://hooks.slack.com:99999" + SECRET_PATH, "https://[::1" + SECRET_PATH]
+)
+def test_a_url_that_does_not_parse_is_refused_without_failing_the_step(url):
+    delivery = post_message(url, {"text": "x"})
+    assert not delivery.sent
+    assert delivery.detail == "the webhook URL is not an http(s) URL with a host: nothing sent"
+    assert masked(url) == "?://?/***"
+
+
 def test_masked_keeps_scheme_host_and_port_only():
     assert masked("https://hooks.slack.com" + SECRET_PATH) == "https://hooks.slack.com/***"
     assert masked("http://user:pw@127.0.0.1:8080/x?token=1") == "http://127.0.0.1:8080/***"

@@ -56,12 +56,22 @@ def webhook_url(configured: str) -> str:
 
 
 def masked(url: str) -> str:
-    """`url` with everything after the host hidden: `https://hooks.slack.com/***`."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme or '?'}://{host}/***"
+    """`url` with everything after the host hidden: `https://hooks.slack.com/***` (`?` for a
+    host that does not parse)."""
+    scheme, host = _scheme_and_host(url)
+    return f"{scheme or '?'}://{host or '?'}/***"
+
+
+def _scheme_and_host(url: str) -> tuple[str, str]:
+    """The URL's scheme and `host[:port]`; neither when it does not parse (an unclosed `[`, a
+    port over 65535: urllib raises ValueError, the latter only once the port is read)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "", ""
+    host = parts.hostname or ""
+    return parts.scheme, f"{host}:{port}" if host and port else host
 
 
 def post_message(
@@ -83,7 +93,8 @@ def post_message(
     """
     if not url:
         return Delivery(False, f"no webhook URL configured (webhook_url or {WEBHOOK_ENV})")
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    scheme, host = _scheme_and_host(url)
+    if scheme not in ("http", "https") or not host:
         return Delivery(False, "the webhook URL is not an http(s) URL with a host: nothing sent")
     shown = masked(url)
     retries = urllib3.Retry(
