@@ -31,10 +31,10 @@ def _pairs(param: str) -> str:
 PUBLISH = f"""set -eu
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
-{CTLOOP} compile --output-dir "$build" \\
-  {{% if params.image %}}--image {{{{ params.image | shquote }}}}{{% endif %}} >&2
-{CTLOOP} upload {HOST} --build-dir "$build" \\
-  {{% if params.version %}}--version {{{{ params.version | shquote }}}}{{% endif %}}
+{CTLOOP} compile --output-dir "$build" >&2\
+{{% if params.image %}} --image {{{{ params.image | shquote }}}}{{% endif %}}
+{CTLOOP} upload {HOST} --build-dir "$build"\
+{{% if params.version %}} --version {{{{ params.version | shquote }}}}{{% endif %}}
 """
 
 TRAIN = (
