@@ -124,6 +124,8 @@ def test_the_lineage_reaches_the_reference_profile_through_load_and_validate(dat
     assert dataset.metadata["rows"] == 120
     tags = training_tags(profile, {})  # the MLflow run's tags: the URI pins the commit
     assert tags["ctloop.dataset.uri"] == profile["dataset"]["uri"]
+    assert tags["ctloop.dataset.dvc_commit"] == commit  # registration copies it to the version
+    assert tags["ctloop.dataset.dvc_md5"] == profile["dataset"]["dvc_md5"]
 
 
 def _day(day: int):

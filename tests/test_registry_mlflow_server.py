@@ -291,6 +291,8 @@ def test_register_blessed_candidate_tags_the_version_with_gate_metrics_dataset_a
     uri, _ = mlflow_server
     name = "churn-blessed"
     first = trained[0]
+    # DVC data: the train step tagged the commit and DVC's hash it read the data at.
+    MlflowClient(uri).set_tag(first["run_id"], "ctloop.dataset.dvc_commit", "3e4cdc69")
     evaluation = {"candidate": {"roc_auc": 0.81, "log_loss": 0.45}, "champion_version": None}
     version, alias = mlflow_registry.run_registration(
         uri,
@@ -306,6 +308,7 @@ def test_register_blessed_candidate_tags_the_version_with_gate_metrics_dataset_a
     assert json.loads(tags["ctloop.test_metrics"]) == {"roc_auc": 0.81, "log_loss": 0.45}
     assert tags["ctloop.champion_compared"] == "none"
     assert tags["ctloop.dataset.content_hash"] == DATASET_HASH
+    assert tags["ctloop.dataset.dvc_commit"] == "3e4cdc69"
     assert tags["kfp.run_id"] == "run-123"
     assert tags["kfp.run_name"] == "training-2024-05-01"
     assert MlflowClient(uri).get_run(first["run_id"]).data.tags["ctloop.gate"] == "passed"

@@ -337,3 +337,13 @@ def test_an_empty_kfp_host_is_refused_naming_the_parameter():
             cooldown_hours=0,
             run_name="retrain",
         )
+
+
+def test_dvc_reference_data_needs_an_explicit_retraining_table_uri():
+    from ctloop.components.retrain.retraining_data import retraining_data_uri
+
+    with pytest.raises(RetrainingDataError, match="give retraining_data_uri"):
+        retraining_data_uri("", "dvc:///srv/data?path=churn.parquet&rev=v1", "run-1")
+    assert retraining_data_uri("s3://lake/r.parquet", "dvc:///srv/data?path=x", "run-1") == (
+        "s3://lake/r.parquet"
+    )

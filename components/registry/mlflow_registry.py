@@ -460,14 +460,20 @@ def run_registration(
         )
     compared = evaluation["champion_version"]
     compared_champion = None if compared is None else str(compared)
-    dataset_hash = (
-        client(tracking_uri).get_run(run_id).data.tags.get("ctloop.dataset.content_hash", "")
-    )
+    run_tags = client(tracking_uri).get_run(run_id).data.tags
+    # The data the version was trained on: its content hash and, for DVC data, the commit and
+    # DVC's hash it was read at (the train step tagged them on the run).
+    dataset = {
+        key: value
+        for key, value in run_tags.items()
+        if key == "ctloop.dataset.content_hash" or key.startswith("ctloop.dataset.dvc_")
+    }
     tags = {
         "ctloop.gate": "passed",
         "ctloop.test_metrics": json.dumps(evaluation["candidate"], sort_keys=True),
         "ctloop.champion_compared": compared_champion or "none",
-        "ctloop.dataset.content_hash": dataset_hash,
+        "ctloop.dataset.content_hash": "",
+        **dataset,
         "kfp.run_id": kfp_run.get("id", ""),
         "kfp.run_name": kfp_run.get("name", ""),
         **lineage_tags(lineage(kfp_run, kfp_host)),

@@ -19,11 +19,12 @@ def prepare_retraining_data(
     """Write the table a retrained model learns from, and return its URI.
 
     Args:
-        reference_uri: The champion's training data (Parquet/CSV path or pyarrow URI).
+        reference_uri: The champion's training data (Parquet/CSV path, pyarrow URI, or DVC
+            data: dvc://<repo>?path=<path>&rev=<rev>).
         current: The drifted production window; it must carry the label.
         target: Label column.
         output_uri: Parquet file to write (local path or s3://, gs://, ...); empty:
-            `<reference folder>/retraining/<run_id>.parquet`.
+            `<reference folder>/retraining/<run_id>.parquet` (needed for DVC reference data).
         mode: "reference+current" (all of both), "current" (the window alone) or "sliding"
             (both, keeping the newest `max_rows` rows).
         max_rows: Rows kept by "sliding".
@@ -32,17 +33,19 @@ def prepare_retraining_data(
     Returns:
         The URI written, for the training pipeline's `data_uri`.
     """
+    from ctloop.components.data.dvc_source import read_source
     from ctloop.components.retrain.retraining_data import retraining_data_uri, retraining_table
     from ctloop.components.table_io import read_table, write_parquet_uri
 
+    uri = retraining_data_uri(output_uri, reference_uri, run_id)
+    reference, _pinned = read_source(reference_uri)  # a path, a URI or DVC data (dvc://)
     table = retraining_table(
-        read_table(reference_uri),
+        reference,
         read_table(current.path),
         target=target,
         mode=mode,
         max_rows=max_rows,
     )
-    uri = retraining_data_uri(output_uri, reference_uri, run_id)
     print(f"retraining data: {table.num_rows} rows ({mode}) -> {uri}")
     return write_parquet_uri(table, uri)
 

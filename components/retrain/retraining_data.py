@@ -67,6 +67,11 @@ def retraining_data_uri(output_uri: str, reference_uri: str, run_id: str) -> str
     """
     if output_uri:
         return output_uri
+    if reference_uri.startswith("dvc://"):
+        raise RetrainingDataError(
+            f"reference {reference_uri!r} is DVC data, and the retraining table cannot be "
+            "written into its Git repository: give retraining_data_uri (a path or URI)"
+        )
     folder = reference_uri.rstrip("/").rsplit("/", 1)[0] if "/" in reference_uri else "."
     return f"{folder}/retraining/{run_id or 'latest'}.parquet"
 

@@ -38,14 +38,20 @@ class TrainingOutcome:
 
 
 def training_tags(profile: ReferenceProfile, run_tags: Mapping[str, str]) -> dict[str, str]:
-    """The MLflow run's tags: the task, the target and the dataset, and `run_tags` (the KFP
-    run's id and name)."""
+    """The MLflow run's tags: the task, the target and the dataset (with, for DVC data, the
+    commit and DVC's content hash it was read at: `ctloop.dataset.dvc_*`), and `run_tags` (the
+    KFP run's id and name)."""
     dataset = profile.get("dataset", {})
     return {
         "ctloop.task": profile["task"],
         "ctloop.target": profile["target"],
         "ctloop.dataset.uri": str(dataset.get("uri", "")),
         "ctloop.dataset.content_hash": str(dataset.get("content_hash", "")),
+        **{
+            f"ctloop.dataset.{key}": str(value)
+            for key, value in dataset.items()
+            if key.startswith("dvc_")
+        },
         **run_tags,
     }
 
