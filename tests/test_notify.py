@@ -108,6 +108,12 @@ def test_a_plain_text_summary_is_shown_as_it_is():
     assert message["blocks"][2]["text"]["text"] == "*Decided*\ndrift share 0.31: retrained"
 
 
+def test_a_summary_nested_too_deep_for_json_is_shown_as_text():
+    nested = "[" * 100_000
+    message = run_end_message(SUCCEEDED, nested)
+    assert message["blocks"][2]["text"]["text"].startswith("*Decided*\n[[[")
+
+
 def test_the_run_url_needs_a_base_url_and_a_run_id():
     assert run_url("https://kf/pipeline", "abc") == "https://kf/pipeline/#/runs/details/abc"
     assert run_url("", "abc") == "" and run_url("https://kf", "") == ""

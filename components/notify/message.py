@@ -110,7 +110,7 @@ def _summary_lines(summary: str) -> str:
         return ""
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return _escaped(text)
     if isinstance(document, dict):
         lines = [f"• *{_escaped(str(key))}*: {_value(value)}" for key, value in document.items()]
