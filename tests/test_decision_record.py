@@ -83,6 +83,8 @@ def test_a_binary_or_oversized_file_is_refused_naming_it(tmp_path, monkeypatch):
 def test_truncated_text_and_unknown_kinds_or_subjects_are_refused():
     with pytest.raises(DecisionRecordError, match="not JSON"):
         parse_record(_gate_record().to_json()[:40])
+    with pytest.raises(DecisionRecordError, match="not JSON"):
+        parse_record("[" * 100_000)
     with pytest.raises(DecisionRecordError, match="kind 'vote'"):
         new_record("vote", subject={}, inputs={}, policy="", outcome={}, reasons=[])
     with pytest.raises(DecisionRecordError, match=r"unknown keys \['model'\]"):

@@ -152,7 +152,7 @@ def parse_record(text: str, where: str = "decision record") -> DecisionRecord:
     """
     try:
         document = json.loads(text)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:  # or nested deeper than it parses
         raise DecisionRecordError(f"{where} is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise DecisionRecordError(f"{where} is not a JSON object")
