@@ -213,6 +213,16 @@ def _package_files() -> list[Path]:
     return files
 
 
+INTEGRATION_MODULES = {
+    "dvc": ("requirements-extra-dvc.lock", "dvc"),
+    "scmrepo": ("requirements-extra-dvc.lock", "scmrepo"),
+    "feast": ("requirements-extra-feast.lock", "feast"),
+    "airflow": ("requirements-tool-airflow.lock", "apache-airflow"),
+}
+"""Modules only an optional integration provides (an extra the image does not install, or the
+Airflow DAG's own environment), and the lock that pins each: never the component image's."""
+
+
 def test_runtime_requirements_provide_every_module_the_package_imports(runtime):
     owners = importlib.metadata.packages_distributions()
     missing = {}
@@ -227,6 +237,10 @@ def test_runtime_requirements_provide_every_module_the_package_imports(runtime):
             for name in names:
                 top = name.partition(".")[0]
                 if top in sys.stdlib_module_names or top in ("ctloop", "__future__"):
+                    continue
+                if top in INTEGRATION_MODULES:
+                    lock, distribution = INTEGRATION_MODULES[top]
+                    assert f"{distribution}==" in (REPO / lock).read_text(), (top, lock)
                     continue
                 providers = {canonicalize_name(d) for d in owners.get(top, [])}
                 if not providers & set(runtime):
