@@ -17,9 +17,10 @@ import pytest
 
 pytest.importorskip("feast")
 
+from kfp import dsl, local  # noqa: E402
 from kfp.dsl import Dataset  # noqa: E402
 
-from ctloop.components.data.validation import validate_training_table  # noqa: E402
+from ctloop.components.data.component import validate_dataset  # noqa: E402
 from ctloop.components.features.component import (  # noqa: E402
     feast_training_table,
     materialize_features,
@@ -150,26 +151,28 @@ def demo_store(tmp_path_factory, telco_churn_parquet):
     return folder
 
 
-def test_the_component_builds_what_validate_takes_and_names_the_feature_service(
+@dsl.pipeline
+def feast_then_validate(entity_uri: str, feature_repo: str) -> Dataset:
+    built = feast_training_table(entity_uri=entity_uri, feature_repo=feature_repo)
+    return validate_dataset(dataset=built.outputs["dataset"], target="churn").outputs["validated"]
+
+
+def test_the_validate_step_takes_the_table_and_keeps_the_feature_service(
     demo_store, telco_churn_parquet, tmp_path
 ):
-    output = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
-    output.path  # noqa: B018 (kfp makes the artifact's local path from its uri)
-    feast_training_table.python_func(
-        entity_uri=str(demo_store / "entity.parquet"),
-        feature_repo=str(demo_store / "repo"),
-        dataset=output,
-    )
-    table = pq.read_table(output.path)
-    original = pq.read_table(telco_churn_parquet).select([*FEATURES, "churn"])
-    assert table.to_pandas().equals(original.to_pandas())
-    assert output.metadata["feature_service"] == FEATURE_SERVICE
-    assert output.metadata["feature_service_version"] == "1"
-    assert output.metadata["feature_references"][0] == "customer_profile:female"
-    assert output.metadata["rows"] == original.num_rows
-    assert output.metadata["rows_without_features"] == 0
-    validated = validate_training_table(table, "churn")
-    assert validated.features == FEATURES
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    validated = feast_then_validate(
+        entity_uri=str(demo_store / "entity.parquet"), feature_repo=str(demo_store / "repo")
+    ).output
+
+    original = pq.read_table(telco_churn_parquet).select([*FEATURES, "churn"]).to_pandas()
+    table = pq.read_table(validated.path).to_pandas()
+    assert table[FEATURES].equals(original[FEATURES])
+    assert validated.metadata["feature_service"] == FEATURE_SERVICE
+    assert validated.metadata["feature_service_version"] == "1"
+    assert validated.metadata["feature_references"][0] == "customer_profile:female"
+    assert validated.metadata["rows"] == len(original)
+    assert validated.metadata["rows_without_features"] == 0
 
 
 def test_an_entity_key_request_is_scored_as_the_same_request_with_its_features(
