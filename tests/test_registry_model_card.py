@@ -254,6 +254,29 @@ def test_inputs_the_card_cannot_be_written_from_are_named(inputs, change, messag
         _card(inputs, **change)
 
 
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("evaluation", {"slices": [1]}, "evaluation: 'slices' is not a JSON object"),
+        ("evaluation", {"slices": {"candidate": "x"}}, "evaluation: 'slices.candidate' is not"),
+        ("evaluation", {"confusion_matrix": [1]}, "evaluation: 'confusion_matrix' is not"),
+        (
+            "evaluation",
+            {"confusion_matrix": {"matrix": [[1, "a"]]}},
+            "evaluation: 'confusion_matrix.matrix' is not rows of counts",
+        ),
+        ("evaluation", {"unseen_categories": [1]}, "evaluation: 'unseen_categories' is not"),
+        ("gate_record", {"outcome": {"failures": [1]}}, "gate_record: 'outcome.failures' is not"),
+        ("gate_record", {"reasons": "one"}, "gate_record: 'reasons' is not a JSON array of"),
+        ("reference_profile", {"features": ["a"]}, "reference_profile: 'features' is not"),
+        ("reference_profile", {"features": {"a": 1}}, "reference_profile: feature 'a' is not"),
+    ],
+)
+def test_inputs_of_another_shape_are_named_not_crashed_on(inputs, name, change, message):
+    with pytest.raises(ModelCardError, match=message):
+        _card(inputs, **{name: {**inputs[name], **change}})
+
+
 def test_a_card_for_another_run_or_a_missing_version_is_refused_and_nothing_logged(
     tracking_uri, inputs, registered
 ):

@@ -112,6 +112,45 @@ def _check_inputs(evaluation, gate_record, reference_profile) -> None:
         raise ModelCardError("gate_record: no 'outcome' object")
     if not isinstance(reference_profile, Mapping) or not reference_profile.get("features"):
         raise ModelCardError("reference_profile: no 'features' (use the validate step's profile)")
+    _check_shapes(evaluation, gate_record, reference_profile)
+
+
+def _check_shapes(evaluation, gate_record, reference_profile) -> None:
+    """What the card reads beyond the essentials, each of the shape its step writes: a file of
+    another step (or hand-edited) is named, not an AttributeError halfway through the card."""
+    slices = evaluation.get("slices")
+    _expect(slices, Mapping, "evaluation: 'slices' is not a JSON object")
+    if slices and not _all(slices.get("candidate") or [], Mapping):
+        raise ModelCardError("evaluation: 'slices.candidate' is not a JSON array of column objects")
+    matrix = evaluation.get("confusion_matrix")
+    _expect(matrix, Mapping, "evaluation: 'confusion_matrix' is not a JSON object")
+    rows = (matrix or {}).get("matrix") or []
+    if not (_all(rows, list) and all(_all(row, int | float) for row in rows)):
+        raise ModelCardError("evaluation: 'confusion_matrix.matrix' is not rows of counts")
+    unseen = evaluation.get("unseen_categories")
+    if unseen is not None and not (isinstance(unseen, Mapping) and _all(unseen.values(), Mapping)):
+        raise ModelCardError("evaluation: 'unseen_categories' is not a JSON object of features")
+    failures = gate_record["outcome"].get("failures", [])
+    if not _all(failures, str):
+        raise ModelCardError("gate_record: 'outcome.failures' is not a JSON array of strings")
+    if not _all(gate_record.get("reasons", []), str):
+        raise ModelCardError("gate_record: 'reasons' is not a JSON array of strings")
+    features = reference_profile["features"]
+    _expect(features, Mapping, "reference_profile: 'features' is not a JSON object")
+    for name, feature in features.items():
+        _expect(feature, Mapping, f"reference_profile: feature {name!r} is not a JSON object")
+
+
+def _all(values: Any, kind: Any) -> bool:
+    """`values` is a JSON array (or dict values) whose every item is of `kind`."""
+    if isinstance(values, str | bytes | Mapping) or not hasattr(values, "__iter__"):
+        return False
+    return all(isinstance(value, kind) and not isinstance(value, bool) for value in values)
+
+
+def _expect(value: Any, kind: Any, message: str) -> None:
+    if value is not None and not isinstance(value, kind):
+        raise ModelCardError(message)
 
 
 def _training_data(profile: Mapping[str, Any], evaluation: Mapping[str, Any]) -> dict[str, Any]:
