@@ -40,6 +40,14 @@ def _model_run(uri) -> str:
     return run.info.run_id
 
 
+@pytest.mark.parametrize("model", ["O'Brien's churn", 'churn "v2" ünï'])
+def test_models_named_with_quotes_or_unicode_are_found(tracking_uri, model):  # noqa: F811
+    record = _record("gate", model=model, version="1")
+    log_record(tracking_uri, record)
+    assert records_for(tracking_uri, model) == [record]
+    assert records_for(tracking_uri, model, "1") == [record]
+
+
 def test_a_logged_record_reads_back_equal_and_is_tagged_for_search(tracking_uri):  # noqa: F811
     record = _record("gate", version="1", run_id="abc")
     run_id = log_record(tracking_uri, record)

@@ -249,11 +249,14 @@ def _artifact_location(tracking_uri: str) -> str:
 
 
 def _quoted(value: str) -> str:
-    """`value` as a string literal of MLflow's filter language (single quotes; an embedded one
-    is refused, since the language has no escape for it)."""
-    if "'" in value:
-        raise ValueError(f"cannot search MLflow for {value!r}: it contains a single quote")
-    return f"'{value}'"
+    """`value` as a string literal of MLflow's filter language: in single quotes, or in double
+    quotes when it holds a single one (`O'Brien`); one holding both is refused, since the
+    language has no escape for a quote."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"cannot search MLflow for {value!r}: it contains both kinds of quote")
 
 
 def _version_run_ids(mlflow_client, name: str, version: str | None = None) -> set[str]:
