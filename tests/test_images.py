@@ -216,7 +216,7 @@ def _package_files() -> list[Path]:
 INTEGRATION_MODULES = {
     "dvc": ("requirements-extra-dvc.lock", "dvc"),
     "scmrepo": ("requirements-extra-dvc.lock", "scmrepo"),
-    "feast": ("requirements-extra-feast.lock", "feast"),
+    "feast": ("requirements-tool-feast.lock", "feast"),
     "airflow": ("requirements-tool-airflow.lock", "apache-airflow"),
 }
 """Modules only an optional integration provides (an extra the image does not install, or the
