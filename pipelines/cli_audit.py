@@ -156,6 +156,7 @@ def _records_to_replay(args) -> list:
         load_record,
         records_for,
         require_existing_store,
+        without_password,
     )
 
     if args.kind is not None and args.kind not in KINDS:
@@ -181,7 +182,9 @@ def _records_to_replay(args) -> list:
             raise ValueError("--all needs --mlflow-tracking-uri (or $MLFLOW_TRACKING_URI)")
         found = records_for(require_existing_store(uri), args.registered_model)
         if not found:
-            raise ValueError(f"no decision records about {args.registered_model!r} at {uri}")
+            raise ValueError(
+                f"no decision records about {args.registered_model!r} at {without_password(uri)}"
+            )
         records += found
     if args.kind:
         records = [record for record in records if record.kind == args.kind]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from ctloop.components.decisions import store
 from ctloop.components.decisions.record import new_record, write_record
 from ctloop.components.decisions.store import log_record
 from ctloop.pipelines import replay
@@ -179,6 +180,17 @@ def test_bad_input_exits_2_with_one_line_naming_it(
     [line] = captured.err.splitlines()
     assert line.startswith("ctloop replay: ")
     assert message.format(tmp=tmp_path) in line
+
+
+def test_a_model_without_records_is_named_and_the_servers_password_is_not(monkeypatch, capsys):
+    monkeypatch.setattr(store, "records_for", lambda uri, model: [])
+    uri = "https://ci:s3cret@mlflow.example.com"
+    args = ["replay", "--all", "--registered-model", "fraud", "--mlflow-tracking-uri", uri]
+    assert main(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        "ctloop replay: no decision records about 'fraud' at https://ci:***@mlflow.example.com"
+    )
 
 
 def test_one_policy_for_records_of_several_kinds_is_refused(tmp_path, capsys):
