@@ -198,14 +198,38 @@ def _names_a_file(given: str) -> bool:
     return Path(given).exists() or given.endswith(".json") or os.sep in given
 
 
+MAX_POLICY_BYTES = 2**20
+"""The largest `--policy @FILE` read: a policy is a few lines; a path to a data file or
+`/dev/zero` given by mistake is refused at once instead of filling the memory."""
+
+
 def _policy_text(option: str | None) -> str | None:
-    """`--policy`: the text itself, or `@FILE` for a file's text; None when not given."""
-    if option is None or not option.startswith("@"):
-        return option
-    try:
-        return Path(option[1:]).read_text()
-    except OSError as error:
-        raise ValueError(f"--policy {option}: cannot read the policy file: {error}") from None
+    """`--policy`: the text itself, or `@FILE` for a file's text; None when not given.
+
+    Every kind's policy is JSON, so text that is not is refused here, once, rather than as
+    the same NOT REPLAYED under every record."""
+    if option is None:
+        return None
+    text, where = option, "--policy"
+    if option.startswith("@"):
+        where = f"--policy {option}"
+        try:
+            with open(option[1:], "rb") as handle:
+                data = handle.read(MAX_POLICY_BYTES + 1)
+        except OSError as error:
+            raise ValueError(f"{where}: cannot read the policy file: {error}") from None
+        if len(data) > MAX_POLICY_BYTES:
+            raise ValueError(f"{where}: larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: not UTF-8 text: {error}") from None
+    if text.strip():
+        try:
+            json.loads(text)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"{where} is not JSON: {error}") from None
+    return text
 
 
 def add_replay(commands) -> None:

@@ -160,6 +160,12 @@ def test_a_replay_function_that_crashes_is_not_replayed_and_every_record_is_answ
         ([], "name a RECORD (file or record id) or use --all --registered-model NAME"),
         (["--all"], "--all and --registered-model go together"),
         (["{tmp}/good.json", "--policy", "@{tmp}/none.json"], "--policy @{tmp}/none.json: cannot"),
+        (
+            ["{tmp}/good.json", "--policy", "min_roc_auc=0.9"],
+            "--policy is not JSON: Expecting value",
+        ),
+        (["{tmp}/good.json", "--policy", "@{tmp}/a.bin"], "--policy @{tmp}/a.bin: not UTF-8 text"),
+        (["{tmp}/good.json", "--policy", "@/dev/zero"], "--policy @/dev/zero: larger than 1 MiB"),
         (["{tmp}/good.json", "--kind", "vote"], "--kind 'vote' is not one of gate, drift"),
         (["{tmp}/good.json", "--kind", "drift"], "none of the records is a 'drift' decision"),
     ],
@@ -173,6 +179,7 @@ def test_bad_input_exits_2_with_one_line_naming_it(
     document = json.loads(good.to_json())
     del document["outcome"]
     (tmp_path / "broken.json").write_text(json.dumps(document))
+    (tmp_path / "a.bin").write_bytes(b"\x89PNG\xff\xfe")
     code = main(["replay", *(argument.format(tmp=tmp_path) for argument in arguments)])
     captured = capsys.readouterr()
     assert code == 2
