@@ -28,6 +28,7 @@ from ctloop.components.deploy.component import deploy_model
 from ctloop.components.drift.component import monitor_drift
 from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.experiment.component import analyze_ab
+from ctloop.components.features.component import feast_training_table, materialize_features
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.components.notify.component import notify_run_end
@@ -51,6 +52,8 @@ COMPONENTS: dict[str, BaseComponent] = {
     component.name.replace("-", "_"): component
     for component in (
         load_dataset,
+        feast_training_table,
+        materialize_features,
         validate_dataset,
         split_dataset,
         train_model,

@@ -86,7 +86,7 @@ def validate_dataset(
         time_column: Column a time split orders by: kept in the table, never a feature.
     """
     from ctloop.components.contract.profile import write_profile
-    from ctloop.components.data.dvc_source import dvc_lineage
+    from ctloop.components.data.dataset_metadata import source_lineage
     from ctloop.components.data.profile import reference_profile as build_profile
     from ctloop.components.data.validation import validate_training_table
     from ctloop.components.table_io import read_table, write_parquet
@@ -110,7 +110,7 @@ def validate_dataset(
     profile["dataset"] = {
         "uri": dataset.metadata.get("source_uri", dataset.uri),
         "content_hash": dataset.metadata.get("content_hash", ""),
-        **dvc_lineage(dataset.metadata),
+        **source_lineage(dataset.metadata),
     }
     write_parquet(result.table, validated.path)
     validated.metadata.update(dataset.metadata)

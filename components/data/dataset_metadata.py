@@ -5,6 +5,7 @@ profile's `dataset`), so it must not change with how the table was chunked or re
 """
 
 import hashlib
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -48,3 +49,19 @@ def _ipc_bytes(values: pa.Array) -> bytes:
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+SOURCE_LINEAGE_PREFIXES = ("dvc_", "feature_service")
+"""Metadata keys a table's source adds to its Dataset artifact that the model's lineage carries:
+DVC data's repository, revision, commit and hash (`dvc_source`), and the Feast feature service
+and its version a training table was joined through (`ctloop.components.features`)."""
+
+
+def source_lineage(metadata: Mapping[str, object]) -> dict[str, str]:
+    """The `SOURCE_LINEAGE_PREFIXES` keys of a Dataset artifact's metadata, as text (none for a
+    table read from a plain path or URI)."""
+    return {
+        key: str(value)
+        for key, value in sorted(metadata.items())
+        if key.startswith(SOURCE_LINEAGE_PREFIXES)
+    }

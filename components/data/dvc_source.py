@@ -129,11 +129,6 @@ def read_source(uri: str) -> tuple[pa.Table, dict[str, str]]:
     return read_dvc_table(uri) if is_dvc_uri(uri) else (read_table(uri), {})
 
 
-def dvc_lineage(metadata: dict) -> dict[str, str]:
-    """The `LINEAGE_KEYS` present in a Dataset artifact's `metadata` (none for other data)."""
-    return {key: str(metadata[key]) for key in LINEAGE_KEYS if key in metadata}
-
-
 def _open_repo(uri: str, address: dict[str, str], path: str):
     """The repository's filesystem at the revision, `path`'s info there, and the commit."""
     try:

@@ -461,13 +461,9 @@ def run_registration(
     compared = evaluation["champion_version"]
     compared_champion = None if compared is None else str(compared)
     run_tags = client(tracking_uri).get_run(run_id).data.tags
-    # The data the version was trained on: its content hash and, for DVC data, the commit and
-    # DVC's hash it was read at (the train step tagged them on the run).
-    dataset = {
-        key: value
-        for key, value in run_tags.items()
-        if key == "ctloop.dataset.content_hash" or key.startswith("ctloop.dataset.dvc_")
-    }
+    # The data the version was trained on, as the train step tagged it on the run: its URI and
+    # content hash, and what its source pinned (DVC's commit and hash, Feast's feature service).
+    dataset = {key: value for key, value in run_tags.items() if key.startswith("ctloop.dataset.")}
     tags = {
         "ctloop.gate": "passed",
         "ctloop.test_metrics": json.dumps(evaluation["candidate"], sort_keys=True),

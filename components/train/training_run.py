@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ctloop.components.contract.model_folder import write_model_folder
 from ctloop.components.contract.model_input import to_frame
 from ctloop.components.contract.profile import ReferenceProfile, feature_schema
+from ctloop.components.data.dataset_metadata import SOURCE_LINEAGE_PREFIXES
 from ctloop.components.registry import mlflow_registry
 from ctloop.components.table_io import iter_batches
 from ctloop.components.train.checkpoints import CheckpointStore, training_fingerprint
@@ -38,8 +39,9 @@ class TrainingOutcome:
 
 
 def training_tags(profile: ReferenceProfile, run_tags: Mapping[str, str]) -> dict[str, str]:
-    """The MLflow run's tags: the task, the target and the dataset (with, for DVC data, the
-    commit and DVC's content hash it was read at: `ctloop.dataset.dvc_*`), and `run_tags` (the
+    """The MLflow run's tags: the task, the target and the dataset (with what its source pinned:
+    for DVC data the commit and DVC's content hash, `ctloop.dataset.dvc_*`; for a Feast join the
+    feature service and its version, `ctloop.dataset.feature_service*`), and `run_tags` (the
     KFP run's id and name)."""
     dataset = profile.get("dataset", {})
     return {
@@ -50,7 +52,7 @@ def training_tags(profile: ReferenceProfile, run_tags: Mapping[str, str]) -> dic
         **{
             f"ctloop.dataset.{key}": str(value)
             for key, value in dataset.items()
-            if key.startswith("dvc_")
+            if key.startswith(SOURCE_LINEAGE_PREFIXES)
         },
         **run_tags,
     }
