@@ -3,6 +3,7 @@ that fails is one clear error."""
 
 import mlflow
 import pytest
+import sqlalchemy
 from mlflow import MlflowClient
 
 from ctloop.components.decisions.record import DecisionRecordError, new_record
@@ -117,6 +118,22 @@ def test_a_broken_stored_record_is_refused_naming_the_run(tracking_uri):  # noqa
     client.set_terminated(run.info.run_id, "FINISHED")
     with pytest.raises(DecisionRecordError, match=f"MLflow run {run.info.run_id}.*'kind'"):
         records_for(tracking_uri, "broken")
+
+
+def test_a_database_stores_error_is_one_runtime_error_naming_the_store(
+    tracking_uri,  # noqa: F811
+    monkeypatch,
+):
+    """E.g. two processes opening a new SQLite store at once both run its migrations."""
+
+    def racing_client(uri):
+        raise sqlalchemy.exc.OperationalError("ALTER TABLE", {}, Exception("duplicate column"))
+
+    monkeypatch.setattr(mlflow_registry, "client", racing_client)
+    with pytest.raises(DecisionStoreError) as raised:
+        log_record(tracking_uri, _record("gate"))
+    assert str(raised.value).startswith(f"MLflow at {tracking_uri}: cannot log the gate decision")
+    assert str(raised.value).endswith("(builtins.Exception) duplicate column")
 
 
 def test_a_server_that_refuses_is_one_runtime_error_naming_it_without_its_password(monkeypatch):

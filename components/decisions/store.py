@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from alembic.util.exc import CommandError
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from sqlalchemy.exc import SQLAlchemyError
 
 from ctloop.components.decisions.record import DecisionRecord, DecisionRecordError, read_record
 from ctloop.components.registry import mlflow_registry
@@ -47,6 +49,9 @@ _TAG_LIMIT = 5000
 """Characters MLflow keeps in a tag value on every store; the outcome tag is a summary (the
 artifact holds the outcome whole)."""
 _PAGE = 1000
+_DATABASE_ERRORS = (SQLAlchemyError, CommandError)
+"""What a database store (SQLite, PostgreSQL) raises past MLflow: its driver's and its schema
+migrations' errors."""
 
 T = TypeVar("T")
 
@@ -318,10 +323,14 @@ def _download_record(mlflow_client, tracking_uri: str, run_id: str) -> DecisionR
 
 
 def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
-    """`call()`, with MLflow's failures (refused, timed out, an error answer) as one
-    DecisionStoreError that says what was being done and where; other errors pass through.
-    Shared by the readers of a model's history, so every MLflow failure reads alike. MLflow's
-    messages repeat the URI, so a password in it is masked in the whole message."""
+    """`call()`, with MLflow's failures (refused, timed out, an error answer, a database store's
+    error) as one DecisionStoreError that says what was being done and where; other errors pass
+    through. Shared by the readers of a model's history, so every MLflow failure reads alike.
+    MLflow's messages repeat the URI, so a password in it is masked in the whole message.
+
+    A database error reaches here past MLflow, e.g. when two processes open a new SQLite store
+    at once and both run its schema migrations (`duplicate column name`, `table ... already
+    exists`): one line naming the store, not SQLAlchemy's traceback."""
     try:
         return call()
     except UnsupportedModelRegistryStoreURIException as error:
@@ -334,6 +343,8 @@ def ask_mlflow(tracking_uri: str, what: str, call: Callable[[], T]) -> T:
         failure = error
     except OSError as error:  # requests' connection errors are OSErrors too
         message, failure = str(error), error
+    except _DATABASE_ERRORS as error:
+        message, failure = str(error).splitlines()[0], error
     text = f"MLflow at {tracking_uri}: cannot {what}: {message}"
     raise DecisionStoreError(_masked(text, tracking_uri)) from failure
 
