@@ -19,6 +19,8 @@ def _audit(args) -> int:
     from ctloop.components.decisions.history import code_text, model_history
     from ctloop.components.decisions.store import require_existing_store, without_password
 
+    if not args.registered_model.strip():
+        raise ValueError("--registered-model is empty: name the registered model")
     uri = require_existing_store(args.mlflow_tracking_uri)
     history = model_history(uri, args.registered_model, args.version)
     if args.json_summary:

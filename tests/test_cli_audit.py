@@ -162,3 +162,11 @@ def test_a_missing_sqlite_store_is_named_and_not_created(tmp_path, capsys):
     flags = ["--all", "--registered-model", "churn", "--mlflow-tracking-uri", uri]
     assert main(["replay", *flags]) == 2
     assert not missing.exists()
+
+
+def test_an_empty_model_name_is_bad_input_not_a_failing_server(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "mlflow.db").touch()
+    assert main(["audit", "--registered-model", " ", "--mlflow-tracking-uri", uri]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == "ctloop audit: --registered-model is empty: name the registered model"
