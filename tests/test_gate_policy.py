@@ -283,6 +283,12 @@ def test_blank_policy_for_unknown_task_is_rejected():
         run_gate("", {"task": "ranking", "candidate": {}})
 
 
+def test_an_evaluation_whose_champion_is_not_metrics_is_refused_naming_it():
+    evaluation = {"task": "binary", "candidate": {"roc_auc": 0.8}, "champion": [0.7]}
+    with pytest.raises(GatePolicyError, match="evaluation's 'champion' is not a metrics object"):
+        run_gate("", evaluation)
+
+
 def test_decision_markdown_leads_with_verdict_and_failed_rule():
     decision = evaluate_gate(POLICY, {"roc_auc": 0.612, "log_loss": 0.45}, None, FAST)
     text = decision_markdown(decision)

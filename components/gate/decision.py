@@ -191,10 +191,13 @@ def run_gate(policy_text: str, evaluation: Mapping[str, Any]) -> GateDecision:
     candidate = evaluation.get("candidate")
     if not isinstance(candidate, Mapping):
         raise GatePolicyError("evaluation has no 'candidate' metrics object to gate")
+    champion = evaluation.get("champion")
+    if champion is not None and not isinstance(champion, Mapping):
+        raise GatePolicyError("evaluation's 'champion' is not a metrics object (nor null)")
     return evaluate_gate(
         policy,
         candidate,
-        evaluation.get("champion"),
+        champion,
         evaluation.get("latency"),
         evaluation.get("slices"),
     )
