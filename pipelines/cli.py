@@ -36,6 +36,10 @@ MLFLOW_HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_
 MLflow's defaults, 120 s a try and seven retries with backoff, keep a command waiting a quarter
 of an hour on a server that never answers."""
 
+MLFLOW_QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+"""No MLflow progress bar per artifact read: `ctloop audit`, `replay` and the demo's end read
+one small decision record at a time, and a bar for each buried their answer."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.handler is None:  # no subcommand: say what there is, as argparse does for bad usage
         parser.print_help(sys.stderr)
         return 2
-    for name, value in MLFLOW_HTTP_LIMITS.items():
+    for name, value in {**MLFLOW_HTTP_LIMITS, **MLFLOW_QUIET}.items():
         os.environ.setdefault(name, value)
     if args.command == "compile":
         # KFP names the nested pipelines' branches in the order protobuf iterates maps, and
