@@ -225,16 +225,38 @@ def describe_replays(tracking_uri: str, registered_model: str) -> str:
     return "\n".join(lines)
 
 
+class DemoWorkdirError(ValueError):
+    """A `--workdir` the demo must not move aside: not a ctloop work directory, or the folder
+    the command runs in."""
+
+
 def set_aside(root: Path) -> Path | None:
     """Move a work directory that holds anything to the first free `<name>.<n>` beside it.
 
     The demo tells a story from an empty registry (a first model, a challenger, two windows):
     on a kept registry its first model meets an old champion and the story no longer holds. Its
     work directory is also `ctloop run`'s default, so nothing is deleted: the old one is kept
-    whole under a new name. Returns that name, or None when there was nothing to move.
+    whole under a new name. Only a ctloop work directory (an MLflow store or kfp.local's
+    outputs in it) is moved, never the folder the command runs in: `--workdir .` in a project
+    must not carry the project away. Returns the new name, or None when there was nothing to
+    move.
+
+    Raises:
+        DemoWorkdirError: `root` holds files but is no work directory, or holds the current
+            folder.
     """
     if not root.exists() or not any(root.iterdir()):
         return None
+    if Path.cwd().resolve().is_relative_to(root.resolve()):
+        raise DemoWorkdirError(
+            f"--workdir {root} is the folder the demo runs in (or holds it): give a folder of "
+            "its own, e.g. the default .ctloop"
+        )
+    if not (root / "mlflow.db").is_file() and not (root / "pipeline-root").is_dir():
+        raise DemoWorkdirError(
+            f"--workdir {root} holds files but is not a ctloop work directory (no mlflow.db "
+            "or pipeline-root in it): give a new or empty folder"
+        )
     number = 1
     while (kept := root.with_name(f"{root.name}.{number}")).exists():
         number += 1
