@@ -65,18 +65,17 @@ def build_experiment_pipeline(
             namespace: Namespace of the InferenceService (empty: the pipeline's).
             deployment_mode: KServe mode of the service: "Serverless" or "Standard".
         """
-        service = {
-            "inference_service_name": inference_service_name,
-            "namespace": namespace,
-            "deployment_mode": deployment_mode,
-            "registered_model_name": registered_model_name,
-            "mlflow_tracking_uri": mlflow_tracking_uri,
-        }
         # Where each decision is recorded: the registry, and this KFP run.
         recorded = {
             "registered_model_name": registered_model_name,
             "mlflow_tracking_uri": mlflow_tracking_uri,
             "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        }
+        service = {
+            "inference_service_name": inference_service_name,
+            "namespace": namespace,
+            "deployment_mode": deployment_mode,
+            **recorded,
         }
         control = retried(
             c["resolve_control_variant"](
@@ -100,7 +99,6 @@ def build_experiment_pipeline(
                 c["promote_version"](
                     model_version=analysed.outputs["winner"],
                     trigger=analysed.outputs["record"],
-                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     **service,
                 ).set_display_name("promote winner")
             )
@@ -109,7 +107,6 @@ def build_experiment_pipeline(
                 c["roll_back_variants"](
                     reason=f"A/B analysis: control variant {control.output} won",
                     trigger=analysed.outputs["record"],
-                    kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                     **service,
                 ).set_display_name("roll back challengers")
             )

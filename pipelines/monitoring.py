@@ -188,15 +188,19 @@ def build_monitoring_pipeline(
                 key_columns=key_columns,
             ).set_display_name("score with champion")
         )
+        # Where each decision is recorded: the registry, and this KFP run.
+        recorded = dict(
+            registered_model_name=registered_model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
         drift = c["monitor_drift"](
             window=window.outputs["dataset"],
             reference_profile=scored.outputs["reference_profile"],
             predictions=scored.outputs["predictions"],
             target=target,
             policy=drift_policy,
-            registered_model_name=registered_model_name,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **recorded,
         ).set_display_name("drift")
         # The three triggers: drift, the estimated quality, and enough new labelled rows.
         triggers = dict(
@@ -207,9 +211,7 @@ def build_monitoring_pipeline(
         route = c["route_retraining"](
             drift_detected=drift.outputs["drift_detected"],
             retrain_mode=retrain_mode,
-            registered_model_name=registered_model_name,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **recorded,
             **triggers,
         ).set_display_name("retrain?")
 
