@@ -81,6 +81,8 @@ IMAGE_REGISTRY  ?= ghcr.io/ctloop
 PACKAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' __init__.py)
 COMPONENT_IMAGE := $(IMAGE_REGISTRY)/ctloop:$(PACKAGE_VERSION)
 SERVING_IMAGE   := $(IMAGE_REGISTRY)/ctloop-serving:$(PACKAGE_VERSION)
+# The component image with the feast extra (requirements-runtime-feast.txt), for Feast steps.
+FEAST_IMAGE     := $(IMAGE_REGISTRY)/ctloop-feast:$(PACKAGE_VERSION)
 # Read by the recipes' shells, never expanded by make, so the endpoint is not echoed in logs.
 KFP_HOST        ?=
 export KFP_HOST
@@ -92,13 +94,15 @@ MONITORING_PARAMS ?=
 
 images:
 	@command -v docker >/dev/null 2>&1 || { \
-	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE) and $(SERVING_IMAGE)" >&2; \
+	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE), $(FEAST_IMAGE) and $(SERVING_IMAGE)" >&2; \
 	  exit 1; }
 	docker build --file Dockerfile --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --tag $(COMPONENT_IMAGE) .
+	docker build --file Dockerfile --build-arg RUNTIME=requirements-runtime-feast.txt --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --tag $(FEAST_IMAGE) .
 	docker build --file serving/Dockerfile --tag $(SERVING_IMAGE) .
 
 push-images: images
 	docker push $(COMPONENT_IMAGE)
+	docker push $(FEAST_IMAGE)
 	docker push $(SERVING_IMAGE)
 
 lint-images: setup

