@@ -109,11 +109,11 @@ lint-images: setup
 	$(VENV)/bin/hadolint Dockerfile serving/Dockerfile
 
 compile-vertex: setup
-	$(CTLOOP) compile --target vertex --output-dir $(BUILD) --image $(COMPONENT_IMAGE)
+	$(CTLOOP) compile --target vertex --output-dir $(BUILD) --image $(COMPONENT_IMAGE) --feast-image $(FEAST_IMAGE)
 
 upload: setup
 	@test -n "$$KFP_HOST" || { echo "make upload: set KFP_HOST to the KFP endpoint" >&2; exit 2; }
-	$(CTLOOP) compile --output-dir $(BUILD) --image $(COMPONENT_IMAGE)
+	$(CTLOOP) compile --output-dir $(BUILD) --image $(COMPONENT_IMAGE) --feast-image $(FEAST_IMAGE)
 	$(CTLOOP) upload --host "$$KFP_HOST" --build-dir $(BUILD)
 
 schedule: setup

@@ -28,7 +28,7 @@ from ctloop.components.deploy.component import deploy_model
 from ctloop.components.drift.component import monitor_drift
 from ctloop.components.evaluate.component import evaluate_model
 from ctloop.components.experiment.component import analyze_ab
-from ctloop.components.features.component import feast_training_table, materialize_features
+from ctloop.components.features.component import materialize_features
 from ctloop.components.gate.component import quality_gate
 from ctloop.components.image import DEFAULT_IMAGE
 from ctloop.components.notify.component import notify_run_end
@@ -52,7 +52,6 @@ COMPONENTS: dict[str, BaseComponent] = {
     component.name.replace("-", "_"): component
     for component in (
         load_dataset,
-        feast_training_table,
         materialize_features,
         validate_dataset,
         split_dataset,
@@ -97,6 +96,14 @@ def with_image(component: BaseComponent, image: str) -> BaseComponent:
     return bound
 
 
-def catalog(image: str) -> dict[str, BaseComponent]:
-    """Every component, bound to `image`."""
-    return {name: with_image(component, image) for name, component in COMPONENTS.items()}
+FEAST_STEPS = ("load_dataset", "materialize_features")
+"""The components that use Feast when given a feature repository: they run in the Feast image
+(`ctloop compile --feast-image`), since Feast's pins cannot join the main image's."""
+
+
+def catalog(image: str, feast_image: str = "") -> dict[str, BaseComponent]:
+    """Every component, bound to `image`; `FEAST_STEPS` to `feast_image` when one is given."""
+    return {
+        name: with_image(component, feast_image if feast_image and name in FEAST_STEPS else image)
+        for name, component in COMPONENTS.items()
+    }

@@ -24,7 +24,9 @@ def _compile(args) -> int:
     if args.target == "vertex":
         if args.webhook_secret:
             raise ValueError("--webhook-secret names a Kubernetes Secret: not with --target vertex")
-        written = compile_vertex(args.output_dir, image=args.image, placement=placement)
+        written = compile_vertex(
+            args.output_dir, image=args.image, placement=placement, feast_image=args.feast_image
+        )
     else:
         if args.webhook_secret:
             check_object_name(args.webhook_secret, "--webhook-secret", ValueError)
@@ -35,6 +37,7 @@ def _compile(args) -> int:
             placement,
             pod_labels=labels,
             webhook_secret=args.webhook_secret,
+            feast_image=args.feast_image,
         )
     for path in written:
         print(path)
@@ -57,6 +60,13 @@ def add_compile(commands) -> None:
     parser.add_argument("--output-dir", default="build")
     parser.add_argument(
         "--image", default=DEFAULT_IMAGE, help="image of every component (pinned tag or digest)"
+    )
+    parser.add_argument(
+        "--feast-image",
+        default="",
+        help="image of the steps that read Feast when given a feature_repo (load, materialize "
+        "features): one with Feast, e.g. what make images builds as ctloop-feast (pinned tag "
+        "or digest); default: --image",
     )
     parser.add_argument(
         "--target",

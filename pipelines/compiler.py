@@ -41,6 +41,7 @@ def compile_all(
     placement: GpuPlacement | None = None,
     pod_labels: Mapping[str, str] | None = None,
     webhook_secret: str = "",
+    feast_image: str = "",
 ) -> list[Path]:
     """Write `pipelines/{training,monitoring,ab-analysis}.yaml` and `components/<name>.yaml`;
     return the paths, the training pipeline first. `pod_labels` go on every pipeline pod and,
@@ -48,7 +49,8 @@ def compile_all(
 
     Each pipeline runs inside an exit handler that posts a word to a webhook when the run ends,
     succeeded or failed (`run_end.with_run_end_word`): the run's `webhook_url` parameter, else
-    the `url` key of the Kubernetes Secret `webhook_secret` names ("": none)."""
+    the `url` key of the Kubernetes Secret `webhook_secret` names ("": none). The steps that
+    may use Feast (`catalog.FEAST_STEPS`) run in `feast_image` when one is given."""
     output_dir = Path(output_dir)
     (output_dir / "pipelines").mkdir(parents=True, exist_ok=True)
     (output_dir / "components").mkdir(parents=True, exist_ok=True)
@@ -56,12 +58,24 @@ def compile_all(
     # which can follow insertion order, so `--label b=2 --label a=1` gave other bytes than
     # `--label a=1 --label b=2`.
     pod_labels = dict(sorted(pod_labels.items())) if pod_labels else None
-    options = compile_options("kfp", image, placement or GpuPlacement(), pod_labels or {})
+    options = compile_options(
+        "kfp", image, placement or GpuPlacement(), pod_labels or {}, feast_image
+    )
     notify = catalog(image)["notify_run_end"]
     written = []
     for name, body in (
-        ("training", build_training_pipeline(image, placement, resource_labels=pod_labels)),
-        ("monitoring", build_monitoring_pipeline(image, placement, resource_labels=pod_labels)),
+        (
+            "training",
+            build_training_pipeline(
+                image, placement, resource_labels=pod_labels, feast_image=feast_image
+            ),
+        ),
+        (
+            "monitoring",
+            build_monitoring_pipeline(
+                image, placement, resource_labels=pod_labels, feast_image=feast_image
+            ),
+        ),
         ("ab-analysis", build_experiment_pipeline(image)),
     ):
         path = output_dir / "pipelines" / f"{name}.yaml"
@@ -69,7 +83,7 @@ def compile_all(
         labelled = label_every_pod(pipeline, pod_labels or {})
         compiler.Compiler().compile(with_compile_env(labelled, image, options), str(path))
         written.append(path)
-    for name, component in sorted(catalog(image).items()):
+    for name, component in sorted(catalog(image, feast_image).items()):
         path = output_dir / "components" / f"{name}.yaml"
         compiler.Compiler().compile(component, str(path))
         written.append(path)
@@ -77,14 +91,19 @@ def compile_all(
 
 
 def compile_options(
-    target: str, image: str, placement: GpuPlacement, pod_labels: Mapping[str, str]
+    target: str,
+    image: str,
+    placement: GpuPlacement,
+    pod_labels: Mapping[str, str],
+    feast_image: str = "",
 ) -> str:
     """What a compile was given, as the JSON text `CTLOOP_COMPILE_OPTIONS` carries: target,
-    image, the train step's placement (accelerator, nodes, tolerations, spot, retries) and the
-    pod labels."""
+    image (and the Feast steps' image, when another), the train step's placement (accelerator,
+    nodes, tolerations, spot, retries) and the pod labels."""
     options = {
         "target": target,
         "image": image,
+        **({"feast_image": feast_image} if feast_image else {}),
         "placement": asdict(placement),
         "labels": dict(pod_labels),
     }
@@ -108,10 +127,14 @@ def with_compile_env(pipeline: GraphComponent, image: str, options: str) -> Grap
 
 
 def compile_vertex(
-    output_dir: str | Path, image: str = DEFAULT_IMAGE, placement: VertexPlacement | None = None
+    output_dir: str | Path,
+    image: str = DEFAULT_IMAGE,
+    placement: VertexPlacement | None = None,
+    feast_image: str = "",
 ) -> list[Path]:
     """Write `vertex/training.yaml`: the training pipeline with its train step a Vertex AI
-    CustomJob on `placement`'s machine, every other task as for Kubeflow; return the path.
+    CustomJob on `placement`'s machine, every other task as for Kubeflow (the load step in
+    `feast_image`, when given); return the path.
 
     Vertex AI has no Kubeflow Trainer, so the pipeline is built without the TrainJob branch
     and declares none of the parameters only that branch read (`trainer`, `trainjob_*`): a
@@ -128,7 +151,9 @@ def compile_vertex(
 
     path = Path(output_dir) / "vertex" / "training.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_training_pipeline(image, placement or VertexPlacement(), trainjob=False)
+    pipeline = build_training_pipeline(
+        image, placement or VertexPlacement(), trainjob=False, feast_image=feast_image
+    )
     root = pipeline.pipeline_spec.root
     read: set[str] = set()
     pending = [json_format.MessageToDict(root.dag)]

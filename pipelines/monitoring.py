@@ -45,13 +45,17 @@ def build_monitoring_pipeline(
     trainjob: bool = True,
     resource_labels: Mapping[str, str] | None = None,
     network_retry: Retry = NETWORK_RETRY,
+    feast_image: str = "",
 ) -> BaseComponent:
-    """The monitoring pipeline, every task in `image`; nested retraining trains on `placement`
+    """The monitoring pipeline, every task in `image` (the steps that may use Feast in
+    `feast_image`, when given); nested retraining trains on `placement`
     (and, with `trainjob`, may train through a TrainJob: see `build_training_pipeline`);
     `resource_labels` is the default of the parameter of that name (`ctloop compile --label`);
     the steps that talk to networks are retried with `network_retry`."""
-    c = catalog(image)
-    training = build_training_pipeline(image, placement, trainjob, network_retry=network_retry)
+    c = catalog(image, feast_image)
+    training = build_training_pipeline(
+        image, placement, trainjob, network_retry=network_retry, feast_image=feast_image
+    )
     retried = network_retry.apply
     default_resource_labels = dict(resource_labels or {})
 
@@ -62,6 +66,7 @@ def build_monitoring_pipeline(
         reference_uri: str = "",
         target: str = "churn",
         key_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
+        feature_repo: str = "",
         drift_policy: str = "",
         min_new_labelled_rows: int = 0,
         registered_model_name: str = "ctloop-model",
@@ -116,6 +121,10 @@ def build_monitoring_pipeline(
                 retraining.
             target: Label column (never a drift feature; quality is checked when present).
             key_columns: Window columns copied into the predictions (ids to join on).
+            feature_repo: Folder of a Feast repository whose online store the predictor
+                reads (`ctloop serve --feast-repo`): each run first materializes the feature
+                values up to now into it, incrementally; empty: no Feast. Needs the Feast
+                image (`ctloop compile --feast-image`).
             drift_policy: Drift thresholds as JSON, and bounds on the champion's quality as
                 estimated from its scores (the "performance" section, e.g.
                 {"performance": {"estimated_roc_auc": {"min": 0.7}, "max_drop": {"roc_auc":
@@ -176,6 +185,12 @@ def build_monitoring_pipeline(
             training_arguments: Further training parameters (JSON), for retrain_mode "api".
             cooldown_hours: No API retraining within this many hours of the last one.
         """
+        with dsl.If(feature_repo != "", name="feast-online-store"):
+            retried(
+                c["materialize_features"](feature_repo=feature_repo).set_display_name(
+                    "materialize features"
+                )
+            )
         window_uri = c["resolve_window"](
             uri_template=current_uri, offset_days=window_offset_days
         ).set_display_name("window")

@@ -38,8 +38,10 @@ def build_training_pipeline(
     trainjob: bool = True,
     resource_labels: Mapping[str, str] | None = None,
     network_retry: Retry = NETWORK_RETRY,
+    feast_image: str = "",
 ) -> BaseComponent:
-    """The training pipeline with every task in `image` and the train task on `placement`;
+    """The training pipeline with every task in `image` (the load step in `feast_image`, when
+    given, for the `feature_repo` parameter) and the train task on `placement`;
     `resource_labels` is the default of the parameter of that name (`ctloop compile --label`);
     the steps that talk to networks are retried with `network_retry` (registration excepted,
     see `NETWORK_RETRY`).
@@ -49,7 +51,7 @@ def build_training_pipeline(
     with "Expected 1 artifact in ArtifactSelectorSpec"), so a local run trains in one step,
     outside any branch, and refuses `trainer=trainjob` (`check_local_trainer`).
     """
-    c = catalog(image)
+    c = catalog(image, feast_image)
     placement = placement or GpuPlacement()
     train_model = placement.wrap(c["train_model"])
     rollout = build_rollout_pipeline(c, network_retry)
@@ -59,6 +61,8 @@ def build_training_pipeline(
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
     def training(
         data_uri: str = "",
+        feature_repo: str = "",
+        feature_service: str = "",
         target: str = "churn",
         task: str = "binary",
         drop_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
@@ -104,7 +108,15 @@ def build_training_pipeline(
         """Train an XGBoost model, gate it against the champion and roll it out on KServe.
 
         Args:
-            data_uri: Parquet or CSV training table (path or pyarrow URI: s3://, gs://, ...).
+            data_uri: Parquet or CSV training table (path or pyarrow URI: s3://, gs://, ...,
+                or dvc://<repo>?path=<path>&rev=<rev>); with `feature_repo`, the entity table:
+                key, event_timestamp and the label, nothing else.
+            feature_repo: Folder of a Feast repository: the features are joined onto
+                `data_uri`'s entity rows as of each row's time (Feast's point-in-time join),
+                the feature service and its version go into the model's lineage; needs the
+                Feast image (`ctloop compile --feast-image`). Empty: `data_uri` is the table.
+            feature_service: The Feast feature service the model trains on (with
+                `feature_repo`).
             target: Label column.
             task: "binary" or "regression".
             drop_columns: Columns never used as features (ids, timestamps).
@@ -178,7 +190,14 @@ def build_training_pipeline(
                 ran (recorded in the version's lineage); unreachable or empty: recorded as
                 unknown, never failing the registration.
         """
-        loaded = retried(c["load_dataset"](uri=data_uri).set_display_name("load"))
+        loaded = retried(
+            c["load_dataset"](
+                uri=data_uri,
+                feature_repo=feature_repo,
+                feature_service=feature_service,
+                target=target,
+            ).set_display_name("load")
+        )
         validated = c["validate_dataset"](
             dataset=loaded.outputs["dataset"],
             target=target,

@@ -65,9 +65,10 @@ def test_the_server_takes_a_feast_repository_and_a_feature_service():
 def test_the_feast_components_compile_without_feast(tmp_path):
     from kfp import compiler
 
-    from ctloop.components.features.component import feast_training_table, materialize_features
+    from ctloop.components.data.component import load_dataset
+    from ctloop.components.features.component import materialize_features
 
-    for component in (feast_training_table, materialize_features):
+    for component in (load_dataset, materialize_features):
         path = tmp_path / f"{component.name}.yaml"
         compiler.Compiler().compile(component, str(path))
         assert "ctloop.components.features" in path.read_text()

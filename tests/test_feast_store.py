@@ -20,11 +20,8 @@ pytest.importorskip("feast")
 from kfp import dsl, local  # noqa: E402
 from kfp.dsl import Dataset  # noqa: E402
 
-from ctloop.components.data.component import validate_dataset  # noqa: E402
-from ctloop.components.features.component import (  # noqa: E402
-    feast_training_table,
-    materialize_features,
-)
+from ctloop.components.data.component import load_dataset, validate_dataset  # noqa: E402
+from ctloop.components.features.component import materialize_features  # noqa: E402
 from ctloop.components.features.demo_source import write_demo_source  # noqa: E402
 from ctloop.components.features.materialize import materialize  # noqa: E402
 from ctloop.components.features.repo import (  # noqa: E402
@@ -153,7 +150,12 @@ def demo_store(tmp_path_factory, telco_churn_parquet):
 
 @dsl.pipeline
 def feast_then_validate(entity_uri: str, feature_repo: str) -> Dataset:
-    built = feast_training_table(entity_uri=entity_uri, feature_repo=feature_repo)
+    built = load_dataset(
+        uri=entity_uri,
+        feature_repo=feature_repo,
+        feature_service=FEATURE_SERVICE,
+        target="churn",
+    )
     return validate_dataset(dataset=built.outputs["dataset"], target="churn").outputs["validated"]
 
 
@@ -216,3 +218,13 @@ def test_the_materialization_step_records_how_far_each_view_got(demo_store):
         "customer_profile": until.isoformat(),
         "customer_services": until.isoformat(),
     }
+
+
+def test_an_empty_feature_service_or_label_is_refused_naming_what_is_there(small_case, tmp_path):
+    _, _, entity = small_case
+    table = pa.Table.from_pandas(entity, preserve_index=False)
+    with pytest.raises(FeatureRepoError, match=r"no feature service named.*\['churn_features'\]"):
+        build_training_table(table, str(tmp_path / "repo"), "", "churn")
+    with pytest.raises(EntityTableError, match=r"no label column named.*'churn'\]"):
+        build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "")
+

@@ -259,3 +259,51 @@ def test_checkpoint_uri_reaches_the_one_pod_train_step(compiled_pipelines, pipel
     )
     parameter = spec["root"]["inputDefinitions"]["parameters"]["checkpoint_uri"]
     assert parameter["defaultValue"] == ""
+
+
+def test_the_feast_image_runs_only_the_steps_that_read_feast(tmp_path):
+    feast_image = "registry.local/ctloop-feast:1.0"
+    assert main(["compile", "--output-dir", str(tmp_path), "--feast-image", feast_image]) == 0
+
+    for pipeline in ("training", "monitoring"):
+        executors = pipeline_spec(tmp_path / "pipelines" / f"{pipeline}.yaml")["deploymentSpec"]
+        in_feast = {
+            name
+            for name, executor in executors["executors"].items()
+            if executor["container"]["image"] == feast_image
+        }
+        others = {e["container"]["image"] for e in executors["executors"].values()} - {
+            feast_image
+        }
+        steps = {"exec-load-dataset", "exec-load-dataset-2", "exec-materialize-features"}
+        assert in_feast and in_feast <= steps, pipeline
+        assert others == {DEFAULT_IMAGE}, pipeline
+    component = (tmp_path / "components" / "materialize_features.yaml").read_text()
+    assert f"image: {feast_image}" in component
+    assert f"image: {DEFAULT_IMAGE}" in (tmp_path / "components" / "train_model.yaml").read_text()
+
+
+def test_the_training_table_comes_through_feast_when_a_feature_repo_is_given(compiled_pipelines):
+    spec = _training(compiled_pipelines)
+    load = spec["root"]["dag"]["tasks"]["load-dataset"]["inputs"]["parameters"]
+    for parameter in ("feature_repo", "feature_service", "target"):
+        assert load[parameter] == {"componentInputParameter": parameter}
+    assert spec["root"]["inputDefinitions"]["parameters"]["feature_repo"]["defaultValue"] == ""
+
+
+def test_monitoring_materializes_features_first_only_with_a_feature_repo(compiled_pipelines):
+    spec = pipeline_spec(compiled_pipelines / "pipelines" / "monitoring.yaml")
+    guarded = tasks_under_condition(spec)
+    assert guarded["materialize-features"] == (
+        "inputs.parameter_values['pipelinechannel--feature_repo'] != ''"
+    )
+    # Who reads the monitoring run's feature_repo: the body, then only the materialization.
+    # The retraining table is a table already: nested training joins nothing through Feast.
+    takers = task_inputs(spec, "feature_repo")
+    from_monitoring = {
+        name
+        for name, source in takers.items()
+        if source.get("componentInputParameter", "").endswith("feature_repo")
+        and name != "load-dataset"
+    }
+    assert from_monitoring == {"ctloop-monitoring", "materialize-features"}

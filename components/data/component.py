@@ -10,24 +10,50 @@ from ctloop.components.image import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def load_dataset(uri: str, dataset: Output[Dataset]):
-    """Load a Parquet or CSV table from a URI into a Parquet dataset artifact.
+def load_dataset(
+    uri: str,
+    dataset: Output[Dataset],
+    feature_repo: str = "",
+    feature_service: str = "",
+    target: str = "",
+):
+    """Load a Parquet or CSV table from a URI into a Parquet dataset artifact, or build it
+    with Feast's point-in-time join from an entity table.
 
     The artifact's metadata records rows, columns, schema, source URI and a content hash,
-    so every later step (and the MLflow run) can name exactly which data it saw.
+    so every later step (and the MLflow run) can name exactly which data it saw. A table built
+    through Feast has the features in the feature service's order, then the label; its metadata
+    also names the feature service and its version (the model's lineage carries them), the
+    feature references, and how many entity rows had no feature values within the TTL (left
+    out).
 
     Args:
         uri: Local path or pyarrow filesystem URI (file://, s3://, gs://, hdfs://) of a Parquet
             or CSV file, or of a folder of Parquet files; or DVC-versioned data,
             dvc://<repo>?path=<path>&rev=<rev> (needs the dvc extra), whose resolved commit
-            and DVC content hash the metadata records too.
+            and DVC content hash the metadata records too. With `feature_repo`: the entity
+            table, its key, `event_timestamp` (when each label was observed) and the label.
         dataset: The table as Parquet.
+        feature_repo: Folder of a Feast repository (the one holding feature_store.yaml): the
+            features come from there, joined onto `uri`'s entity rows as of each row's time.
+            Needs Feast in the step's image (`ctloop compile --feast-image`); empty: `uri` is
+            the table itself.
+        feature_service: The Feast feature service whose features the model trains on.
+        target: The entity table's label column (with `feature_repo`).
     """
     from ctloop.components.data.dataset_metadata import content_hash, describe_table
     from ctloop.components.data.dvc_source import read_source
     from ctloop.components.table_io import write_parquet
 
     table, source = read_source(uri)
+    if feature_repo:
+        from ctloop.components.features.training_table import (
+            build_training_table,
+            dataset_metadata,
+        )
+
+        built = build_training_table(table, feature_repo, feature_service, target)
+        table, source = built.table, {**source, **dataset_metadata(built)}
     write_parquet(table, dataset.path)
     dataset.metadata.update(describe_table(table))
     dataset.metadata.update({"source_uri": uri, **source, "content_hash": content_hash(table)})

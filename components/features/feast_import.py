@@ -16,6 +16,7 @@ def import_feast() -> ModuleType:
     except ImportError as error:
         raise FeastMissingError(
             f"the Feast integration needs the feast package, which is not installed "
-            f"({error}); install it with {INSTALL_HINT}"
+            f"({error}); install it with {INSTALL_HINT}, or, in a pipeline, run the step in "
+            "the component image with Feast (ctloop compile --feast-image)"
         ) from error
     return feast

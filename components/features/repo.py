@@ -134,14 +134,17 @@ def feature_service_lineage(store: Any, name: str) -> dict[str, Any]:
 
 def feature_service(store: Any, name: str) -> Any:
     """The registered feature service `name`, or one error naming the ones there are."""
-    try:
-        return store.get_feature_service(name)
-    except Exception as error:  # Feast raises its own FeatureServiceNotFoundException
-        known = sorted(service.name for service in store.list_feature_services())
-        raise FeatureRepoError(
-            f"feature service {name!r} is not in the Feast repository at {store.repo_path}; "
-            f"it has {known}"
-        ) from error
+    cause = None
+    if name:
+        try:
+            return store.get_feature_service(name)
+        except Exception as error:  # Feast raises its own FeatureServiceNotFoundException
+            cause = error
+    known = sorted(service.name for service in store.list_feature_services())
+    problem = f"feature service {name!r} is not in" if name else "no feature service named for"
+    raise FeatureRepoError(
+        f"{problem} the Feast repository at {store.repo_path}; it has {known}"
+    ) from cause
 
 
 class FeatureRepoError(ValueError):

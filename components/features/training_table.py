@@ -87,6 +87,11 @@ def dataset_metadata(built: FeastTrainingTable) -> dict[str, Any]:
 
 
 def _check_entity_table(table: pa.Table, target: str) -> None:
+    if not target:
+        raise EntityTableError(
+            f"no label column named for the entity table (columns {table.column_names}): "
+            "give the target"
+        )
     expected = [ENTITY_KEY, TIMESTAMP, target]
     missing = [name for name in expected if name not in table.column_names]
     if missing:
