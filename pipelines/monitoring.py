@@ -121,10 +121,10 @@ def build_monitoring_pipeline(
                 retraining.
             target: Label column (never a drift feature; quality is checked when present).
             key_columns: Window columns copied into the predictions (ids to join on).
-            feature_repo: Folder of a Feast repository whose online store the predictor
-                reads (`ctloop serve --feast-repo`): each run first materializes the feature
-                values up to now into it, incrementally; empty: no Feast. Needs the Feast
-                image (`ctloop compile --feast-image`).
+            feature_repo: Feast repository (a folder or URI holding feature_store.yaml) whose
+                online store the predictor reads (`ctloop serve --feast-repo`): each run
+                first materializes the feature values up to now into it, incrementally;
+                empty: no Feast. Needs the Feast image (`ctloop compile --feast-image`).
             drift_policy: Drift thresholds as JSON, and bounds on the champion's quality as
                 estimated from its scores (the "performance" section, e.g.
                 {"performance": {"estimated_roc_auc": {"min": 0.7}, "max_drop": {"roc_auc":

@@ -111,10 +111,11 @@ def build_training_pipeline(
             data_uri: Parquet or CSV training table (path or pyarrow URI: s3://, gs://, ...,
                 or dvc://<repo>?path=<path>&rev=<rev>); with `feature_repo`, the entity table:
                 key, event_timestamp and the label, nothing else.
-            feature_repo: Folder of a Feast repository: the features are joined onto
-                `data_uri`'s entity rows as of each row's time (Feast's point-in-time join),
-                the feature service and its version go into the model's lineage; needs the
-                Feast image (`ctloop compile --feast-image`). Empty: `data_uri` is the table.
+            feature_repo: Feast repository, a folder or a URI (s3://, gs://) holding
+                feature_store.yaml: the features are joined onto `data_uri`'s entity rows as
+                of each row's time (Feast's point-in-time join), the feature service and its
+                version go into the model's lineage; needs the Feast image (`ctloop compile
+                --feast-image`). Empty: `data_uri` is the table.
             feature_service: The Feast feature service the model trains on (with
                 `feature_repo`).
             target: Label column.

@@ -228,3 +228,24 @@ def test_an_empty_feature_service_or_label_is_refused_naming_what_is_there(small
     with pytest.raises(EntityTableError, match=r"no label column named.*'churn'\]"):
         build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "")
 
+
+def test_a_repository_given_by_uri_is_read_as_the_same_repository(small_case, tmp_path):
+    """A step in a pod reads the repository by URI (s3://, gs://; file:// here): the same
+    table as through the folder itself."""
+    _, _, entity = small_case
+    table = pa.Table.from_pandas(entity, preserve_index=False)
+    by_path = build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+    by_uri = build_training_table(table, (tmp_path / "repo").as_uri(), FEATURE_SERVICE, "churn")
+    assert by_uri.table.equals(by_path.table)
+    assert by_uri.feature_service == by_path.feature_service
+
+
+def test_a_repository_by_uri_with_a_relative_registry_or_no_config_is_refused(small_case, tmp_path):
+    table = pa.Table.from_pandas(small_case[2], preserve_index=False)
+    relative = tmp_path / "relative"
+    relative.mkdir()
+    (relative / "feature_store.yaml").write_text("project: p\nregistry: data/registry.db\n")
+    with pytest.raises(FeatureRepoError, match=r"relative path 'data/registry.db'"):
+        build_training_table(table, relative.as_uri(), FEATURE_SERVICE, "churn")
+    with pytest.raises(FeatureRepoError, match=r"is not a Feast repository: cannot read"):
+        build_training_table(table, (tmp_path / "none").as_uri(), FEATURE_SERVICE, "churn")

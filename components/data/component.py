@@ -34,10 +34,10 @@ def load_dataset(
             and DVC content hash the metadata records too. With `feature_repo`: the entity
             table, its key, `event_timestamp` (when each label was observed) and the label.
         dataset: The table as Parquet.
-        feature_repo: Folder of a Feast repository (the one holding feature_store.yaml): the
-            features come from there, joined onto `uri`'s entity rows as of each row's time.
-            Needs Feast in the step's image (`ctloop compile --feast-image`); empty: `uri` is
-            the table itself.
+        feature_repo: Feast repository, a folder or a URI (s3://, gs://) holding
+            feature_store.yaml (which then names its registry absolutely): the features come
+            from there, joined onto `uri`'s entity rows as of each row's time. Needs Feast in
+            the step's image (`ctloop compile --feast-image`); empty: `uri` is the table.
         feature_service: The Feast feature service whose features the model trains on.
         target: The entity table's label column (with `feature_repo`).
     """

@@ -15,7 +15,8 @@ def materialize_features(feature_repo: str, end: str = "") -> str:
     """Load the feature values up to `end` into the online store the predictor reads.
 
     Args:
-        feature_repo: Folder of the Feast repository (the one holding feature_store.yaml).
+        feature_repo: Feast repository, a folder or a URI (s3://, gs://) holding
+            feature_store.yaml.
         end: ISO 8601 time with a zone; empty: now (UTC).
 
     Returns:
