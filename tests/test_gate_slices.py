@@ -178,6 +178,20 @@ def test_small_slices_are_reported_and_skipped_not_judged(churn):
     assert "| north (too small to judge: 12 rows < 30) | 12 |" in markdown
 
 
+def test_a_gap_that_cannot_be_measured_fails_when_the_policy_says_so(churn):
+    """One group of 12 rows leaves one judged group: no gap to measure. By default that is a
+    skipped check; with unjudged_gap "fail" the rule cannot be switched off by the data."""
+    rows = churn.test.assign(region=np.where(np.arange(len(churn.test)) < 12, "north", "south"))
+    slices = {"categorical": ["region"], "max_gap": {"region": {"tpr": 0.5}}}
+    for unjudged, passed in (("skip", True), ("fail", False)):
+        policy = json.dumps({"slices": {**slices, "unjudged_gap": unjudged}})
+        decision = run_gate(policy, _evaluation(churn, churn.scores, policy=policy, rows=rows))
+        gap = next(c for c in decision.checks if c.subject == "region:tpr_gap")
+        assert (gap.passed, gap.skipped, decision.passed) == (passed, passed, passed), unjudged
+    assert gap.rule.startswith("cannot be judged (unjudged_gap: fail): fewer than two groups")
+    assert _failed(decision) == ["fairness region:tpr_gap"]
+
+
 def test_without_a_champion_slice_regressions_are_skipped_and_said_so(churn):
     decision = run_gate(POLICY, _evaluation(churn, churn.scores))
     skipped = [c for c in decision.checks if c.kind == "slice_regression"]
@@ -341,6 +355,10 @@ def test_a_slice_column_missing_from_the_test_table_is_named_with_the_columns(ch
         (
             {"categorical": ["a"], "max_gap": {"a": {"tpr": 1.5}}},
             "slices.max_gap.a.tpr = 1.5 must be >= 0 and <= 1",
+        ),
+        (
+            {"categorical": ["a"], "unjudged_gap": "warn"},
+            'slices.unjudged_gap = "warn" must be one of skip, fail',
         ),
     ],
 )

@@ -24,7 +24,8 @@ a blank text means the task's `DEFAULT_GATE_POLICY`)::
         "min_rows": 30,                     # smaller groups are reported, not judged
         "thresholds": {"roc_auc": {"min": 0.6}},
         "champion_comparison": {"tpr": {"direction": "higher", "max_regression": 0.05}},
-        "max_gap": {"female": {"tpr": 0.1, "selection_rate": 0.15}}
+        "max_gap": {"female": {"tpr": 0.1, "selection_rate": 0.15}},
+        "unjudged_gap": "fail"              # a gap that cannot be measured fails (default: skip)
       }
     }
 
@@ -49,8 +50,12 @@ points; missing values are a group of their own. Every group of at least `min_ro
 (default 30) must meet `thresholds` and not regress against the champion's same group beyond
 `champion_comparison`; their metrics are those of `SLICE_METRICS`. `max_gap` bounds, per
 slice column, the largest difference between its judged groups in true-positive rate (equal
-opportunity), false-positive rate or selection rate (demographic parity), each in [0, 1]. The
-evaluation must be given the same policy, so that it slices the columns the gate judges.
+opportunity), false-positive rate or selection rate (demographic parity), each in [0, 1]. A
+gap needs two judged groups with the metric defined; when there are fewer (one group holds
+nearly every row, `min_rows` is above the test rows), `unjudged_gap` says what happens: "skip"
+(the default) reports the check as skipped, "fail" fails it, for teams whose fairness rules
+must never be turned off by the data. The evaluation must be given the same policy, so that it
+slices the columns the gate judges.
 """
 
 from __future__ import annotations
@@ -133,6 +138,8 @@ class SlicePolicy:
     thresholds: dict[str, Bounds] = field(default_factory=dict)
     champion_comparison: dict[str, ChampionRule] = field(default_factory=dict)
     max_gap: dict[str, dict[str, float]] = field(default_factory=dict)
+    unjudged_gap: str = "skip"
+    """What a `max_gap` rule that cannot be measured does: "skip" or "fail"."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -157,7 +164,16 @@ class GatePolicy:
 
 
 _SECTIONS = ("thresholds", "champion_comparison", "latency", "slices")
-_SLICE_KEYS = ("categorical", "numeric", "min_rows", "thresholds", "champion_comparison", "max_gap")
+_SLICE_KEYS = (
+    "categorical",
+    "numeric",
+    "min_rows",
+    "thresholds",
+    "champion_comparison",
+    "max_gap",
+    "unjudged_gap",
+)
+UNJUDGED_GAP = ("skip", "fail")
 _DIRECTIONS = ("higher", "lower")
 _LATENCY_KEYS = ("max_ratio_to_champion", "median_ms_max")
 
@@ -248,7 +264,16 @@ def _slice_policy(value: Any) -> SlicePolicy:
             for m, r in rules["champion_comparison"].items()
         },
         max_gap=_max_gaps(section.get("max_gap", {}), columns),
+        unjudged_gap=_unjudged_gap(section.get("unjudged_gap", "skip")),
     )
+
+
+def _unjudged_gap(value: Any) -> str:
+    if value not in UNJUDGED_GAP:
+        raise GatePolicyError(
+            f"slices.unjudged_gap = {json.dumps(value)} must be one of {', '.join(UNJUDGED_GAP)}"
+        )
+    return value
 
 
 def _max_gaps(value: Any, columns: list[str]) -> dict[str, dict[str, float]]:

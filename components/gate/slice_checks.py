@@ -9,7 +9,8 @@ Every check's subject names the slice: "<column>=<group>:<metric>" for a group's
 A group smaller than the policy's `min_rows` is reported as a skipped check ("too small to
 judge: 12 rows < 30"), never failed: a handful of rows says nothing about a group. A figure
 the group cannot have (ROC AUC of a group holding one class, TPR without positives) is skipped
-too. What cannot be judged at all fails: a slice column the evaluation did not slice, or
+too, as is a gap with fewer than two judged groups, unless the policy's `unjudged_gap` is
+"fail". What cannot be judged at all fails: a slice column the evaluation did not slice, or
 sliced with another `min_rows` or number of bins, would otherwise turn a rule off silently.
 """
 
@@ -164,11 +165,13 @@ def _gap_checks(policy: SlicePolicy, column: str, gaps: Mapping[str, Any]) -> li
         subject = f"{column}:{metric}_gap"
         gap = gaps.get(metric)
         if not isinstance(gap, Mapping):
+            fail = policy.unjudged_gap == "fail"
             text = (
-                f"skipped: fewer than two groups of {column!r} have {policy.min_rows} rows or "
-                f"more and a defined {metric}"
+                f"{'cannot be judged (unjudged_gap: fail)' if fail else 'skipped'}: fewer than "
+                f"two groups of {column!r} have {policy.min_rows} rows or more and a defined "
+                f"{metric}"
             )
-            checks.append(Check("fairness", subject, None, bound, text, True, skipped=True))
+            checks.append(Check("fairness", subject, None, bound, text, not fail, skipped=not fail))
             continue
         passed = at_most(gap["gap"], bound)
         text = (
