@@ -83,6 +83,8 @@ COMPONENT_IMAGE := $(IMAGE_REGISTRY)/ctloop:$(PACKAGE_VERSION)
 SERVING_IMAGE   := $(IMAGE_REGISTRY)/ctloop-serving:$(PACKAGE_VERSION)
 # The component image with the feast extra (requirements-runtime-feast.txt), for Feast steps.
 FEAST_IMAGE     := $(IMAGE_REGISTRY)/ctloop-feast:$(PACKAGE_VERSION)
+# The model server with Feast (serving/requirements-feast.txt), for entity-key requests.
+SERVING_FEAST_IMAGE := $(IMAGE_REGISTRY)/ctloop-serving-feast:$(PACKAGE_VERSION)
 # Read by the recipes' shells, never expanded by make, so the endpoint is not echoed in logs.
 KFP_HOST        ?=
 export KFP_HOST
@@ -94,16 +96,18 @@ MONITORING_PARAMS ?=
 
 images:
 	@command -v docker >/dev/null 2>&1 || { \
-	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE), $(FEAST_IMAGE) and $(SERVING_IMAGE)" >&2; \
+	  echo "make images: docker is not installed; it builds $(COMPONENT_IMAGE), $(FEAST_IMAGE), $(SERVING_IMAGE) and $(SERVING_FEAST_IMAGE)" >&2; \
 	  exit 1; }
 	docker build --file Dockerfile --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --tag $(COMPONENT_IMAGE) .
 	docker build --file Dockerfile --build-arg RUNTIME=requirements-runtime-feast.txt --build-arg GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --tag $(FEAST_IMAGE) .
 	docker build --file serving/Dockerfile --tag $(SERVING_IMAGE) .
+	docker build --file serving/Dockerfile --build-arg REQUIREMENTS=serving/requirements-feast.txt --tag $(SERVING_FEAST_IMAGE) .
 
 push-images: images
 	docker push $(COMPONENT_IMAGE)
 	docker push $(FEAST_IMAGE)
 	docker push $(SERVING_IMAGE)
+	docker push $(SERVING_FEAST_IMAGE)
 
 lint-images: setup
 	$(VENV)/bin/hadolint Dockerfile serving/Dockerfile

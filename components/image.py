@@ -1,5 +1,5 @@
-"""The images ctloop runs in: one for every component (and its Feast variant), one for the
-model server.
+"""The images ctloop runs in: one for every component, one for the model server (each with
+its Feast variant).
 
 Tags are the package version, never `:latest`: a compiled pipeline names exactly the
 code it was compiled from. `ctloop compile --image` overrides the component image (e.g. a
@@ -25,3 +25,14 @@ SERVING_IMAGE = f"{SERVING_IMAGE_REPOSITORY}:{__version__}"
 SERVING_RUNTIME = "ctloop-xgboost"
 """The KServe ServingRuntime (`manifests/serving/servingruntime.yaml`) that runs
 `SERVING_IMAGE`; the training pipeline deploys with it unless told otherwise."""
+
+SERVING_FEAST_IMAGE_REPOSITORY = "ghcr.io/ctloop/ctloop-serving-feast"
+SERVING_FEAST_IMAGE = f"{SERVING_FEAST_IMAGE_REPOSITORY}:{__version__}"
+"""The predictor plus Feast (`serving/Dockerfile` built with
+`REQUIREMENTS=serving/requirements-feast.txt`): it takes entity keys and looks their features
+up in Feast's online store (`--feast-repo`). Its own image for the reason `FEAST_IMAGE` is, and
+so that the predictor without Feast stays small."""
+
+SERVING_FEAST_RUNTIME = "ctloop-xgboost-feast"
+"""The ServingRuntime that runs `SERVING_FEAST_IMAGE` (`manifests/serving`, derived from
+`SERVING_RUNTIME`'s by a patch): the one a deployment with a feature repository names."""

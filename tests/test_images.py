@@ -5,8 +5,9 @@ nothing installed when a container starts) and linted with hadolint when it is i
 (`make lint-images` installs the pinned one). The component image's requirements are checked
 against requirements.lock, the package's declared dependencies and its actual imports; its
 build context is computed from .dockerignore and the wheel is built from exactly that context.
-The Dockerfile also builds the Feast variant (build argument RUNTIME), whose requirements are
-checked against the feast extra and the lock of the environment the Feast tests run in.
+Each Dockerfile also builds a Feast variant (build arguments RUNTIME and REQUIREMENTS), whose
+requirements are checked against the feast extra and the lock of the environment the Feast tests
+run in.
 The compiled YAML must name exactly the image `make images` tags. One module for all of it
 (hence its length): the checks share the Dockerfile, requirements and build-context readers.
 """
@@ -34,6 +35,8 @@ from ctloop.components.image import (
     FEAST_IMAGE,
     FEAST_IMAGE_REPOSITORY,
     IMAGE_REPOSITORY,
+    SERVING_FEAST_IMAGE,
+    SERVING_FEAST_IMAGE_REPOSITORY,
     SERVING_IMAGE,
     SERVING_IMAGE_REPOSITORY,
 )
@@ -53,6 +56,8 @@ TEST_TOOLS = {"pytest", "pytest-httpserver", "ruff", "uv", "tritonclient", "hado
 PACKAGE_SOURCES = ("__init__.py", "__main__.py", "components", "pipelines", "serving")
 RUNTIME = "requirements-runtime.txt"
 FEAST_RUNTIME = "requirements-runtime-feast.txt"
+SERVING_REQUIREMENTS = "serving/requirements.txt"
+SERVING_FEAST_REQUIREMENTS = "serving/requirements-feast.txt"
 FEAST_PYTHON = REPO / ".venv-feast" / "bin" / "python"
 
 
@@ -75,6 +80,11 @@ def dockerfile(request) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def component_dockerfile() -> list[tuple[str, str]]:
     return dockerfile_instructions(DOCKERFILES["component"].read_text())
+
+
+@pytest.fixture(scope="module")
+def serving_dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILES["serving"].read_text())
 
 
 def test_every_base_is_the_exact_python_release_the_lock_is_for(dockerfile):
@@ -185,6 +195,19 @@ def test_component_dockerfile_installs_the_main_runtime_set_unless_told_otherwis
     assert _build_arguments(component_dockerfile) == {"RUNTIME": RUNTIME}
 
 
+def test_serving_dockerfile_installs_the_predictors_requirements_unless_told_otherwise(
+    serving_dockerfile,
+):
+    final = _final_stage(serving_dockerfile)
+    copy = ("COPY", "${REQUIREMENTS} /tmp/requirements.txt")
+
+    assert _build_arguments(serving_dockerfile) == {"REQUIREMENTS": SERVING_REQUIREMENTS}
+    # Redeclared in the stage, or ${REQUIREMENTS} is empty there.
+    assert final.index(("ARG", "REQUIREMENTS")) < final.index(copy)
+    install = next(a for key, a in final if key == "RUN" and "-r /tmp/requirements.txt" in a)
+    assert "pip install --no-deps -r /tmp/requirements.txt" in install and "pip check" in install
+
+
 def test_component_image_lets_the_kfp_launcher_stage_artifacts(component_dockerfile):
     """The launcher writes under /gcs, /minio and /s3 (kubeflow/pipelines#5673)."""
     final = _final_stage(component_dockerfile)
@@ -203,9 +226,18 @@ def runtime() -> dict[str, str]:
     return requirement_pins(REPO / RUNTIME)
 
 
-@pytest.fixture(scope="module")
-def feast_runtime() -> dict[str, str]:
-    return requirement_pins(REPO / FEAST_RUNTIME)
+FEAST_SETS = {
+    FEAST_RUNTIME: "pyproject.toml --extra feast",
+    SERVING_FEAST_REQUIREMENTS: "serving/requirements-feast.in",
+}
+"""The pinned sets of the two Feast images, and what each is compiled from (its header's uv
+command names it)."""
+
+
+@pytest.fixture(scope="module", params=sorted(FEAST_SETS))
+def feast_set(request) -> tuple[str, dict[str, str]]:
+    """(requirements file, its pins) of each Feast image."""
+    return request.param, requirement_pins(REPO / request.param)
 
 
 def _declared(*extras: str) -> list[Requirement]:
@@ -215,6 +247,24 @@ def _declared(*extras: str) -> list[Requirement]:
         text for extra in extras for text in project["optional-dependencies"][extra]
     ]
     return [Requirement(text) for text in texts]
+
+
+def _feast_set_roots(requirements: str) -> list[Requirement]:
+    """What the Feast set `requirements` is the closure of: the package's dependencies plus the
+    feast extra (the component image), or serving/requirements-feast.in's lines, `-r` files
+    included (the predictor)."""
+    if requirements == FEAST_RUNTIME:
+        return _declared("feast")
+    roots, pending = [], [REPO / FEAST_SETS[requirements]]
+    while pending:
+        path = pending.pop()
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("-r "):
+                pending.append(path.parent / line.removeprefix("-r ").strip())
+            elif line and not line.startswith("#"):
+                roots.append(Requirement(line))
+    return roots
 
 
 def _disagreeing(pins: dict[str, str], lock: str) -> dict[str, tuple[str, str | None]]:
@@ -246,57 +296,67 @@ def test_runtime_requirements_are_the_closure_of_the_package_dependencies(runtim
 
 
 @pytest.mark.skipif(not FEAST_PYTHON.exists(), reason="no .venv-feast: run make integrations")
-def test_feast_runtime_requirements_are_the_closure_of_the_dependencies_and_the_feast_extra(
-    feast_runtime,
-):
+def test_feast_sets_are_the_closure_of_what_they_are_compiled_from(feast_set):
     """The same closure, read from the metadata of .venv-feast (this environment has no Feast).
 
-    Regenerate after changing pyproject.toml or requirements.lock: run the command in
-    requirements-runtime-feast.txt's header with UV_CUSTOM_COMPILE_COMMAND set to that same
+    Regenerate after changing pyproject.toml, serving/requirements*.in or requirements.lock:
+    run the command in the file's header with UV_CUSTOM_COMPILE_COMMAND set to that same
     command, so the new header still shows the filter that holds the capped pins back.
     """
+    requirements, pins = feast_set
     script = (
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
         "from packaging.requirements import Requirement;"
         "from dockerfile_parsing import installed_closure;"
         "print(json.dumps(sorted(installed_closure(map(Requirement, sys.argv[2:])))))"
     )
-    requirements = [str(requirement) for requirement in _declared("feast")]
+    roots = [str(requirement) for requirement in _feast_set_roots(requirements)]
     run = subprocess.run(
-        [FEAST_PYTHON, "-c", script, str(REPO / "tests"), *requirements],
+        [FEAST_PYTHON, "-c", script, str(REPO / "tests"), *roots],
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stderr
 
-    assert set(json.loads(run.stdout)) == set(feast_runtime)
-    assert not TEST_TOOLS & set(feast_runtime)
+    assert set(json.loads(run.stdout)) == set(pins)
+    assert not TEST_TOOLS & set(pins)
+    assert "feast" in pins
 
 
 FEAST_CAPPED = {"prometheus-client", "tenacity"}
 """What Feast caps below requirements.lock's versions (requirements-tool-feast.in says how)."""
 
 
-def test_feast_runtime_differs_from_the_lock_only_where_feast_caps_it(feast_runtime):
+def test_feast_sets_differ_from_the_lock_only_where_feast_caps_it(feast_set):
+    requirements, pins = feast_set
     differing = {
         name
-        for name, (_, locked) in _disagreeing(feast_runtime, "requirements.lock").items()
+        for name, (_, locked) in _disagreeing(pins, "requirements.lock").items()
         if locked is not None  # what Feast adds is pinned by .venv-feast's lock (next test)
     }
-    header = (REPO / FEAST_RUNTIME).read_text().split("\n")[1]
+    header = (REPO / requirements).read_text().split("\n")[1]
     held_back = re.search(r"grep -vE '\^\((.+?)\)==' requirements\.lock \|", header)
 
     assert differing == FEAST_CAPPED
     assert held_back is not None, f"the header does not say how it was compiled: {header}"
     assert set(held_back[1].split("|")) == FEAST_CAPPED
-    assert f"uv pip compile pyproject.toml --extra feast -c - -o {FEAST_RUNTIME}" in header
+    assert f"uv pip compile {FEAST_SETS[requirements]} -c - -o {requirements}" in header
 
 
-def test_feast_runtime_is_what_the_feast_tests_run_against(feast_runtime):
-    """Every distribution of the Feast image, at the version in .venv-feast's lock."""
-    differing = _disagreeing(feast_runtime, "requirements-tool-feast.lock")
+def test_feast_sets_are_what_the_feast_tests_run_against(feast_set):
+    """Every distribution of a Feast image, at the version in .venv-feast's lock."""
+    requirements, pins = feast_set
+    differing = _disagreeing(pins, "requirements-tool-feast.lock")
 
-    assert differing == {}, "requirements-runtime-feast.txt disagrees with the Feast tests' lock"
+    assert differing == {}, f"{requirements} disagrees with the Feast tests' lock"
+
+
+def test_the_feast_predictor_has_everything_the_predictor_has():
+    serving = requirement_pins(REPO / SERVING_REQUIREMENTS)
+    feast = requirement_pins(REPO / SERVING_FEAST_REQUIREMENTS)
+
+    assert set(serving) <= set(feast)
+    assert {n for n in serving if serving[n] != feast[n]} <= FEAST_CAPPED
 
 
 def _package_files() -> list[Path]:
@@ -445,13 +505,18 @@ def test_build_context_leaves_out_environments_outputs_tests_and_history(context
     assert not any("__pycache__" in path or path.endswith(".pyc") for path in context)
 
 
-def test_serving_dockerfile_builds_from_either_ignore_file():
-    """BuildKit reads serving/Dockerfile.dockerignore; the classic builder only .dockerignore."""
-    serving = dockerfile_instructions(DOCKERFILES["serving"].read_text())
+def test_serving_dockerfile_builds_from_either_ignore_file(serving_dockerfile):
+    """BuildKit reads serving/Dockerfile.dockerignore; the classic builder only .dockerignore.
+    For every image `make images` builds from it: its REQUIREMENTS, or the default."""
+    defaults = _build_arguments(serving_dockerfile)
+    builds = [b for b in _planned_builds().values() if b["--file"] == ["serving/Dockerfile"]]
+    assert len(builds) == 2
     for ignore_file in (REPO / "serving" / "Dockerfile.dockerignore", REPO / ".dockerignore"):
         context = _build_context(ignore_file)
-        for source in _copied_sources(serving):
-            assert _present(source, context), f"COPY {source}: not in {ignore_file.name}'s context"
+        for build in builds:
+            arguments = {**defaults, **dict(a.split("=", 1) for a in build["--build-arg"])}
+            for source in _copied_sources(serving_dockerfile, arguments):
+                assert _present(source, context), f"COPY {source}: not in {ignore_file.name}'s"
 
 
 def test_package_builds_into_a_wheel_holding_every_module_from_the_context(context, tmp_path):
@@ -585,21 +650,24 @@ def _planned_builds(*variables: str) -> dict[str, dict[str, list[str]]]:
 def test_make_images_tags_are_the_images_the_pipelines_name():
     builds = _planned_builds()
 
-    assert set(builds) == {DEFAULT_IMAGE, FEAST_IMAGE, SERVING_IMAGE}
+    assert set(builds) == {DEFAULT_IMAGE, FEAST_IMAGE, SERVING_IMAGE, SERVING_FEAST_IMAGE}
     assert builds[DEFAULT_IMAGE]["--file"] == builds[FEAST_IMAGE]["--file"] == ["Dockerfile"]
     assert builds[SERVING_IMAGE]["--file"] == ["serving/Dockerfile"]
+    assert builds[SERVING_FEAST_IMAGE]["--file"] == ["serving/Dockerfile"]
 
 
-def test_make_images_builds_the_feast_image_from_the_feast_runtime_set():
+def test_make_images_builds_each_feast_image_from_its_feast_set():
     builds = _planned_builds()
-    runtime_of = {
-        tag: [a for a in build["--build-arg"] if a.startswith("RUNTIME=")]
+    set_of = {
+        tag: [a for a in build["--build-arg"] if a.startswith(("RUNTIME=", "REQUIREMENTS="))]
         for tag, build in builds.items()
     }
 
-    assert runtime_of[FEAST_IMAGE] == [f"RUNTIME={FEAST_RUNTIME}"]
-    assert runtime_of[DEFAULT_IMAGE] == [], "the component image takes the Dockerfile's default"
+    assert set_of[FEAST_IMAGE] == [f"RUNTIME={FEAST_RUNTIME}"]
+    assert set_of[SERVING_FEAST_IMAGE] == [f"REQUIREMENTS={SERVING_FEAST_REQUIREMENTS}"]
+    assert set_of[DEFAULT_IMAGE] == set_of[SERVING_IMAGE] == [], "the Dockerfiles' defaults"
     assert FEAST_IMAGE == f"{FEAST_IMAGE_REPOSITORY}:{__version__}"
+    assert SERVING_FEAST_IMAGE == f"{SERVING_FEAST_IMAGE_REPOSITORY}:{__version__}"
 
 
 def test_make_images_registry_can_be_overridden_and_keeps_the_version():
@@ -607,7 +675,12 @@ def test_make_images_registry_can_be_overridden_and_keeps_the_version():
 
     assert set(builds) == {
         f"registry.local/team/{repository.rsplit('/', 1)[1]}:{__version__}"
-        for repository in (IMAGE_REPOSITORY, FEAST_IMAGE_REPOSITORY, SERVING_IMAGE_REPOSITORY)
+        for repository in (
+            IMAGE_REPOSITORY,
+            FEAST_IMAGE_REPOSITORY,
+            SERVING_IMAGE_REPOSITORY,
+            SERVING_FEAST_IMAGE_REPOSITORY,
+        )
     }
 
 
@@ -635,4 +708,5 @@ def test_make_images_without_docker_says_so_and_fails(tmp_path):
 
     assert built.returncode != 0
     assert "docker is not installed" in built.stderr
-    assert DEFAULT_IMAGE in built.stderr and FEAST_IMAGE in built.stderr
+    for image in (DEFAULT_IMAGE, FEAST_IMAGE, SERVING_IMAGE, SERVING_FEAST_IMAGE):
+        assert image in built.stderr
