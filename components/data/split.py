@@ -12,6 +12,15 @@ champion on the candidate's test rows, and with a positional shuffle many of tho
 be ones the champion trained on, favouring it. Ordered by hash, the old rows keep their places
 (only rows at the cut points move, as the counts change), so the champion is judged on rows it
 never saw. The same seed gives the same split.
+
+Identical rows would share a hash, and so a split: on a coarse table (a few categorical
+columns, hundreds of copies of each row) whole groups of copies would land in test alone, and
+a feature combination seen with one label in train would be judged on the other label in
+test. So the k-th copy of a row is hashed with k: copies spread over the splits in the asked
+shares. Copies are indistinguishable, so which one counts as the k-th changes no split's rows:
+the rows of each split still do not depend on row order. A row's first copy keeps the hash of
+its values alone, and copies appended later get the next numbers, so the old copies keep their
+places when a window is appended.
 """
 
 import math
@@ -54,8 +63,8 @@ def split_table(
         target: Label column.
         validation_fraction: Share of rows for validation, in (0, 1).
         test_fraction: Share of rows for test, in (0, 1); the two sum to less than 1.
-        seed: Seed of numpy's Generator; the same seed gives the same split.
-        stratify: Shuffle each class separately so every split keeps the class shares
+        seed: Key of the row hash; the same seed gives the same split.
+        stratify: Order each class separately so every split keeps the class shares
             (binary targets only; ignored for regression).
         time_column: When set, sort by it instead: the oldest rows train, the newest test.
 
@@ -83,10 +92,24 @@ def split_table(
 
 
 def _hash_order(table: pa.Table, seed: int) -> np.ndarray:
-    """Row indices ordered by a hash of each row's values keyed by `seed` (ties: by index)."""
+    """Row indices ordered by a hash, keyed by `seed`, of each row's values and its copy number.
+
+    The copy number of a row is how many identical rows come before it; the first copy is
+    hashed by its values alone, so a table without duplicates costs one sort, not two.
+    """
     key = f"ctloop{seed:010d}"[-16:]  # pandas wants a 16-byte key
-    hashes = pd.util.hash_pandas_object(table.to_pandas(), index=False, hash_key=key)
-    return np.argsort(hashes.to_numpy(), kind="stable")
+    hashes = pd.util.hash_pandas_object(table.to_pandas(), index=False, hash_key=key).to_numpy()
+    order = np.argsort(hashes, kind="stable")
+    ranked = hashes[order]
+    first = np.concatenate(([True], ranked[1:] != ranked[:-1]))
+    if first.all():
+        return order
+    positions = np.arange(len(order))
+    copies_before = positions - np.maximum.accumulate(np.where(first, positions, 0))
+    later = order[copies_before > 0]
+    renumbered = pd.DataFrame({"row": hashes[later], "copy": copies_before[copies_before > 0]})
+    hashes[later] = pd.util.hash_pandas_object(renumbered, index=False, hash_key=key).to_numpy()
+    return np.argsort(hashes, kind="stable")
 
 
 def _check_fractions(validation_fraction: float, test_fraction: float) -> None:
