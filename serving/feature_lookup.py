@@ -5,13 +5,16 @@ With a lookup, a v1 request may name entities instead of giving features,
 the same feature service the model was trained with, and are then scored as if the caller had
 sent them. This is what KServe's Feast transformer example does in `preprocess`, without the
 extra hop to a separate transformer. Feast is imported on first use (the `feast` extra), so the
-serving image needs it only where a lookup is configured.
+serving image needs it only where a lookup is configured (the Feast serving image). The
+repository is read as the pipeline steps read it (`ctloop.components.contract.feast_repo`): a
+folder, or an s3://, gs:// or file:// URI, so a predictor pod needs no volume for it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ctloop.components.contract.feast_repo import repo_folder
 from ctloop.serving.request_decoding import InvalidRequest
 
 INSTALL_HINT = "pip install 'ctloop[feast]'"
@@ -23,7 +26,8 @@ class FeatureLookup:
     def __init__(self, repo_path: str, feature_service: str) -> None:
         """
         Args:
-            repo_path: Folder of the Feast repository (the one holding feature_store.yaml).
+            repo_path: The Feast repository (the folder holding feature_store.yaml): a path,
+                or a URI (s3://, gs://, file://) of that folder.
             feature_service: The feature service the served model was trained on.
         """
         self.repo_path = repo_path
@@ -33,14 +37,18 @@ class FeatureLookup:
         self.entity_keys: list[str] = []
 
     def open(self) -> None:
-        """Open the store and read the feature service (at the predictor's load, not per call)."""
+        """Open the store and read the feature service (at the predictor's load, not per call).
+
+        Raises:
+            FeatureRepoError: no repository at `repo_path` (a ValueError: the server exits 2).
+        """
         try:
             import feast
         except ImportError as error:
             raise RuntimeError(
                 f"entity-key lookup needs the feast package ({error}); install {INSTALL_HINT}"
             ) from error
-        self._store = feast.FeatureStore(repo_path=self.repo_path)
+        self._store = feast.FeatureStore(repo_path=str(repo_folder(self.repo_path)))
         self._service = self._store.get_feature_service(self.feature_service)
         self.entity_keys = sorted(
             {

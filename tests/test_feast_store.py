@@ -39,6 +39,7 @@ from ctloop.components.features.training_table import (  # noqa: E402
     EntityTableError,
     build_training_table,
 )
+from ctloop.serving.feature_lookup import FeatureLookup  # noqa: E402
 from ctloop.serving.local_server import free_port, running_server  # noqa: E402
 from tests.served_model import train_model_folder  # noqa: E402
 
@@ -249,3 +250,26 @@ def test_a_repository_by_uri_with_a_relative_registry_or_no_config_is_refused(sm
         build_training_table(table, relative.as_uri(), FEATURE_SERVICE, "churn")
     with pytest.raises(FeatureRepoError, match=r"is not a Feast repository: cannot read"):
         build_training_table(table, (tmp_path / "none").as_uri(), FEATURE_SERVICE, "churn")
+
+
+def test_the_predictor_reads_a_repository_given_by_uri_as_the_same_repository(tmp_path):
+    """A predictor pod reads the repository by URI (s3://, gs://; file:// here): the same
+    features as through the folder itself; a URI with no repository is refused naming it."""
+    customers = pd.DataFrame(
+        [{ENTITY_KEY: c, TIMESTAMP: AS_OF, **snapshot_values(10 * c)} for c in (1, 2)]
+    )
+    customers.to_parquet(tmp_path / "source.parquet", index=False)
+    create_repo(tmp_path / "repo", tmp_path / "source.parquet")
+    materialize(str(tmp_path / "repo"), AS_OF + timedelta(days=1))
+    instances = [{ENTITY_KEY: 2}, {ENTITY_KEY: 1}]
+    found = []
+    for repo in (str(tmp_path / "repo"), (tmp_path / "repo").as_uri()):
+        lookup = FeatureLookup(repo, FEATURE_SERVICE)
+        lookup.open()
+        found.append(lookup.features_for(instances))
+
+    by_path, by_uri = found
+    assert by_uri == by_path
+    assert [row["tenure"] for row in by_uri] == [20, 10]
+    with pytest.raises(FeatureRepoError, match=r"/none is not a Feast repository: cannot read"):
+        FeatureLookup((tmp_path / "none").as_uri(), FEATURE_SERVICE).open()

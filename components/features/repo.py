@@ -8,6 +8,7 @@ features a model trains on are, by construction, the ones it is served with. The
 
 The store is local (Feast's file offline store, SQLite online store, a file registry) and lives
 in one folder, `feature_store.yaml` included, so `feast` CLI commands work there too.
+`FeatureRepoError` is the contract's (`feast_repo`), where a repository given by URI is read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ctloop.components.contract.feast_repo import FeatureRepoError, repo_folder
 from ctloop.components.features.feast_import import import_feast
 
 PROJECT = "ctloop_churn"
@@ -115,43 +117,10 @@ def create_repo(repo_dir: str | Path, source_path: str | Path) -> Any:
 def open_store(repo_dir: str | Path) -> Any:
     """The FeatureStore of a repository folder (one holding `feature_store.yaml`): a local
     path, or a URI (s3://, gs://, file://, ...) that a pipeline step in a pod can read, so that
-    a cluster needs no volume for it: its `feature_store.yaml` is fetched into a folder of the
-    step's own (the registry and the stores it names are remote already)."""
+    a cluster needs no volume for it (`ctloop.components.contract.feast_repo`, which the
+    predictor reads it with too)."""
     feast = import_feast()
-    repo = _fetched(str(repo_dir)) if "://" in str(repo_dir) else Path(repo_dir)
-    if not (repo / "feature_store.yaml").is_file():
-        raise FeatureRepoError(f"{repo} is not a Feast repository: it has no feature_store.yaml")
-    return feast.FeatureStore(repo_path=str(repo))
-
-
-def _fetched(uri: str) -> Path:
-    """A local folder holding the `feature_store.yaml` of the repository at `uri`, whose
-    registry must be named by an absolute path or URI: a relative one would point into the
-    fetched folder, where there is none."""
-    import tempfile
-
-    import pyarrow.fs as pa_fs
-    import yaml
-
-    location = uri.rstrip("/") + "/feature_store.yaml"
-    try:
-        filesystem, path = pa_fs.FileSystem.from_uri(location)
-        with filesystem.open_input_stream(path) as stream:
-            text = stream.read().decode()
-    except (OSError, ValueError) as error:
-        raise FeatureRepoError(
-            f"{uri} is not a Feast repository: cannot read {location}: {error}"
-        ) from error
-    registry = (yaml.safe_load(text) or {}).get("registry", "")
-    registry = registry.get("path", "") if isinstance(registry, dict) else str(registry)
-    if "://" not in registry and not Path(registry).is_absolute():
-        raise FeatureRepoError(
-            f"{location} names its registry by the relative path {registry!r}; a repository "
-            "read from a URI must name it by an absolute path or URI (s3://, gs://, ...)"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="ctloop-feast-"))
-    (folder / "feature_store.yaml").write_text(text)
-    return folder
+    return feast.FeatureStore(repo_path=str(repo_folder(repo_dir)))
 
 
 def feature_service_lineage(store: Any, name: str) -> dict[str, Any]:
@@ -178,7 +147,3 @@ def feature_service(store: Any, name: str) -> Any:
     raise FeatureRepoError(
         f"{problem} the Feast repository at {store.repo_path}; it has {known}"
     ) from cause
-
-
-class FeatureRepoError(ValueError):
-    """A Feast repository or feature service that is not what the caller named."""
