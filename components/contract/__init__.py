@@ -8,6 +8,8 @@
 - `model_uri`: turning a model URI (path, file://, MLflow `models:/` or `runs:/`) into a folder.
 - `prediction_log`: the prediction log's schema and row hash, shared by the server that writes
   it and the A/B analysis that reads it.
+- `feast_repo`: where a Feast repository's `feature_store.yaml` is read from (a folder or a URI),
+  by the steps that read features and the predictor that looks them up.
 
 Training, evaluation, batch scoring, drift and serving import this package; serving imports
 nothing else of `components/`, so the serving image copies only these modules. Nothing here
