@@ -29,6 +29,8 @@ def deploy_model(
     prediction_log_uri: str = "",
     labels: dict = {},  # noqa: B006 - KFP reads defaults from the signature
     mlflow_tracking_uri: str = "",
+    feature_repo: str = "",
+    feature_service: str = "",
 ) -> NamedTuple("DeployOutputs", deployment=str, serves_as=str):
     """Create the InferenceService (100 % traffic) or move the new model into a rollout stage.
 
@@ -36,7 +38,8 @@ def deploy_model(
     once), "shadow" (the champion keeps all traffic and scores the new model beside it),
     "unshadow" (the shadow removed), "ab" (the new model joins the champion as an A/B
     variant with `canary_percent` of traffic, every variant logging its predictions).
-    Shadow and A/B need ctloop's serving runtime. With no service yet, the new model takes
+    Shadow and A/B need ctloop's serving runtime; entity-key requests (`feature_repo`) its
+    Feast runtime, ctloop-xgboost-feast. With no service yet, the new model takes
     all traffic whatever the stage.
 
     Idempotent: deploying the model it already serves changes nothing. With
@@ -71,6 +74,11 @@ def deploy_model(
             Kubernetes label.
         mlflow_tracking_uri: MLflow tracking server: the version is tagged with where this
             stage put it (`ctloop.deployed.<stage>`), for `ctloop audit`; empty: not tagged.
+        feature_repo: Feast repository (the folder holding feature_store.yaml, by a URI the
+            predictor pod reads: s3://, gs://) whose online store the predictor looks entity
+            keys' features up in (`--feast-repo`); needs `feature_service` and the serving
+            runtime ctloop-xgboost-feast. Empty: callers send features.
+        feature_service: The feature service the model was trained on (`--feature-service`).
 
     Returns:
         deployment: JSON summary of what was done.
@@ -96,6 +104,8 @@ def deploy_model(
         stage=stage,
         prediction_log_uri=prediction_log_uri,
         labels=labels,
+        feature_repo=feature_repo,
+        feature_service=feature_service,
     )
     outcome = rollout.run_deployment(
         request, target=target, render_dir=render_dir, timeout_s=timeout_s

@@ -40,12 +40,12 @@ from kserve import (
 from kubernetes.client import ApiClient, V1ObjectMeta, V1ResourceRequirements
 
 from ctloop.components.deploy.predictor_args import (
+    PREDICTOR_RUNTIMES,
     SHADOW_ARGS,
     VERSION_ARG,
     has_args,
     without_args,
 )
-from ctloop.components.image import SERVING_RUNTIME
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -161,7 +161,7 @@ def desired_inference_service(
     `current` is the object as the API returns it (or as last rendered). The result holds
     apiVersion, kind, metadata (name, namespace, labels, annotations) and spec: the fields
     this project owns. `extra_args` go to the new predictor after `--version=` (ctloop's
-    runtime only: `runtime` must be `SERVING_RUNTIME`).
+    runtimes only: `runtime` must be one of `PREDICTOR_RUNTIMES`).
 
     In Standard mode the canary's predictor is named for its version (`variant_name`): KServe
     requires a name on every `spec.canary[]` predictor and names its Deployment after it. It
@@ -174,10 +174,11 @@ def desired_inference_service(
     """
     mode = canonical_mode(deployment_mode)
     check_request(name, namespace, model_version, canary_percent, min_replicas, max_replicas)
-    if extra_args and runtime != SERVING_RUNTIME:
+    if extra_args and runtime not in PREDICTOR_RUNTIMES:
         raise DeploymentError(
             f"arguments {extra_args} are for ctloop's predictor, but the serving runtime is "
-            f"{runtime!r}, not {SERVING_RUNTIME!r}: another runtime does not know them"
+            f"{runtime!r}, not one of {list(PREDICTOR_RUNTIMES)}: another runtime does not "
+            "know them"
         )
     if current is not None:
         check_same_mode(current, mode)
@@ -193,7 +194,7 @@ def desired_inference_service(
             # KServe appends these to the runtime's args. ctloop's predictor then reports the
             # registered version in every answer and metric: what tells canary from primary.
             args=[VERSION_ARG + model_version, *(extra_args or [])]
-            if runtime == SERVING_RUNTIME
+            if runtime in PREDICTOR_RUNTIMES
             else None,
             resources=_resource_requirements(resources),
         ),

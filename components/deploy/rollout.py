@@ -46,6 +46,10 @@ class RolloutRequest:
     prediction_log_uri: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     """Labels of the InferenceService (team, project, cost-center, ...) besides the version."""
+    feature_repo: str = ""
+    feature_service: str = ""
+    """The Feast repository (a URI the predictor pod reads) and feature service the predictor
+    looks entity keys' features up in; empty: callers send features."""
 
 
 def resolve_namespace(namespace: str) -> str:
@@ -74,6 +78,8 @@ def _desired(request: RolloutRequest, current: dict | None) -> list[dict]:
         resources=request.capacity.resources,
         prediction_log_uri=request.prediction_log_uri,
         labels=request.labels,
+        feature_repo=request.feature_repo,
+        feature_service=request.feature_service,
     )
 
 

@@ -24,6 +24,12 @@ apply in turn, the last being the stage itself; every one is built from the serv
   `trafficPercent`; the champion takes the rest. A new run adds its version beside the
   variants already running.
 
+A Feast lookup (`feature_repo` and `feature_service`, for entity-key requests) puts
+`--feast-repo=` and `--feature-service=` on the predictor that serves the new model: the new
+predictor of a canary or an A/B stage (and of a first deployment), and in a shadow stage the
+champion's, which looks the features up for both models; only on the Feast runtime
+(`SERVING_FEAST_RUNTIME`), whose image has Feast. The champion's own lookup is otherwise kept.
+
 Why `spec.canary[]` and not an InferenceGraph `Splitter` for N variants: the 0.20 CRD's
 `spec.canary` is a list (atomic, no item limit) and KServe's controller makes one Deployment
 per entry (named by its `predictor.name`) and one weighted backend per ready entry in the
@@ -53,14 +59,17 @@ from ctloop.components.deploy.inference_service import (
 )
 from ctloop.components.deploy.predictor_args import (
     EXPERIMENT_ARGS,
+    FEAST_ARGS,
+    PREDICTOR_RUNTIMES,
     SHADOW_ARGS,
     VARIANT_ARG,
     experiment_args,
+    feast_args,
     has_args,
     shadow_args,
     without_args,
 )
-from ctloop.components.image import SERVING_RUNTIME
+from ctloop.components.image import SERVING_FEAST_RUNTIME
 from ctloop.components.kube_labels import check_labels
 
 CANARY, SHADOW, UNSHADOW, AB = "canary", "shadow", "unshadow", "ab"
@@ -76,7 +85,9 @@ def desired_stage(stage: str, *, labels: dict | None = None, **arguments) -> lis
     traffic as a first deployment (an "ab" first deployment already logs, as the only
     variant). `canary_percent` is the new version's share for "canary" and "ab".
     `predictor_options` (service_account, min_replicas, max_replicas, resources) go to a
-    newly built predictor as in `desired_inference_service`. `labels` (team, project,
+    newly built predictor as in `desired_inference_service`. `feature_repo` and
+    `feature_service` (both or neither) give the predictor serving the new model a Feast
+    lookup (the module's docstring says which). `labels` (team, project,
     cost-center, ...) go on the service's metadata in every manifest of every stage, the
     current service's own labels kept beside them, so cost tools group its spend whichever
     stage last changed it. The metadata is enough to reach the pods, which is where cost tools
@@ -89,6 +100,8 @@ def desired_stage(stage: str, *, labels: dict | None = None, **arguments) -> lis
     Raises:
         DeploymentError: an unknown stage; shadow or A/B on a runtime other than ctloop's;
             "ab" without a prediction log URI or with shares that leave the champion nothing;
+            a Feast lookup with only one of its two arguments, or on a runtime (the new
+            model's, or in a shadow stage the champion's) other than the Feast runtime;
             a shadow or A/B stage while a canary runs; "unshadow" with no service; a label
             Kubernetes refuses, or one setting the model version label; and whatever
             `desired_inference_service` refuses.
@@ -123,6 +136,8 @@ def _stage_manifests(
     canary_percent: int = 10,
     runtime: str | None = None,
     prediction_log_uri: str = "",
+    feature_repo: str = "",
+    feature_service: str = "",
     **predictor_options,
 ) -> list[dict]:
     service = {
@@ -135,13 +150,14 @@ def _stage_manifests(
         "runtime": runtime,
         **predictor_options,
     }
+    lookup = _lookup_args(runtime, feature_repo, feature_service)
     if stage == CANARY:
-        return [desired_inference_service(current=current, **service)]
-    if runtime != SERVING_RUNTIME:
+        return [desired_inference_service(current=current, extra_args=lookup, **service)]
+    if runtime not in PREDICTOR_RUNTIMES:
         raise DeploymentError(
             f"rollout stage {stage!r} needs ctloop's predictor (serving runtime "
-            f"{SERVING_RUNTIME!r}), which takes the shadow and variant arguments; serving "
-            f"runtime {runtime or ''!r} would not start with them"
+            f"{' or '.join(map(repr, PREDICTOR_RUNTIMES))}), which takes the shadow and variant "
+            f"arguments; serving runtime {runtime or ''!r} would not start with them"
         )
     if stage == AB and not prediction_log_uri:
         raise DeploymentError(
@@ -155,24 +171,52 @@ def _stage_manifests(
             raise DeploymentError(
                 f"InferenceService {namespace}/{name} does not exist: there is no shadow to remove"
             )
-        extra = experiment_args(model_version, prediction_log_uri) if stage == AB else None
-        return [desired_inference_service(current=None, extra_args=extra, **service)]
+        extra = experiment_args(model_version, prediction_log_uri) if stage == AB else []
+        return [desired_inference_service(current=None, extra_args=extra + lookup, **service)]
     check_same_mode(current, mode)
     if stage == UNSHADOW:
         return [_with_primary_args(current, [])]
     if stage == SHADOW:
-        return _shadow(current, storage_uri, model_version)
-    return _ab(current, service, prediction_log_uri)
+        return _shadow(current, storage_uri, model_version, lookup)
+    return _ab(current, service, prediction_log_uri, lookup)
 
 
-def _shadow(current: dict, storage_uri: str, version: str) -> list[dict]:
+def _lookup_args(runtime: str | None, feature_repo: str, feature_service: str) -> list[str]:
+    """The Feast lookup's arguments ([] without one), checked."""
+    if not feature_repo and not feature_service:
+        return []
+    if not feature_repo or not feature_service:
+        raise DeploymentError(
+            f"a Feast lookup needs both feature_repo ({feature_repo!r}) and feature_service "
+            f"({feature_service!r}): the predictor looks the service's features up in the "
+            "repository"
+        )
+    _check_feast_runtime(runtime, "the new model's")
+    return feast_args(feature_repo, feature_service)
+
+
+def _check_feast_runtime(runtime: str | None, whose: str) -> None:
+    if runtime != SERVING_FEAST_RUNTIME:
+        raise DeploymentError(
+            f"a Feast lookup (feature_repo, feature_service) needs the serving runtime "
+            f"{SERVING_FEAST_RUNTIME!r}, whose image has Feast; {whose} predictor runs on "
+            f"{runtime or ''!r}, which would not start with --feast-repo"
+        )
+
+
+def _shadow(current: dict, storage_uri: str, version: str, lookup: list[str]) -> list[dict]:
     _refuse_running_split(current, SHADOW)
     if _primary_model(current).get("storageUri") == storage_uri:
         return [owned_fields(current)]  # the version already serves: nothing to shadow
-    return [_with_primary_args(current, shadow_args(storage_uri, version))]
+    if not lookup:
+        return [_with_primary_args(current, shadow_args(storage_uri, version))]
+    # The champion's predictor looks the features up for the shadow too.
+    _check_feast_runtime(_primary_model(current).get("runtime"), "the champion's (shadow's)")
+    args = lookup + shadow_args(storage_uri, version)
+    return [_with_primary_args(current, args, SHADOW_ARGS + FEAST_ARGS)]
 
 
-def _ab(current: dict, service: dict, log_uri: str) -> list[dict]:
+def _ab(current: dict, service: dict, log_uri: str, lookup: list[str]) -> list[dict]:
     version, percent = service["model_version"], service["canary_percent"]
     if not 1 <= percent <= 99:
         raise DeploymentError(
@@ -184,7 +228,7 @@ def _ab(current: dict, service: dict, log_uri: str) -> list[dict]:
         return [owned_fields(current)]  # already a variant: the running split stays
     champion = (spec["predictor"].get("labels") or {}).get(MODEL_VERSION_LABEL, "")
     champion_args = experiment_args(champion, log_uri)
-    challenger_args = experiment_args(version, log_uri)
+    challenger_args = experiment_args(version, log_uri) + lookup
     if canonical_mode(service["deployment_mode"]) == SERVERLESS:
         _refuse_running_split(current, AB)
         logging = _with_primary_args(current, champion_args, SHADOW_ARGS + EXPERIMENT_ARGS)
