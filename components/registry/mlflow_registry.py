@@ -11,6 +11,7 @@ for scoring and serving, which must not depend on this module; it only reads.)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import signal
 import threading
@@ -18,12 +19,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from ctloop.components.contract.model_folder import PROFILE_FILE
 from ctloop.components.lineage import lineage
@@ -69,10 +73,80 @@ class RegisteredModel:
 
 
 def client(tracking_uri: str) -> MlflowClient:
-    """A client bound to `tracking_uri` (registry on the same store), also set as the default."""
+    """A client bound to `tracking_uri` (registry on the same store), also set as the default.
+
+    The client opens its store as it is made; a new SQLite store is created then, under the
+    store's creation lock (`_sqlite_store_created_once`), so that processes opening one new
+    store at once do not break each other's schema migrations.
+    """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _sqlite_store_created_once(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+_OPENED_SQLITE_STORES: set[str] = set()
+"""The SQLite URIs this process has opened under their store's lock. MLflow keeps one store per
+URI for the life of the process and never creates or migrates it again, so the lock is taken
+once per URI and process."""
+
+
+@contextmanager
+def _sqlite_store_created_once(tracking_uri: str) -> Iterator[None]:
+    """Meanwhile, the first time this process opens a SQLite store: hold `<database>.lock` beside
+    it, exclusively when the store is still to be created, shared when it is whole.
+
+    MLflow creates a SQLite store's tables and runs its alembic migrations when a process first
+    opens it, checking only that its tables are not all there yet; two processes doing so at
+    once (two `ctloop` commands, two kfp.local steps on a new work directory) break each other
+    (`table experiments already exists`, `duplicate column name`). Whoever creates the store
+    holds the lock exclusively, so a process holding it shared never sees one mid-migration and
+    can trust MLflow's own test of whether the tables are all there; processes opening a whole
+    store then wait for nobody. The lock file stays (a process waiting on a removed file would
+    not exclude one that locks a new file of the same name). A folder that is missing or
+    read-only gets no lock file and no lock: no store can be created there, and MLflow's own
+    error says why. Other URIs (servers, other databases) pass through.
+    """
+    database = None if tracking_uri in _OPENED_SQLITE_STORES else _sqlite_database(tracking_uri)
+    if database is None:
+        yield
+        return
+    try:
+        lock = open(database.with_name(f"{database.name}.lock"), "a")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with lock:  # closing the file releases the lock
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        if not _all_tables_exist(database):
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another may create it first: MLflow checks again
+        yield
+    _OPENED_SQLITE_STORES.add(tracking_uri)
+
+
+def _all_tables_exist(database: Path) -> bool:
+    """MLflow's own test of whether opening the store creates or migrates tables (MLflow 3.17:
+    `mlflow.store.db.utils._all_tables_exist`, which both of its SQL stores call first)."""
+    if not database.is_file():
+        return False
+    from mlflow.store.db.utils import _all_tables_exist as all_mlflow_tables_exist
+
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        return all_mlflow_tables_exist(engine)
+    finally:
+        engine.dispose()
+
+
+def _sqlite_database(tracking_uri: str) -> Path | None:
+    """The absolute path of the file a `sqlite:` URI names; None for an in-memory database, a
+    `file:` URI, or another scheme."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    database = make_url(tracking_uri).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str = "") -> str:
