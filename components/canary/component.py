@@ -105,6 +105,7 @@ def analyze_canary(
         policy_text=policy,
         registered_model=registered_model_name,
         kfp_run_id=kfp_run_id,
+        tracking_uri=mlflow_tracking_uri,
     )
     kept = [(analysis, record.path), (action, action_record.path)]
     keep_records(kept, mlflow_tracking_uri, applied=applied_text(outcome))

@@ -131,16 +131,27 @@ def canary_analysis_records(
     policy_text: str,
     registered_model: str = "",
     kfp_run_id: str = "",
+    tracking_uri: str = "",
 ) -> tuple[DecisionRecord, DecisionRecord]:
     """The two records of a canary analysis step (`promotion.run_canary_analysis`'s result):
     the analysis, and the promotion or rollback it led to, which names it as its trigger.
     Without a decision (the version already served all traffic as the champion), what the
-    registry and the service said is the promotion's `before`."""
+    registry and the service said is the promotion's `before`.
+
+    A retry of a step whose first try promoted, then failed to log the promotion, also finds
+    the version the champion, with nothing to analyse: with `tracking_uri`, the analysis this
+    KFP run logged for the version (`store.logged_decision`) is the one its promotion names,
+    and no second analysis is recorded; a promotion logged for that analysis is returned too,
+    so that a step retried again logs nothing new."""
+    subject = {"registered_model": registered_model, "kfp_run_id": kfp_run_id}
+    if decision is None and tracking_uri and kfp_run_id:
+        logged = _logged_canary_records(tracking_uri, outcome, **subject)
+        if logged is not None:
+            return logged
     if decision is None:
         champion, serving = outcome["before"]["champion"], outcome["before"]["canary"]
     else:
         champion, serving = decision.target.primary_version, decision.target.canary_version
-    subject = {"registered_model": registered_model, "kfp_run_id": kfp_run_id}
     analysis = canary_record(
         decision,
         version=outcome["version"],
@@ -151,6 +162,29 @@ def canary_analysis_records(
     )
     reasons = [] if decision is None else decision.reasons
     return analysis, action_record(outcome, analysis_trigger(analysis), reasons=reasons, **subject)
+
+
+def _logged_canary_records(
+    tracking_uri: str, outcome: dict[str, Any], *, registered_model: str, kfp_run_id: str
+) -> tuple[DecisionRecord, DecisionRecord] | None:
+    """The canary analysis of `outcome`'s version logged in KFP run `kfp_run_id`, when it led
+    to `outcome`'s action, with the action record logged for it (not logged yet: this try's)."""
+    from ctloop.components.decisions.store import logged_decision
+
+    subject = {"registered_model": registered_model, "kfp_run_id": kfp_run_id}
+    about = {**subject, "model_version": outcome["version"]}
+    analysis = logged_decision(tracking_uri, "canary", about)
+    if (
+        analysis is None
+        or ACTION_OF["canary"].get(analysis.outcome.get("action")) != outcome["action"]
+    ):
+        return None
+    trigger = analysis_trigger(analysis)
+    kind = PROMOTION if outcome["action"] == _ACTIONS[PROMOTION] else ROLLBACK
+    action = logged_decision(tracking_uri, kind, about)
+    if action is None or action.inputs.get("trigger") != trigger:
+        action = action_record(outcome, trigger, **subject)
+    return analysis, action
 
 
 def rollback_records(

@@ -9,10 +9,15 @@ writes its record as an artifact.
 
 A record is JSON with a schema tag; reading one checks its shape and names the field that is
 wrong, so a hand-edited or truncated file is refused rather than half-replayed.
+
+A decision taken in a KFP run has an id that is a digest of what decided it (`decision_id`):
+KFP retries a failed step, and a retry that takes the same decision again gets the same id, so
+the store finds it logged and a history shows it once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -65,7 +70,8 @@ class DecisionRecord:
         reasons: Sentences a person reads: why that outcome.
         code: The code that decided (`ctloop.components.lineage.code_version`).
         time: When, ISO 8601 UTC.
-        id: A unique id (hex uuid4).
+        id: 32 hex digits: in a KFP run, `decision_id` (equal for the same decision taken
+            again by a retry); outside one, a random uuid4.
     """
 
     kind: str
@@ -113,17 +119,30 @@ def new_record(
         raise DecisionRecordError(
             f"decision subject has unknown keys {unknown}; allowed: {', '.join(SUBJECT_KEYS)}"
         )
+    decided = {
+        "kind": kind,
+        "subject": {key: _text_or_none(subject.get(key)) for key in SUBJECT_KEYS},
+        "inputs": _plain(inputs, "inputs"),
+        "policy": policy,
+        "outcome": _plain(outcome, "outcome"),
+        "reasons": [str(reason) for reason in reasons],
+    }
     return DecisionRecord(
-        kind=kind,
-        subject={key: _text_or_none(subject.get(key)) for key in SUBJECT_KEYS},
-        inputs=_plain(inputs, "inputs"),
-        policy=policy,
-        outcome=_plain(outcome, "outcome"),
-        reasons=[str(reason) for reason in reasons],
+        **decided,
         code=code_version(),
         time=datetime.now(UTC).isoformat(timespec="seconds"),
-        id=uuid.uuid4().hex,
+        id=decision_id(decided) if decided["subject"]["kfp_run_id"] else uuid.uuid4().hex,
     )
+
+
+def decision_id(decided: Mapping[str, Any]) -> str:
+    """The id of a decision taken in a KFP run: a digest of what decided it (kind, subject,
+    with the run, inputs, policy, outcome, reasons), not of when or by which build, so a retry
+    of the step that decides the same again names the same decision. Its figures are part of
+    it: a retry that measured other figures took another decision, and both are kept. Outside
+    a KFP run (a command, a script) nothing is retried and every decision is new."""
+    text = json.dumps(decided, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -7,16 +7,21 @@ runs and aliases live, so a model's history (`ctloop audit`) is read from one pl
 decision is found by a filter on its tags, never by listing every run.
 
 A run becomes FINISHED only once its record artifact is written, and searches read FINISHED
-runs only: a logging step that died halfway leaves no record that looks whole. A tracking
-server that refuses the connection or never answers is one `DecisionStoreError` (a
+runs only: a logging step that died halfway leaves no record that looks whole. A record is
+logged once: a retried step that logs a record with the id of one already FINISHED (the same
+decision taken again, see `record.decision_id`) gets that run back, so a history shows it once.
+A tracking server that refuses the connection or never answers is one `DecisionStoreError` (a
 RuntimeError: exit 1) naming the server, not MLflow's traceback.
+
+Longer than most modules on purpose: every MLflow read and write of a record is here, with the
+failure mapping they share (`ask_mlflow`), so there is one MLflow access module for decisions.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -71,8 +76,11 @@ class DecisionNotFoundError(ValueError):
 def log_record(tracking_uri: str, record: DecisionRecord) -> str:
     """Keep `record` in MLflow as a run of `DECISIONS_EXPERIMENT`; return the run's id.
 
-    The run is FINISHED only after `decision.json` is written; when writing fails the run is
-    marked FAILED, which every search here skips.
+    A record already logged (a FINISHED run with its id: a retried step that decided the same
+    again, `record.decision_id`) is not logged twice: that run's id is returned. The run is
+    FINISHED only after `decision.json` is written; when writing fails the run is marked
+    FAILED, which every search here skips, and a run a killed try left RUNNING is marked
+    KILLED when its record is logged again (`_logged_run`).
 
     Raises:
         DecisionStoreError: the tracking server failed or did not answer.
@@ -81,6 +89,9 @@ def log_record(tracking_uri: str, record: DecisionRecord) -> str:
     def log() -> str:
         mlflow_client = mlflow_registry.client(tracking_uri)
         experiment_id = _decisions_experiment(tracking_uri)
+        logged = _logged_run(mlflow_client, experiment_id, record.id)
+        if logged is not None:
+            return logged
         run = mlflow_client.create_run(experiment_id, tags=_tags(record))
         run_id = run.info.run_id
         try:
@@ -92,6 +103,24 @@ def log_record(tracking_uri: str, record: DecisionRecord) -> str:
         return run_id
 
     return ask_mlflow(tracking_uri, f"log the {record.kind} decision {record.id}", log)
+
+
+def _logged_run(mlflow_client, experiment_id: str, record_id: str) -> str | None:
+    """The FINISHED run that holds the record `record_id`, or None.
+
+    A run still RUNNING with that id was left by a try that was killed while logging (KFP
+    retries a step only once its try has ended): its record may be half-written, so it does
+    not count as logged; it is marked KILLED, as MLflow marks a run whose process died, and
+    the caller logs the record whole in a new run."""
+    by_id = f"tags.`{ID_TAG}` = {_quoted(record_id)}"
+    runs = mlflow_client.search_runs([experiment_id], filter_string=by_id, max_results=_PAGE)
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return run.info.run_id
+    for run in runs:
+        if run.info.status == "RUNNING":
+            mlflow_client.set_terminated(run.info.run_id, "KILLED")
+    return None
 
 
 def records_for(
@@ -173,6 +202,34 @@ def decisions_of_kfp_run(tracking_uri: str, kfp_run_id: str) -> list[dict[str, o
         ]
 
     return ask_mlflow(tracking_uri, f"read the decisions of KFP run {kfp_run_id}", search)
+
+
+def logged_decision(
+    tracking_uri: str, kind: str, subject: Mapping[str, str]
+) -> DecisionRecord | None:
+    """The record of `kind` logged last whose subject has every value in `subject`, or None:
+    how a retried step finds the decision its first try logged and cannot take again (the
+    canary analysis of a version the first try promoted).
+
+    Raises:
+        DecisionStoreError: the tracking server failed or did not answer.
+        DecisionRecordError: the stored record is not a valid record (names the run).
+    """
+
+    def find() -> DecisionRecord | None:
+        mlflow_client = mlflow_registry.client(tracking_uri)
+        experiment = mlflow_client.get_experiment_by_name(DECISIONS_EXPERIMENT)
+        if experiment is None:
+            return None
+        matches = [f"tags.`{KIND_TAG}` = {_quoted(kind)}"]
+        matches += [
+            f"tags.`{_SUBJECT_TAGS[key]}` = {_quoted(value)}" for key, value in subject.items()
+        ]
+        runs = list(_finished_runs(mlflow_client, experiment.experiment_id, " and ".join(matches)))
+        return _download_record(mlflow_client, tracking_uri, runs[-1].info.run_id) if runs else None
+
+    about = ", ".join(f"{key} {value}" for key, value in subject.items())
+    return ask_mlflow(tracking_uri, f"read the {kind} decision of {about}", find)
 
 
 def _outcome(tag: str) -> object:
