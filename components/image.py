@@ -23,7 +23,7 @@ SERVING_IMAGE = f"{SERVING_IMAGE_REPOSITORY}:{__version__}"
 """The KServe predictor (`serving/Dockerfile`): xgboost, kserve and ctloop.serving only."""
 
 SERVING_RUNTIME = "ctloop-xgboost"
-"""The KServe ServingRuntime (`manifests/serving/servingruntime.yaml`) that runs
+"""The KServe ServingRuntime (`manifests/serving/runtime/servingruntime.yaml`) that runs
 `SERVING_IMAGE`; the training pipeline deploys with it unless told otherwise."""
 
 SERVING_FEAST_IMAGE_REPOSITORY = "ghcr.io/ctloop/ctloop-serving-feast"
@@ -34,5 +34,5 @@ up in Feast's online store (`--feast-repo`). Its own image for the reason `FEAST
 so that the predictor without Feast stays small."""
 
 SERVING_FEAST_RUNTIME = "ctloop-xgboost-feast"
-"""The ServingRuntime that runs `SERVING_FEAST_IMAGE` (`manifests/serving`, derived from
-`SERVING_RUNTIME`'s by a patch): the one a deployment with a feature repository names."""
+"""The ServingRuntime that runs `SERVING_FEAST_IMAGE` (`manifests/serving/feast`, which kustomize
+derives from `SERVING_RUNTIME`'s): the one a deployment with a feature repository names."""

@@ -20,6 +20,7 @@ from ctloop.components.image import SERVING_FEAST_RUNTIME, SERVING_RUNTIME
 from ctloop.serving.server import build_parser
 from tests import test_deploy_stages as stages
 from tests.test_deploy_stages import LOG, MODES, URIS, args
+from tests.test_serving_runtime_manifest import built_runtime
 
 crd_dir, stage = stages.crd_dir, stages.stage  # the fixtures: every manifest checked alike
 
@@ -27,7 +28,6 @@ REPO = "s3://features/churn"
 SERVICE = "churn_features"
 LOOKUP = [f"--feast-repo={REPO}", f"--feature-service={SERVICE}"]
 FEAST = {"runtime": SERVING_FEAST_RUNTIME, "feature_repo": REPO, "feature_service": SERVICE}
-SERVING = Path(__file__).resolve().parents[1] / "manifests" / "serving"
 
 
 def feast_champion(stage, mode: str) -> dict:
@@ -103,8 +103,7 @@ def test_a_repository_without_a_feature_service_or_the_reverse_is_refused(stage,
 
 def test_the_predictor_takes_the_lookup_arguments_after_the_runtimes(stage):
     """KServe appends the model's args to the runtime container's: the server parses both."""
-    runtime = yaml.safe_load((SERVING / "servingruntime.yaml").read_text())
-    [container] = runtime["spec"]["containers"]
+    [container] = built_runtime(SERVING_FEAST_RUNTIME)["spec"]["containers"]
     served = feast_champion(stage, "Serverless")
 
     parsed = build_parser().parse_args(

@@ -56,7 +56,11 @@ def test_overlay_applies_server_side_to_a_real_api_server(kube_apiserver, overla
 BROKEN = {  # manifest: (a line of it, the line made wrong, the field the server names)
     "monitoring/podmonitor.yaml": ("interval: 30s", "interval: 30", "podMetricsEndpoints.interval"),
     "monitoring/prometheusrule.yaml": ("for: 5m", "for: five minutes", "groups.rules.for"),
-    "serving/servingruntime.yaml": ("autoSelect: false", "autoSelect: 2", "supportedModelFormats"),
+    "serving/runtime/servingruntime.yaml": (
+        "autoSelect: false",
+        "autoSelect: 2",
+        "supportedModelFormats",
+    ),
 }
 
 

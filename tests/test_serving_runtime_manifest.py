@@ -1,11 +1,14 @@
-"""The ctloop-xgboost ServingRuntime: valid for KServe's real CRD, and what deploy names.
+"""The ServingRuntimes, ctloop-xgboost and ctloop-xgboost-feast: valid for KServe's real CRD,
+and what deploy names.
 
-The manifest is checked strictly against `serving.kserve.io_servingruntimes.yaml` (unknown
-fields rejected); its image, arguments and metrics port are checked against the package
-version and the server's own flags; and the training pipeline's deploy step is checked to
-render an InferenceService that selects this runtime.
+Each is built as kubectl applies it (kustomize: the Feast one is derived from the other) and
+checked strictly against `serving.kserve.io_servingruntimes.yaml` (unknown fields rejected); its
+image, arguments and metrics port are checked against the package version and the server's own
+flags; and the training pipeline's deploy step is checked to render an InferenceService that
+selects the plain runtime.
 """
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -20,11 +23,22 @@ from ctloop.components.deploy.crd_schema import (
     validate_inference_service,
 )
 from ctloop.components.deploy.rollout import RolloutRequest, render
-from ctloop.components.image import SERVING_IMAGE, SERVING_RUNTIME
+from ctloop.components.image import (
+    SERVING_FEAST_IMAGE,
+    SERVING_FEAST_RUNTIME,
+    SERVING_IMAGE,
+    SERVING_RUNTIME,
+)
 from ctloop.pipelines.training import build_training_pipeline
 from ctloop.serving.server import build_parser
+from tests.test_manifests import _build as kustomize_build
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests" / "serving"
+RUNTIMES = {
+    SERVING_RUNTIME: ("serving/runtime", SERVING_IMAGE),
+    SERVING_FEAST_RUNTIME: ("serving/feast", SERVING_FEAST_IMAGE),
+}
+"""Each runtime: the kustomization that builds it alone, and the image it must run."""
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +46,20 @@ def crd_dir() -> Path:
     return default_crd_dir() or pytest.skip("no KServe CRDs: set $CTLOOP_KSERVE_CRDS")
 
 
-@pytest.fixture
-def runtime() -> dict:
-    return yaml.safe_load((MANIFESTS / "servingruntime.yaml").read_text())
+def built_runtime(name: str) -> dict:
+    """The ServingRuntime `name` as `kubectl apply -k` builds it."""
+    [runtime] = kustomize_build(RUNTIMES[name][0])
+    return runtime
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, dict]:
+    return {name: built_runtime(name) for name in RUNTIMES}
+
+
+@pytest.fixture(params=sorted(RUNTIMES))
+def runtime(request, built) -> dict:
+    return copy.deepcopy(built[request.param])
 
 
 def _container(runtime: dict) -> dict:
@@ -67,7 +92,7 @@ def test_runtime_validation_rejects_what_kserve_would_not_take(runtime, crd_dir,
 
 
 def test_runtime_serves_xgboost_only_where_a_service_names_it(runtime):
-    assert runtime["metadata"]["name"] == SERVING_RUNTIME
+    assert runtime["metadata"]["name"] in RUNTIMES
     [model_format] = runtime["spec"]["supportedModelFormats"]
     assert (model_format["name"], model_format["autoSelect"]) == ("xgboost", False)
     assert set(runtime["spec"]["protocolVersions"]) == {"v1", "v2"}
@@ -76,7 +101,7 @@ def test_runtime_serves_xgboost_only_where_a_service_names_it(runtime):
 def test_runtime_runs_the_serving_image_of_this_package_version(runtime):
     image = _container(runtime)["image"]
 
-    assert image == SERVING_IMAGE
+    assert image == RUNTIMES[runtime["metadata"]["name"]][1]
     assert image.rpartition(":")[2] == __version__
 
 
@@ -108,11 +133,27 @@ def test_runtime_runs_as_non_root_without_privileges(runtime):
     assert security["capabilities"]["drop"] == ["ALL"]
 
 
-def test_kustomization_builds_the_runtime():
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+def test_kustomization_builds_the_plain_runtime_and_the_feast_one_on_its_own():
+    names = {
+        folder: [r["metadata"]["name"] for r in kustomize_build(folder)]
+        for folder in ("serving", "serving/feast")
+    }
 
-    assert kustomization["resources"] == ["servingruntime.yaml"]
-    assert all((MANIFESTS / resource).is_file() for resource in kustomization["resources"])
+    assert names == {"serving": [SERVING_RUNTIME], "serving/feast": [SERVING_FEAST_RUNTIME]}
+
+
+def test_the_feast_runtime_is_the_plain_one_on_the_feast_image(built):
+    """Derived, not copied: the same arguments, port, resources and security."""
+    feast, plain = copy.deepcopy(built[SERVING_FEAST_RUNTIME]), built[SERVING_RUNTIME]
+    name = "app.kubernetes.io/name"
+
+    assert (feast["metadata"]["labels"][name], _container(feast)["image"]) == (
+        SERVING_FEAST_RUNTIME,
+        SERVING_FEAST_IMAGE,
+    )
+    feast["metadata"]["name"] = feast["metadata"]["labels"][name] = SERVING_RUNTIME
+    _container(feast)["image"] = SERVING_IMAGE
+    assert feast == plain
 
 
 def test_training_pipeline_deploys_on_the_ctloop_runtime_by_default(tmp_path, crd_dir):
