@@ -17,7 +17,7 @@ the demo), none of them the demo's Telco churn:
   survey weight columns are left out); rare positives (~4 %).
 
 Each table goes through what the training pipeline does: 40 % of the rows are held back as
-"production", the rest validated, profiled, split at random (train / validation / test,
+"production", the rest validated, profiled, split as the pipeline splits (train / validation / test,
 70 / 15 / 15) and trained on with ctloop's trainer (default hyperparameters, one thread); the
 test split's scores and labels make the scored profile
 (`with_prediction_distribution(profile, scores, labels)`), whose calibration the estimate
@@ -52,6 +52,7 @@ from ctloop.components.contract.model_input import predict_scores, to_frame
 from ctloop.components.contract.profile import feature_schema
 from ctloop.components.data.calibration import Calibration
 from ctloop.components.data.profile import reference_profile, with_prediction_distribution
+from ctloop.components.data.split import split_table
 from ctloop.components.data.validation import validate_training_table
 from ctloop.components.drift.performance_estimate import estimate_performance
 from ctloop.components.table_io import write_parquet
@@ -126,7 +127,7 @@ def run_dataset(
         valid.label_mapping,
     )
     schema = feature_schema(profile)
-    train, validation, test = _random_split(rng, valid.table)
+    train, validation, test = split_table(valid.table, dataset.target)
     write_parquet(train, folder / "train.parquet")
     write_parquet(validation, folder / "validation.parquet")
     booster = train_booster(
@@ -166,15 +167,6 @@ def run_dataset(
         calibration=calibration,
         windows=windows,
     )
-
-
-def _random_split(rng, table: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """70 / 15 / 15 by a seeded permutation. Not `split_table`: it places a row by a hash of
-    its values, so identical rows share a split, and AER::Fertility is almost all identical
-    rows (seven coarse columns): whole (features, label) groups would land in test alone."""
-    order = rng.permutation(table.num_rows)
-    cuts = (table.num_rows * 70 // 100, table.num_rows * 85 // 100)
-    return tuple(table.take(np.sort(part)) for part in np.split(order, cuts))
 
 
 def _labels(column: pa.ChunkedArray, mapping: dict | None) -> np.ndarray:
