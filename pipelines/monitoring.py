@@ -67,6 +67,7 @@ def build_monitoring_pipeline(
         target: str = "churn",
         key_columns: list = [],  # noqa: B006 - KFP reads defaults from the signature
         feature_repo: str = "",
+        feature_service: str = "",
         drift_policy: str = "",
         min_new_labelled_rows: int = 0,
         registered_model_name: str = "ctloop-model",
@@ -121,10 +122,15 @@ def build_monitoring_pipeline(
                 retraining.
             target: Label column (never a drift feature; quality is checked when present).
             key_columns: Window columns copied into the predictions (ids to join on).
-            feature_repo: Feast repository (a folder or URI holding feature_store.yaml) whose
-                online store the predictor reads (`ctloop serve --feast-repo`): each run
-                first materializes the feature values up to now into it, incrementally;
-                empty: no Feast. Needs the Feast image (`ctloop compile --feast-image`).
+            feature_repo: Feast repository (a folder or URI holding feature_store.yaml) of
+                a champion trained through Feast. Each run first materializes the feature
+                values up to now into its online store, which the predictor reads; the
+                window is then an entity table (keys, event_timestamp, the label when known)
+                joined through `feature_service` as the training table was; retraining
+                extends the champion's entity table with the window's, and the retrained
+                model trains and is served through the same service. Empty: no Feast. Needs
+                the Feast image (`ctloop compile --feast-image`).
+            feature_service: The Feast feature service (with `feature_repo`).
             drift_policy: Drift thresholds as JSON, and bounds on the champion's quality as
                 estimated from its scores (the "performance" section, e.g.
                 {"performance": {"estimated_roc_auc": {"min": 0.7}, "max_drop": {"roc_auc":
@@ -194,7 +200,14 @@ def build_monitoring_pipeline(
         window_uri = c["resolve_window"](
             uri_template=current_uri, offset_days=window_offset_days
         ).set_display_name("window")
-        window = retried(c["load_dataset"](uri=window_uri.output).set_display_name("load window"))
+        window = retried(
+            c["load_dataset"](
+                uri=window_uri.output,
+                feature_repo=feature_repo,
+                feature_service=feature_service,
+                target=target,
+            ).set_display_name("load window")
+        )
         scored = retried(
             c["score_dataset"](
                 dataset=window.outputs["dataset"],
@@ -241,6 +254,7 @@ def build_monitoring_pipeline(
                     mode=retraining_data,
                     max_rows=retraining_max_rows,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                    feature_repo=feature_repo,
                 ).set_display_name("retraining data")
             )
 
@@ -248,6 +262,8 @@ def build_monitoring_pipeline(
             nested_data = retraining_table()
             retrained = training(
                 data_uri=nested_data.output,
+                feature_repo=feature_repo,
+                feature_service=feature_service,
                 target=target,
                 drop_columns=drop_columns,
                 hyperparameters=hyperparameters,
@@ -298,6 +314,8 @@ def build_monitoring_pipeline(
                     data_uri=api_data.output,
                     training_arguments=training_arguments,
                     cooldown_hours=cooldown_hours,
+                    feature_repo=feature_repo,
+                    feature_service=feature_service,
                 ).set_display_name("start training run")
             )
         with dsl.Else(name="keep-champion"):

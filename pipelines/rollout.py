@@ -60,6 +60,8 @@ def build_rollout_pipeline(
         ab_traffic_percent: int = 50,
         prediction_log_uri: str = "",
         resource_labels: dict = {},  # noqa: B006 - KFP reads defaults from the signature
+        feature_repo: str = "",
+        feature_service: str = "",
     ) -> str:
         """Roll the registered version out with the chosen strategy; returns the first
         deploy step's summary (JSON). Every deploy step puts `resource_labels` on the
@@ -93,6 +95,8 @@ def build_rollout_pipeline(
                     prediction_log_uri=prediction_log_uri,
                     labels=resource_labels,
                     mlflow_tracking_uri=mlflow_tracking_uri,
+                    feature_repo=feature_repo,
+                    feature_service=feature_service,
                     **service,
                 ).set_display_name(name)
             )

@@ -115,7 +115,9 @@ def build_training_pipeline(
                 feature_store.yaml: the features are joined onto `data_uri`'s entity rows as
                 of each row's time (Feast's point-in-time join), the feature service and its
                 version go into the model's lineage; needs the Feast image (`ctloop compile
-                --feast-image`). Empty: `data_uri` is the table.
+                --feast-image`). The predictor then takes entity keys too, looking their
+                features up in the online store (needs serving_runtime ctloop-xgboost-feast).
+                Empty: `data_uri` is the table.
             feature_service: The Feast feature service the model trains on (with
                 `feature_repo`).
             target: Label column.
@@ -328,6 +330,8 @@ def build_training_pipeline(
                 ab_traffic_percent=ab_traffic_percent,
                 prediction_log_uri=prediction_log_uri,
                 resource_labels=resource_labels,
+                feature_repo=feature_repo,
+                feature_service=feature_service,
             ).set_display_name("rollout")
         with dsl.Else(name="gate-failed"):
             rejected = retried(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctloop.components.contract.feast_repo import repo_folder
+from ctloop.components.contract.feast_repo import entity_keys, repo_folder
 from ctloop.serving.request_decoding import InvalidRequest
 
 INSTALL_HINT = "pip install 'ctloop[feast]'"
@@ -50,13 +50,7 @@ class FeatureLookup:
             ) from error
         self._store = feast.FeatureStore(repo_path=str(repo_folder(self.repo_path)))
         self._service = self._store.get_feature_service(self.feature_service)
-        self.entity_keys = sorted(
-            {
-                column.name
-                for projection in self._service.feature_view_projections
-                for column in self._store.get_feature_view(projection.name).entity_columns
-            }
-        )
+        self.entity_keys = entity_keys(self._store, self._service)
 
     def asks_for_lookup(self, instances: Any) -> bool:
         """Whether every instance is an object holding the entity keys and nothing else."""

@@ -103,7 +103,8 @@ def add_server_options(parser: argparse.ArgumentParser, *, default_name: str | N
     )
     parser.add_argument(
         "--feast-repo",
-        help="a Feast repository folder (with feature_store.yaml): v1 instances that hold only "
+        help="a Feast repository, the folder holding feature_store.yaml or its s3://, gs:// or "
+        "file:// URI: v1 instances that hold only "
         "entity keys get their features from its online store (needs pip install "
         "'ctloop[feast]')",
     )

@@ -124,6 +124,16 @@ def test_training_through_feast_equals_a_hand_made_point_in_time_join(small_case
     assert len(built.feature_service["features"]) == len(FEATURES)
 
 
+def test_a_window_without_labels_gets_its_features_alone(small_case, tmp_path):
+    """A monitoring window's outcomes may not be known yet: the same join, no label."""
+    _, source, entity = small_case
+    unlabelled = pa.Table.from_pandas(entity.drop(columns="churn"), preserve_index=False)
+    built = build_training_table(unlabelled, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+    assert built.table.column_names == FEATURES
+    expected = hand_made_join(source, entity)[FEATURES]
+    pd.testing.assert_frame_equal(built.table.to_pandas(), expected, check_dtype=False)
+
+
 def test_an_entity_table_with_features_of_its_own_is_refused(small_case, tmp_path):
     _, _, entity = small_case
     table = pa.Table.from_pandas(entity.assign(tenure=1), preserve_index=False)

@@ -272,9 +272,7 @@ def test_the_feast_image_runs_only_the_steps_that_read_feast(tmp_path):
             for name, executor in executors["executors"].items()
             if executor["container"]["image"] == feast_image
         }
-        others = {e["container"]["image"] for e in executors["executors"].values()} - {
-            feast_image
-        }
+        others = {e["container"]["image"] for e in executors["executors"].values()} - {feast_image}
         steps = {"exec-load-dataset", "exec-load-dataset-2", "exec-materialize-features"}
         assert in_feast and in_feast <= steps, pipeline
         assert others == {DEFAULT_IMAGE}, pipeline
@@ -297,13 +295,40 @@ def test_monitoring_materializes_features_first_only_with_a_feature_repo(compile
     assert guarded["materialize-features"] == (
         "inputs.parameter_values['pipelinechannel--feature_repo'] != ''"
     )
-    # Who reads the monitoring run's feature_repo: the body, then only the materialization.
-    # The retraining table is a table already: nested training joins nothing through Feast.
-    takers = task_inputs(spec, "feature_repo")
-    from_monitoring = {
-        name
-        for name, source in takers.items()
-        if source.get("componentInputParameter", "").endswith("feature_repo")
-        and name != "load-dataset"
-    }
-    assert from_monitoring == {"ctloop-monitoring", "materialize-features"}
+
+
+FEATURE_READERS = {"ctloop-rollout", "ctloop-training", "load-dataset"} | {
+    f"deploy-model{suffix}" for suffix in ("", "-2", "-3", "-4", "-5", "-6")
+}
+"""Who takes a Feast repository and service in the training pipeline: the load step (the
+join), the rollout and each of its deploy steps (the predictor's lookup); the monitoring
+pipeline adds its window's load, the retraining table and the API retraining run."""
+
+
+@pytest.mark.parametrize(
+    "pipeline, feature_repo_readers, feature_service_readers",
+    [
+        ("training", set(), set()),
+        (
+            "monitoring",
+            {"ctloop-monitoring", "materialize-features", "start-retraining-run"}
+            | {"prepare-retraining-data", "prepare-retraining-data-2"},
+            {"ctloop-monitoring", "start-retraining-run"},
+        ),
+    ],
+)
+def test_a_feature_repo_reaches_every_step_that_joins_or_serves_features(
+    compiled_pipelines, pipeline, feature_repo_readers, feature_service_readers
+):
+    spec = pipeline_spec(compiled_pipelines / "pipelines" / f"{pipeline}.yaml")
+    for parameter, extra in (
+        ("feature_repo", feature_repo_readers),
+        ("feature_service", feature_service_readers),
+    ):
+        takers = task_inputs(spec, parameter)
+        assert set(takers) == FEATURE_READERS | extra, parameter
+        # Every one passes the run's value on: none is left at a constant.
+        assert {source["componentInputParameter"] for source in takers.values()} == {
+            parameter,
+            f"pipelinechannel--{parameter}",
+        }

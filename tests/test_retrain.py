@@ -347,3 +347,57 @@ def test_dvc_reference_data_needs_an_explicit_retraining_table_uri():
     assert retraining_data_uri("s3://lake/r.parquet", "dvc:///srv/data?path=x", "run-1") == (
         "s3://lake/r.parquet"
     )
+
+
+def test_a_window_joined_through_feast_retrains_on_entity_rows(tmp_path):
+    """The retraining table of a model trained through Feast is entity rows (the champion's
+    entity table, then the window's, read from where its load step recorded it), which the
+    retraining's load step joins again: not the window's joined features."""
+    from types import SimpleNamespace
+
+    from ctloop.components.retrain.component import prepare_retraining_data
+
+    stamp = pa.array([dt.datetime(2026, 1, day, tzinfo=dt.UTC) for day in (1, 2)])
+    entities = {"customer_id": [1, 2], "event_timestamp": stamp, "churn": ["No", "Yes"]}
+    write_parquet_uri(pa.table(entities), str(tmp_path / "reference.parquet"))
+    write_parquet_uri(pa.table(entities), str(tmp_path / "window_entities.parquet"))
+    joined = tmp_path / "window_features.parquet"
+    write_parquet_uri(pa.table({"tenure": [3, 4], "churn": ["No", "Yes"]}), str(joined))
+    window = SimpleNamespace(
+        path=str(joined), metadata={"source_uri": str(tmp_path / "window_entities.parquet")}
+    )
+    arguments = dict(
+        reference_uri=str(tmp_path / "reference.parquet"), current=window, target="churn"
+    )
+
+    through_feast = prepare_retraining_data.python_func(
+        **arguments, output_uri=str(tmp_path / "feast.parquet"), feature_repo="s3://b/feast"
+    )
+    table = pq.read_table(through_feast)
+    assert table.column_names == ["customer_id", "event_timestamp", "churn"]
+    assert table.num_rows == 4
+    with pytest.raises(RetrainingDataError, match="lacks reference column"):
+        prepare_retraining_data.python_func(**arguments, output_uri=str(tmp_path / "t.parquet"))
+
+
+def test_an_api_retraining_of_a_feast_model_joins_through_the_same_service(kfp_api):
+    from ctloop.components.retrain.component import start_retraining_run
+
+    outcome = json.loads(
+        start_retraining_run.python_func(
+            kfp_host=kfp_api.host,
+            training_pipeline="ctloop-training",
+            experiment="retraining",
+            data_uri="s3://b/entities.parquet",
+            training_arguments='{"target": "churn", "feature_repo": "stale"}',
+            feature_repo="s3://b/feast",
+            feature_service="churn_features",
+        )
+    )
+    parameters = kfp_api.runs[outcome["run_id"]]["runtime_config"]["parameters"]
+    assert parameters == {
+        "data_uri": "s3://b/entities.parquet",
+        "target": "churn",
+        "feature_repo": "s3://b/feast",
+        "feature_service": "churn_features",
+    }

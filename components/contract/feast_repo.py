@@ -12,12 +12,26 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 CONFIG_FILE = "feature_store.yaml"
 
 
 class FeatureRepoError(ValueError):
     """A Feast repository or feature service that is not what the caller named."""
+
+
+def entity_keys(store: Any, service: Any) -> list[str]:
+    """The join keys of a feature service's entities (sorted): the columns an entity table, or
+    an entity-key request, names each entity by. `store` is a `feast.FeatureStore`, `service`
+    one of its feature services (duck-typed: this module does not import Feast)."""
+    return sorted(
+        {
+            column.name
+            for projection in service.feature_view_projections
+            for column in store.get_feature_view(projection.name).entity_columns
+        }
+    )
 
 
 def repo_folder(repo: str | Path) -> Path:

@@ -1,11 +1,13 @@
 """The training table through Feast: entity rows with timestamps and labels, joined point in time.
 
-Each entity row (`customer_id`, `event_timestamp`, the label, nothing else) gets the feature
-service's feature values as they were at its timestamp: the latest value at or before it, no
-older than the feature view's TTL (Feast's `get_historical_features`), so no row sees its own
-future. The result keeps the entity rows' order and holds the features, in the service's order,
-and the label, and nothing else: the key and the timestamp are not features, and the validate
-step treats every other column as one.
+Each entity row (the feature service's entity keys, e.g. `customer_id`, then `event_timestamp`,
+the label, nothing else) gets the service's feature values as they were at its timestamp: the
+latest value at or before it, no older than the feature view's TTL (Feast's
+`get_historical_features`), so no row sees its own future. The result keeps the entity rows'
+order and holds the features, in the service's order, and the label, and nothing else: the keys
+and the timestamp are not features, and the validate step treats every other column as one.
+The label may be missing (a monitoring window whose outcomes are not known yet): the features
+alone come back, and a training run's validate step refuses the table, naming the label.
 
 Feast's file offline store leaves out an entity row that has no feature value within the TTL
 (checked with Feast 0.67), rather than giving it missing values: such a row has nothing to train
@@ -19,8 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from ctloop.components.contract.feast_repo import entity_keys
 from ctloop.components.features.repo import (
-    ENTITY_KEY,
     TIMESTAMP,
     feature_service,
     feature_service_lineage,
@@ -55,19 +57,26 @@ def build_training_table(
     """Join the feature service's features onto `entity_table` as of each row's timestamp.
 
     Raises:
-        EntityTableError: a missing key, timestamp or label column, or another column.
+        EntityTableError: no label named, a missing key or timestamp column, or a column
+            other than those and the label.
         FeatureRepoError: no repository at `repo_dir`, or no feature service `service_name`.
     """
-    _check_entity_table(entity_table, target)
+    if not target:
+        raise EntityTableError(
+            f"no label column named for the entity table (columns "
+            f"{entity_table.column_names}): give the target"
+        )
     store = open_store(repo_dir)
     service = feature_service(store, service_name)
+    _check_entity_table(entity_table, entity_keys(store, service), target)
     frame = entity_table.to_pandas()
     frame[ROW] = range(len(frame))
     joined = store.get_historical_features(entity_df=frame, features=service).to_df()
     joined = joined.sort_values(ROW, kind="stable")
     lineage = feature_service_lineage(store, service_name)
     columns = [reference.split(":", 1)[1] for reference in lineage["features"]]
-    table = pa.Table.from_pandas(joined[[*columns, target]], preserve_index=False)
+    labelled = [target] if target in entity_table.column_names else []
+    table = pa.Table.from_pandas(joined[[*columns, *labelled]], preserve_index=False)
     return FeastTrainingTable(
         table=table.replace_schema_metadata(None),
         feature_service=lineage,
@@ -86,18 +95,14 @@ def dataset_metadata(built: FeastTrainingTable) -> dict[str, Any]:
     }
 
 
-def _check_entity_table(table: pa.Table, target: str) -> None:
-    if not target:
-        raise EntityTableError(
-            f"no label column named for the entity table (columns {table.column_names}): "
-            "give the target"
-        )
-    expected = [ENTITY_KEY, TIMESTAMP, target]
-    missing = [name for name in expected if name not in table.column_names]
+def _check_entity_table(table: pa.Table, keys: list[str], target: str) -> None:
+    expected = [*keys, TIMESTAMP, target]
+    missing = [name for name in [*keys, TIMESTAMP] if name not in table.column_names]
     if missing:
         raise EntityTableError(
-            f"entity table lacks column(s) {missing}; it needs {expected} (the key, the time "
-            f"each label was observed, the label), and has {table.column_names}"
+            f"entity table lacks column(s) {missing}; it needs {expected} (the feature "
+            f"service's entity keys, the time each label was observed, the label), and has "
+            f"{table.column_names}"
         )
     extra = [name for name in table.column_names if name not in expected]
     if extra:

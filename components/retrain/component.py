@@ -15,8 +15,14 @@ def prepare_retraining_data(
     mode: str = "reference+current",
     max_rows: int = 0,
     run_id: str = "",
+    feature_repo: str = "",
 ) -> str:
     """Write the table a retrained model learns from, and return its URI.
+
+    With `feature_repo` the champion was trained through Feast: the reference is its entity
+    table, and the retraining table is made of entity rows too (the window's own, read from
+    the source its load step recorded), which the retraining's load step joins again, each row
+    as of its time, so the retrained model's features come from the same definitions.
 
     Args:
         reference_uri: The champion's training data (Parquet/CSV path, pyarrow URI, or DVC
@@ -29,6 +35,7 @@ def prepare_retraining_data(
             (both, keeping the newest `max_rows` rows).
         max_rows: Rows kept by "sliding".
         run_id: The KFP run, naming the default output file.
+        feature_repo: The Feast repository the window was joined through; empty: none.
 
     Returns:
         The URI written, for the training pipeline's `data_uri`.
@@ -39,9 +46,13 @@ def prepare_retraining_data(
 
     uri = retraining_data_uri(output_uri, reference_uri, run_id)
     reference, _pinned = read_source(reference_uri)  # a path, a URI or DVC data (dvc://)
+    if feature_repo:
+        window, _pinned = read_source(current.metadata["source_uri"])
+    else:
+        window = read_table(current.path)
     table = retraining_table(
         reference,
-        read_table(current.path),
+        window,
         target=target,
         mode=mode,
         max_rows=max_rows,
@@ -59,6 +70,8 @@ def start_retraining_run(
     training_arguments: str = "{}",
     cooldown_hours: float = 24.0,
     run_name: str = "ctloop retraining after drift",
+    feature_repo: str = "",
+    feature_service: str = "",
 ) -> str:
     """Start a run of the uploaded training pipeline through the KFP API, unless cooling down.
 
@@ -73,6 +86,9 @@ def start_retraining_run(
         training_arguments: JSON object of further training pipeline parameters.
         cooldown_hours: Hours after a retraining run during which no other starts.
         run_name: Display name of the run.
+        feature_repo: The Feast repository `data_uri`'s entity rows are joined through (the
+            training run gets it and `feature_service`); empty: `data_uri` is a table.
+        feature_service: The Feast feature service (with `feature_repo`).
 
     Returns:
         JSON: action ("started" or "skipped"), reason, and the new run's id ("" when skipped).
@@ -82,6 +98,8 @@ def start_retraining_run(
 
     arguments = parse_json_object(training_arguments, "training_arguments", TrainingArgumentsError)
     arguments["data_uri"] = data_uri
+    if feature_repo:
+        arguments.update(feature_repo=feature_repo, feature_service=feature_service)
     outcome = start_training_run(
         kfp_host,
         pipeline_name=training_pipeline,
