@@ -7,6 +7,11 @@ BUILD  ?= build
 
 .PHONY: setup integrations demo test compile lint bench soak docs clean
 
+# Installs write compiled bytecode: a local run starts a Python process a step, and the tests
+# many more; where PYTHONDONTWRITEBYTECODE is set (CI, containers) each one recompiled what it
+# imported from source. Importing mlflow, kfp, xgboost, pandas and kserve: 7.5 s, then 2.8 s.
+export UV_COMPILE_BYTECODE := 1
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
