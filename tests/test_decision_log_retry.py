@@ -83,11 +83,10 @@ def test_a_step_retried_after_its_second_record_failed_logs_each_record_once(tra
     assert logged[1].inputs["trigger"]["record_id"] == logged[0].id
 
 
-def test_a_retried_canary_step_keeps_its_analysis_and_logs_the_promotion_once(
-    deployment, prometheus, kubeconfig, tmp_path, monkeypatch
-):
-    served = deployment("Standard")
-    policy = json.dumps({"bake_time_s": 0.3, "step_s": 0.3, "min_requests": 1})
+def canary_step(served, prometheus, tmp_path):
+    """The real `analyze_canary` step body on `served`'s canary, version 2, in KFP run run-42:
+    each call is one try, returning (action, verdict) and leaving its Markdown in
+    `tmp_path`/decision.out."""
 
     def analyse():
         outputs = {
@@ -101,19 +100,32 @@ def test_a_retried_canary_step_keeps_its_analysis_and_logs_the_promotion_once(
             mlflow_tracking_uri=served.tracking_uri,
             inference_service_name=served.name,
             namespace=NAMESPACE,
-            deployment_mode="Standard",
-            policy=policy,
+            deployment_mode=served.mode,
+            policy=json.dumps(
+                {"bake_time_s": 0.3, "step_s": 0.3, "min_requests": 1, "error_rate": {"max": 0.01}}
+            ),
             metrics_model_name="churn",
             timeout_s=5,
             kfp_run_id="run-42",
             **outputs,
         )
 
+    return analyse
+
+
+def test_a_retried_canary_step_keeps_its_analysis_and_logs_the_promotion_once(
+    deployment, prometheus, kubeconfig, tmp_path, monkeypatch
+):
+    served = deployment("Standard")
+    analyse = canary_step(served, prometheus, tmp_path)
+
     with monkeypatch.context() as refused:
         refused.setattr(store, "log_record", refusing("promotion"))
         with pytest.raises(RecordNotLoggedError, match="version 2 WAS promoted"):
             analyse()
-    assert analyse() == ("promote", "champion")  # the retry finds version 2 promoted
+    assert analyse() == ("promote", "promote")  # the retry finds version 2 promoted
+    markdown = (tmp_path / "decision.out").read_text()
+    assert markdown.startswith("## Canary analysis: PROMOTE → promote (found done)")
 
     logged = records_for(served.tracking_uri, served.model, "2")
     assert [record.kind for record in logged] == ["canary", "promotion"]
@@ -121,7 +133,7 @@ def test_a_retried_canary_step_keeps_its_analysis_and_logs_the_promotion_once(
     assert canary.outcome == {"verdict": "promote", "action": "promote"}  # the real analysis
     assert promotion.inputs["trigger"] == analysis_trigger(canary)
     assert promotion.outcome == {"action": "promote", "version": "2"}
-    assert analyse() == ("promote", "champion")  # once more: both found logged
+    assert analyse() == ("promote", "promote")  # once more: both found logged
     assert records_for(served.tracking_uri, served.model, "2") == logged
 
 

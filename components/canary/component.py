@@ -43,7 +43,9 @@ def analyze_canary(
 
     Both decisions, the analysis and the promotion or rollback, are records logged to MLflow
     after the action; when they cannot be logged the step fails, saying that the action WAS
-    applied, with the records printed whole to its log (a retry finds the action done).
+    applied, with the records printed whole to its log. A retry finds the action done (a
+    rollback stopped part-way is finished), logs each record once, reusing the analysis the
+    first try logged, and returns the first try's action and verdict.
 
     Args:
         model_version: The registered version serving as the canary.
@@ -71,7 +73,8 @@ def analyze_canary(
     Returns:
         action: "promote" or "rollback".
         verdict: "promote", "rollback", "inconclusive", or "champion" when there was no
-            canary to analyse.
+            canary to analyse (a first deployment, or a retry after a promotion whose
+            analysis the first try could not log).
     """
     from ctloop.components.canary.policy import parse_canary_policy
     from ctloop.components.canary.prometheus import PrometheusClient
@@ -95,10 +98,6 @@ def analyze_canary(
         metrics_model_name=metrics_model_name,
         timeout_s=timeout_s,
     )
-    with open(decision.path, "w") as handle:
-        handle.write(outcome_markdown(analysed, outcome))
-    label = analysed.verdict if analysed is not None else "champion"
-    decision.metadata["display_name"] = f"Canary: {label} → {outcome['action']}"
     analysis, action = canary_analysis_records(
         analysed,
         outcome,
@@ -107,6 +106,10 @@ def analyze_canary(
         kfp_run_id=kfp_run_id,
         tracking_uri=mlflow_tracking_uri,
     )
+    with open(decision.path, "w") as handle:
+        handle.write(outcome_markdown(analysed, outcome, analysis))
+    label = analysis.outcome["verdict"]
+    decision.metadata["display_name"] = f"Canary: {label} → {outcome['action']}"
     kept = [(analysis, record.path), (action, action_record.path)]
     keep_records(kept, mlflow_tracking_uri, applied=applied_text(outcome))
     return (outcome["action"], label)

@@ -26,9 +26,10 @@ outcome says which version was champion and which the canary, before and after, 
 promotion's or rollback's decision record (`ctloop.components.canary.promotion_record`, whose
 `replay_promotion` and `replay_rollback` are exposed here).
 
-Promotion and rollback share one module, a little over the size this project aims for: they are
-two ends of one state machine over the same service and aliases, and share every step helper
-(the patches, the waits, the champion to restore); split, each half would need the other's.
+Promotion and rollback share one module, over the size this project aims for: they are two ends
+of one state machine over the same service and aliases (with the analysis that picks one, and
+finds either already done on a retry), and share every step helper (the patches, the waits,
+the champion to restore); split, each half would need the other's.
 """
 
 from __future__ import annotations
@@ -224,7 +225,11 @@ def run_canary_analysis(
 
     A version that already serves all traffic as the champion (the first deployment, or a
     rerun after promotion) has nothing to be compared with: it is promoted (which changes
-    nothing but records its storageUri) and the decision is None.
+    nothing but records its storageUri) and the decision is None. Likewise a version found
+    rolled back, the champion serving all traffic (a retry of a step that rolled it back, then
+    failed to log its records): the rollback is applied again, which finishes one that stopped
+    part-way and otherwise changes nothing, and the decision is None. Any other service that
+    does not serve `version` as its canary is an error.
 
     Args:
         metrics_model_name: `model_name` label of the predictor's metrics; default `name`
@@ -244,6 +249,9 @@ def run_canary_analysis(
     if _canary_version_of(isvc) != version:
         if champion == version:
             return None, promote(api, tracking_uri, **options)
+        if _rolled_back(isvc, version, champion, tracking_uri, registered_model):
+            began = f"finishing the rollback an earlier canary analysis of version {version} began"
+            return None, roll_back(api, tracking_uri, reasons=[began], **options)
         raise DeploymentError(_not_deployed(isvc, version))
     if champion is None:
         raise mlflow_registry.RegistryError(
@@ -255,6 +263,28 @@ def run_canary_analysis(
     if decision.action == PROMOTE:
         return decision, promote(api, tracking_uri, **options)
     return decision, roll_back(api, tracking_uri, reasons=decision.reasons, **options)
+
+
+def _rolled_back(
+    isvc: dict, version: str, champion: str | None, tracking_uri: str, registered_model: str
+) -> bool:
+    """Whether the canary `version` is out of service after a rollback: the champion serves all
+    traffic, and the registry tags `version` rolled back, or (Serverless) the champion is
+    restored but still pinned at 0 %, the state only a rollback that stopped before its last
+    patch leaves. `version` was this run's canary when its analysis began (its deploy step put
+    it there), so a rollback found now is that analysis' own."""
+    if champion is None or champion == version:
+        return False
+    spec = isvc["spec"]
+    predictor = spec["predictor"]
+    if _version_of(predictor) != champion:
+        return False
+    if deployment_mode_of(isvc) == SERVERLESS and "canaryTrafficPercent" in predictor:
+        return predictor["canaryTrafficPercent"] == 0
+    if spec.get("canary"):
+        return False
+    tags = mlflow_registry.version_tags(tracking_uri, registered_model, version)
+    return mlflow_registry.ROLLED_BACK_TAG in tags
 
 
 def _inference_service(

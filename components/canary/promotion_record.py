@@ -138,16 +138,21 @@ def canary_analysis_records(
     Without a decision (the version already served all traffic as the champion), what the
     registry and the service said is the promotion's `before`.
 
-    A retry of a step whose first try promoted, then failed to log the promotion, also finds
-    the version the champion, with nothing to analyse: with `tracking_uri`, the analysis this
-    KFP run logged for the version (`store.logged_decision`) is the one its promotion names,
-    and no second analysis is recorded; a promotion logged for that analysis is returned too,
-    so that a step retried again logs nothing new."""
+    A retry of a step whose first try promoted or rolled back, then failed to log its records,
+    finds the action done, with nothing to analyse: with `tracking_uri`, the analysis this
+    KFP run logged for the version (`store.logged_decision`) is the one the action names,
+    and no second analysis is recorded; an action logged for that analysis is returned too,
+    so that a step retried again logs nothing new. A rollback found done with no analysis
+    logged (the first try could log none) gets an analysis record saying so, without
+    readings: those are in the first try's log only."""
     subject = {"registered_model": registered_model, "kfp_run_id": kfp_run_id}
     if decision is None and tracking_uri and kfp_run_id:
         logged = _logged_canary_records(tracking_uri, outcome, **subject)
         if logged is not None:
             return logged
+    if decision is None and outcome["action"] == _ACTIONS[ROLLBACK]:
+        analysis = _found_rolled_back_record(outcome, policy_text=policy_text, **subject)
+        return analysis, action_record(outcome, analysis_trigger(analysis), **subject)
     if decision is None:
         champion, serving = outcome["before"]["champion"], outcome["before"]["canary"]
     else:
@@ -183,8 +188,41 @@ def _logged_canary_records(
     kind = PROMOTION if outcome["action"] == _ACTIONS[PROMOTION] else ROLLBACK
     action = logged_decision(tracking_uri, kind, about)
     if action is None or action.inputs.get("trigger") != trigger:
-        action = action_record(outcome, trigger, **subject)
+        # Why, as the first try's record said: a rollback's failures (a promotion has none).
+        reasons = analysis.reasons if kind == ROLLBACK else []
+        action = action_record(outcome, trigger, reasons=reasons, **subject)
     return analysis, action
+
+
+def _found_rolled_back_record(
+    outcome: dict[str, Any], *, policy_text: str, registered_model: str, kfp_run_id: str
+) -> DecisionRecord:
+    """The analysis record of a canary found rolled back by an earlier try of its step, which
+    could log no record: the verdict is the rollback it led to; the readings it judged are
+    only in that try's log, so it pins none (and cannot be replayed)."""
+    version, champion = outcome["version"], outcome["after"]["champion"]
+    found = canary_record(  # an analysis that read nothing: its inputs as the retry found them
+        None,
+        version=version,
+        champion=champion,
+        serving_canary=outcome["before"]["canary"],
+        policy_text=policy_text,
+        registered_model=registered_model,
+        kfp_run_id=kfp_run_id,
+    )
+    return new_record(
+        "canary",
+        subject=found.subject,
+        inputs=found.inputs,
+        policy=policy_text,
+        outcome={"verdict": _ACTIONS[ROLLBACK], "action": _ACTIONS[ROLLBACK]},
+        reasons=[
+            f"version {version} was found rolled back, version {champion} serving all "
+            "traffic: an earlier try of this step analysed it and rolled it back, and logged "
+            "no record of it (a try that fails to log prints its records, every reading, to "
+            "its log)"
+        ],
+    )
 
 
 def rollback_records(

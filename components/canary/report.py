@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ctloop.components.canary.decision import CanaryDecision
+from ctloop.components.canary.decision import CHAMPION, CanaryDecision
 from ctloop.components.canary.measurement import Measurement
+from ctloop.components.canary.policy import PROMOTE
 from ctloop.components.checks import checks_table, format_number
+from ctloop.components.decisions.record import DecisionRecord
 
 
 def decision_markdown(decision: CanaryDecision) -> str:
@@ -64,18 +66,42 @@ def decision_markdown(decision: CanaryDecision) -> str:
     return "\n".join(lines) + "\n"
 
 
-def outcome_markdown(decision: CanaryDecision | None, outcome: dict) -> str:
+def outcome_markdown(
+    decision: CanaryDecision | None, outcome: dict, analysis: DecisionRecord | None = None
+) -> str:
     """The decision (when there was an analysis) and what was done (`outcome`, as
-    `ctloop.components.canary.promotion` returns it), for the Kubeflow UI."""
-    if decision is None:
+    `ctloop.components.canary.promotion` returns it), for the Kubeflow UI. Without a
+    decision, `analysis` (its record) tells a first deployment from a retried step that found
+    its earlier try's promotion or rollback done."""
+    if decision is not None:
+        head = decision_markdown(decision)
+    elif analysis is not None and analysis.outcome.get("verdict") != CHAMPION:
+        head = _found_done(outcome, analysis)
+    else:
         head = (
             f"## Version {outcome['version']} serves all traffic\n\n"
             "No canary to analyse: it is the champion already.\n"
         )
-    else:
-        head = decision_markdown(decision)
     done = [f"- {change}" for change in outcome["changes"]] or ["- nothing: already done"]
     return "\n".join([head, "### What was done", "", *done]) + "\n"
+
+
+def _found_done(outcome: dict, analysis: DecisionRecord) -> str:
+    """A retried step's head: the action found done, and the analysis record behind it."""
+    version, action = outcome["version"], outcome["action"]
+    if action == PROMOTE:
+        found, serving = "promoted", version
+    else:
+        found, serving = "rolled back", outcome["after"]["champion"]
+    lines = [
+        f"## Canary analysis: {analysis.outcome['verdict'].upper()} → {action} (found done)",
+        "",
+        f"Version {version} was found {found} by an earlier try of this step; version "
+        f"{serving} serves all traffic. The analysis is decision record `{analysis.id}`:",
+        "",
+        *(f"- {reason}" for reason in analysis.reasons),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _clock(at: float) -> str:
