@@ -7,6 +7,7 @@ Needs the `feast` package: `make test` runs this module inside `.venv-feast`
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -283,3 +284,49 @@ def test_the_predictor_reads_a_repository_given_by_uri_as_the_same_repository(tm
     assert [row["tenure"] for row in by_uri] == [20, 10]
     with pytest.raises(FeatureRepoError, match=r"/none is not a Feast repository: cannot read"):
         FeatureLookup((tmp_path / "none").as_uri(), FEATURE_SERVICE).open()
+
+
+def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_store, tmp_path):
+    """Training joins the entity table through the service and deploys a predictor that looks
+    features up; monitoring materializes, joins its window, and retrains on entity rows joined
+    again: both versions name the service they were trained through."""
+    from mlflow import MlflowClient
+
+    from ctloop.pipelines.local_run import run_monitoring_pipeline, run_training_pipeline
+
+    create_repo(tmp_path / "repo", demo_store / "source.parquet")
+    entities = pq.read_table(demo_store / "entity.parquet")
+    pq.write_table(entities.slice(0, 5000), tmp_path / "train.parquet")
+    pq.write_table(entities.slice(5000), tmp_path / "window.parquet")
+    feast = {
+        "feature_repo": str(tmp_path / "repo"),
+        "feature_service": FEATURE_SERVICE,
+        "serving_runtime": "ctloop-xgboost-feast",
+    }
+    work = tmp_path / "work"
+    with open(tmp_path / "runs.log", "w") as log:
+        training = run_training_pipeline(
+            str(tmp_path / "train.parquet"), "churn", work, feast, log_stream=log
+        )
+        monitoring = run_monitoring_pipeline(
+            str(tmp_path / "window.parquet"),
+            str(tmp_path / "train.parquet"),
+            "churn",
+            work,
+            {**feast, "min_new_labelled_rows": 100},
+            log_stream=log,
+        )
+
+    assert training["gate_passed"], training
+    manifest = Path(training["inference_service_manifest"]).read_text()
+    assert f"--feast-repo={tmp_path / 'repo'}" in manifest
+    assert "runtime: ctloop-xgboost-feast" in manifest
+    assert monitoring["retrained"], monitoring["retraining"]
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    versions = client.search_model_versions("name='ctloop-model'")
+    assert {v.tags["ctloop.dataset.feature_service"] for v in versions} == {FEATURE_SERVICE}
+    retrained = max(versions, key=lambda version: int(version.version))
+    retraining_uri = client.get_run(retrained.run_id).data.tags["ctloop.dataset.uri"]
+    retraining_rows = pq.read_table(retraining_uri)
+    assert retraining_rows.column_names == [ENTITY_KEY, TIMESTAMP, "churn"]
+    assert retraining_rows.num_rows == entities.num_rows
