@@ -28,7 +28,16 @@ HAS_FEAST = importlib.util.find_spec("feast") is not None
 @pytest.mark.skipif(not FEAST_PYTHON.exists(), reason="no .venv-feast: run make integrations")
 def test_the_feast_tests_pass_against_a_real_local_store():
     run = subprocess.run(
-        [FEAST_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_feast_store.py"],
+        [
+            FEAST_PYTHON,
+            "-m",
+            "pytest",
+            "-q",
+            "--tb=short",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_feast_store.py",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -317,12 +317,13 @@ def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_s
             log_stream=log,
         )
 
-    assert training["gate_passed"], training
+    assert training["gate_passed"], training["gate_failures"]
     manifest = Path(training["inference_service_manifest"]).read_text()
     assert f"--feast-repo={tmp_path / 'repo'}" in manifest
     assert "runtime: ctloop-xgboost-feast" in manifest
     assert monitoring["retrained"], monitoring["retraining"]
-    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    client = MlflowClient(store, registry_uri=store)  # not the registry an earlier test set
     versions = client.search_model_versions("name='ctloop-model'")
     assert {v.tags["ctloop.dataset.feature_service"] for v in versions} == {FEATURE_SERVICE}
     retrained = max(versions, key=lambda version: int(version.version))
