@@ -121,7 +121,8 @@ def build_monitoring_pipeline(
             reference_uri: The champion's training data, extended with the window when
                 retraining.
             target: Label column (never a drift feature; quality is checked when present).
-            key_columns: Window columns copied into the predictions (ids to join on).
+            key_columns: Window columns copied into the predictions (ids to join on; with
+                `feature_repo`, the entity keys and event_timestamp are kept for this).
             feature_repo: Feast repository (a folder or URI holding feature_store.yaml) of
                 a champion trained through Feast. Each run first materializes the feature
                 values up to now into its online store, which the predictor reads; the
@@ -206,6 +207,7 @@ def build_monitoring_pipeline(
                 feature_repo=feature_repo,
                 feature_service=feature_service,
                 target=target,
+                keep_entity_columns=True,
             ).set_display_name("load window")
         )
         scored = retried(

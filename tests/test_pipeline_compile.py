@@ -295,6 +295,13 @@ def test_monitoring_materializes_features_first_only_with_a_feature_repo(compile
     assert guarded["materialize-features"] == (
         "inputs.parameter_values['pipelinechannel--feature_repo'] != ''"
     )
+    # The window keeps its entity keys (its predictions name each entity); training does not.
+    window = _monitoring(compiled_pipelines)["root"]["dag"]["tasks"]["load-dataset"]
+    assert window["inputs"]["parameters"]["keep_entity_columns"]["runtimeValue"] == {
+        "constant": True
+    }
+    training = _training(compiled_pipelines)["root"]["dag"]["tasks"]["load-dataset"]
+    assert "keep_entity_columns" not in training["inputs"]["parameters"]
 
 
 FEATURE_READERS = {"ctloop-rollout", "ctloop-training", "load-dataset"} | {

@@ -16,6 +16,7 @@ def load_dataset(
     feature_repo: str = "",
     feature_service: str = "",
     target: str = "",
+    keep_entity_columns: bool = False,
 ):
     """Load a Parquet or CSV table from a URI into a Parquet dataset artifact, or build it
     with Feast's point-in-time join from an entity table.
@@ -40,6 +41,9 @@ def load_dataset(
             the step's image (`ctloop compile --feast-image`); empty: `uri` is the table.
         feature_service: The Feast feature service whose features the model trains on.
         target: The entity table's label column (with `feature_repo`).
+        keep_entity_columns: With `feature_repo`, keep the entity keys and event_timestamp
+            before the features (a monitoring window, whose predictions name each entity);
+            a training table has none, since every column there is a feature.
     """
     from ctloop.components.data.dataset_metadata import content_hash, describe_table
     from ctloop.components.data.dvc_source import read_source
@@ -52,7 +56,9 @@ def load_dataset(
             dataset_metadata,
         )
 
-        built = build_training_table(table, feature_repo, feature_service, target)
+        built = build_training_table(
+            table, feature_repo, feature_service, target, keep_entity_columns
+        )
         table, source = built.table, {**source, **dataset_metadata(built)}
     write_parquet(table, dataset.path)
     dataset.metadata.update(describe_table(table))

@@ -52,9 +52,17 @@ class FeastTrainingTable:
 
 
 def build_training_table(
-    entity_table: pa.Table, repo_dir: str, service_name: str, target: str
+    entity_table: pa.Table,
+    repo_dir: str,
+    service_name: str,
+    target: str,
+    keep_entity_columns: bool = False,
 ) -> FeastTrainingTable:
     """Join the feature service's features onto `entity_table` as of each row's timestamp.
+
+    `keep_entity_columns` puts the entity keys and the timestamp first, before the features: a
+    monitoring window keeps them, so its predictions can name each entity (drift compares only
+    the profile's features); a training table does not, since every column there is a feature.
 
     Raises:
         EntityTableError: no label named, a missing key or timestamp column, or a column
@@ -68,7 +76,8 @@ def build_training_table(
         )
     store = open_store(repo_dir)
     service = feature_service(store, service_name)
-    _check_entity_table(entity_table, entity_keys(store, service), target)
+    keys = entity_keys(store, service)
+    _check_entity_table(entity_table, keys, target)
     frame = entity_table.to_pandas()
     frame[ROW] = range(len(frame))
     joined = store.get_historical_features(entity_df=frame, features=service).to_df()
@@ -76,7 +85,8 @@ def build_training_table(
     lineage = feature_service_lineage(store, service_name)
     columns = [reference.split(":", 1)[1] for reference in lineage["features"]]
     labelled = [target] if target in entity_table.column_names else []
-    table = pa.Table.from_pandas(joined[[*columns, *labelled]], preserve_index=False)
+    entity = [*keys, TIMESTAMP] if keep_entity_columns else []
+    table = pa.Table.from_pandas(joined[[*entity, *columns, *labelled]], preserve_index=False)
     return FeastTrainingTable(
         table=table.replace_schema_metadata(None),
         feature_service=lineage,
