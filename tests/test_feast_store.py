@@ -331,3 +331,31 @@ def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_s
     retraining_rows = pq.read_table(retraining_uri)
     assert retraining_rows.column_names == [ENTITY_KEY, TIMESTAMP, "churn"]
     assert retraining_rows.num_rows == entities.num_rows
+
+
+@pytest.fixture()
+def served_repo(tmp_path):
+    """Customers 1 and 2, snapshotted at AS_OF and materialized: what a predictor looks up."""
+    customers = pd.DataFrame(
+        [{ENTITY_KEY: c, TIMESTAMP: AS_OF, **snapshot_values(10 * c)} for c in (1, 2)]
+    )
+    customers.to_parquet(tmp_path / "source.parquet", index=False)
+    create_repo(tmp_path / "repo", tmp_path / "source.parquet")
+    materialize(str(tmp_path / "repo"), AS_OF + timedelta(days=1))
+    return str(tmp_path / "repo")
+
+
+def test_a_materialization_end_in_the_future_is_refused_leaving_the_store_as_it_was(
+    served_repo,
+):
+    """Feast would record the views as loaded up to then: later runs would start there."""
+    from ctloop.components.features.repo import open_store
+
+    before = {
+        view.name: view.most_recent_end_time
+        for view in open_store(served_repo).list_feature_views()
+    }
+    with pytest.raises(ValueError, match=r"is in the future"):
+        materialize(served_repo, datetime.now(UTC) + timedelta(days=1))
+    after = open_store(served_repo).list_feature_views(allow_cache=False)
+    assert {view.name: view.most_recent_end_time for view in after} == before
