@@ -42,6 +42,7 @@ from ctloop.components.features.training_table import (  # noqa: E402
 )
 from ctloop.serving.feature_lookup import FeatureLookup  # noqa: E402
 from ctloop.serving.local_server import free_port, running_server  # noqa: E402
+from ctloop.serving.request_decoding import InvalidRequest  # noqa: E402
 from tests.served_model import train_model_folder  # noqa: E402
 
 AS_OF = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
@@ -333,6 +334,25 @@ def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_s
     assert retraining_rows.num_rows == entities.num_rows
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("project: [unclosed\n  : :\n", "is not valid YAML"),
+        ("- project\n- registry\n", "holds a list, not a Feast configuration"),
+        ("project: p\nprovider: local\n", "names no registry"),
+    ],
+)
+def test_a_malformed_feature_store_yaml_is_refused_naming_it_by_path_and_by_uri(
+    tmp_path, text, problem
+):
+    from ctloop.components.features.repo import open_store
+
+    (tmp_path / "feature_store.yaml").write_text(text)
+    for repo in (str(tmp_path), tmp_path.as_uri()):
+        with pytest.raises(FeatureRepoError, match=rf"{tmp_path}/feature_store.yaml {problem}"):
+            open_store(repo)
+
+
 @pytest.fixture()
 def served_repo(tmp_path):
     """Customers 1 and 2, snapshotted at AS_OF and materialized: what a predictor looks up."""
@@ -343,6 +363,38 @@ def served_repo(tmp_path):
     create_repo(tmp_path / "repo", tmp_path / "source.parquet")
     materialize(str(tmp_path / "repo"), AS_OF + timedelta(days=1))
     return str(tmp_path / "repo")
+
+
+def test_the_predictor_refuses_an_unknown_feature_service_naming_the_known_ones(served_repo):
+    with pytest.raises(FeatureRepoError, match=r"'fraud' is not in.*\['churn_features'\]"):
+        FeatureLookup(served_repo, "fraud").open()
+
+
+@pytest.mark.parametrize("key", ["1", 1.5, True, None, 2**70])
+def test_an_entity_key_of_the_wrong_type_is_refused_naming_the_instance(served_repo, key):
+    """Feast would cast "1", 1.5 and true to customer 1 and answer with its features."""
+    lookup = FeatureLookup(served_repo, FEATURE_SERVICE)
+    lookup.open()
+    with pytest.raises(InvalidRequest, match=r"instance 1: entity key 'customer_id' is .* an int"):
+        lookup.features_for([{ENTITY_KEY: 2}, {ENTITY_KEY: key}])
+
+
+def test_a_request_mixing_entity_keys_and_features_is_refused_naming_which(served_repo):
+    lookup = FeatureLookup(served_repo, FEATURE_SERVICE)
+    lookup.open()
+    mixed = [{ENTITY_KEY: 1}, snapshot_values(1), {ENTITY_KEY: 2}]
+    with pytest.raises(InvalidRequest, match=r"instances \[0, 2\] hold only .* instances \[1\]"):
+        lookup.asks_for_lookup(mixed)
+    assert lookup.asks_for_lookup([{ENTITY_KEY: 1}, {ENTITY_KEY: 2}])
+    assert not lookup.asks_for_lookup([snapshot_values(1)])
+
+
+def test_a_batch_of_keys_over_the_predictors_limit_is_refused_before_the_lookup(served_repo):
+    lookup = FeatureLookup(served_repo, FEATURE_SERVICE, max_rows=2)
+    lookup.open()
+    assert len(lookup.features_for([{ENTITY_KEY: 1}, {ENTITY_KEY: 2}])) == 2
+    with pytest.raises(InvalidRequest, match=r"3 entity-key instances, over max_batch_rows=2"):
+        lookup.features_for([{ENTITY_KEY: 1}, {ENTITY_KEY: 2}, {ENTITY_KEY: 1}])
 
 
 def test_a_materialization_end_in_the_future_is_refused_leaving_the_store_as_it_was(

@@ -25,33 +25,82 @@ def entity_keys(store: Any, service: Any) -> list[str]:
     """The join keys of a feature service's entities (sorted): the columns an entity table, or
     an entity-key request, names each entity by. `store` is a `feast.FeatureStore`, `service`
     one of its feature services (duck-typed: this module does not import Feast)."""
-    return sorted(
-        {
-            column.name
-            for projection in service.feature_view_projections
-            for column in store.get_feature_view(projection.name).entity_columns
-        }
-    )
+    return sorted(entity_key_types(store, service))
+
+
+def entity_key_types(store: Any, service: Any) -> dict[str, str]:
+    """{join key: its Feast type's name (`Int64`, `String`, ...)} of a feature service's
+    entities, so that a key of the wrong type is refused naming it, not cast or looked up."""
+    return {
+        column.name: str(column.dtype)
+        for projection in service.feature_view_projections
+        for column in store.get_feature_view(projection.name).entity_columns
+    }
+
+
+def feature_service(store: Any, name: str) -> Any:
+    """The registered feature service `name`, or one error naming the ones there are."""
+    cause = None
+    if name:
+        try:
+            return store.get_feature_service(name)
+        except Exception as error:  # Feast raises its own FeatureServiceNotFoundException
+            cause = error
+    known = sorted(service.name for service in store.list_feature_services())
+    problem = f"feature service {name!r} is not in" if name else "no feature service named for"
+    raise FeatureRepoError(
+        f"{problem} the Feast repository at {store.repo_path}; it has {known}"
+    ) from cause
 
 
 def repo_folder(repo: str | Path) -> Path:
     """The local folder holding the `feature_store.yaml` of the repository `repo`: `repo`
     itself for a local path, a new folder holding the fetched file for a URI.
 
+    The file is read and checked here, by path or URI alike, so that a malformed one is refused
+    naming it rather than failing inside Feast with a message that names no file.
+
     Raises:
-        FeatureRepoError: no `feature_store.yaml` there (or it cannot be read), or, by URI, a
-            configuration whose registry is a relative path (it would point into the fetched
-            folder, where there is none).
+        FeatureRepoError: no `feature_store.yaml` there (or it cannot be read), one that is not
+            a YAML mapping naming a registry, or, by URI, a configuration whose registry is a
+            relative path (it would point into the fetched folder, where there is none).
     """
-    folder = _fetched(str(repo)) if "://" in str(repo) else Path(repo)
-    if not (folder / CONFIG_FILE).is_file():
-        raise FeatureRepoError(f"{folder} is not a Feast repository: it has no {CONFIG_FILE}")
-    return folder
+    if "://" not in str(repo):
+        folder = Path(repo)
+        config = folder / CONFIG_FILE
+        if not config.is_file():
+            raise FeatureRepoError(f"{folder} is not a Feast repository: it has no {CONFIG_FILE}")
+        try:
+            text = config.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise FeatureRepoError(f"cannot read {config}: {error}") from error
+        _registry(text, str(config))
+        return folder
+    return _fetched(str(repo))
+
+
+def _registry(text: str, location: str) -> str:
+    """The registry path or URI that the configuration `text` (read from `location`) names."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise FeatureRepoError(f"{location} is not valid YAML: {error}") from error
+    if not isinstance(config, dict):
+        raise FeatureRepoError(
+            f"{location} holds a {type(config).__name__}, not a Feast configuration (a mapping "
+            "with project, registry, provider, ...)"
+        )
+    registry = config.get("registry")
+    registry = registry.get("path") if isinstance(registry, dict) else registry
+    if not registry:
+        raise FeatureRepoError(f"{location} names no registry; Feast needs one (registry: ...)")
+    return str(registry)
 
 
 def _fetched(uri: str) -> Path:
     import pyarrow.fs as pa_fs
-    import yaml
 
     location = f"{uri.rstrip('/')}/{CONFIG_FILE}"
     try:
@@ -62,8 +111,7 @@ def _fetched(uri: str) -> Path:
         raise FeatureRepoError(
             f"{uri} is not a Feast repository: cannot read {location}: {error}"
         ) from error
-    registry = (yaml.safe_load(text) or {}).get("registry", "")
-    registry = registry.get("path", "") if isinstance(registry, dict) else str(registry)
+    registry = _registry(text, location)
     if "://" not in registry and not Path(registry).is_absolute():
         raise FeatureRepoError(
             f"{location} names its registry by the relative path {registry!r}; a repository "

@@ -8,7 +8,8 @@ features a model trains on are, by construction, the ones it is served with. The
 
 The store is local (Feast's file offline store, SQLite online store, a file registry) and lives
 in one folder, `feature_store.yaml` included, so `feast` CLI commands work there too.
-`FeatureRepoError` is the contract's (`feast_repo`), where a repository given by URI is read.
+`FeatureRepoError` and `feature_service` are the contract's (`feast_repo`), where a repository
+given by URI is read: the predictor finds its feature service the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ctloop.components.contract.feast_repo import FeatureRepoError, repo_folder
+from ctloop.components.contract.feast_repo import (  # noqa: F401 (FeatureRepoError: re-exported)
+    FeatureRepoError,
+    feature_service,
+    repo_folder,
+)
 from ctloop.components.features.feast_import import import_feast
 
 PROJECT = "ctloop_churn"
@@ -132,18 +137,3 @@ def feature_service_lineage(store: Any, name: str) -> dict[str, Any]:
         for feature in projection.features
     ]
     return {"name": service.name, "version": service.tags.get("version", ""), "features": features}
-
-
-def feature_service(store: Any, name: str) -> Any:
-    """The registered feature service `name`, or one error naming the ones there are."""
-    cause = None
-    if name:
-        try:
-            return store.get_feature_service(name)
-        except Exception as error:  # Feast raises its own FeatureServiceNotFoundException
-            cause = error
-    known = sorted(service.name for service in store.list_feature_services())
-    problem = f"feature service {name!r} is not in" if name else "no feature service named for"
-    raise FeatureRepoError(
-        f"{problem} the Feast repository at {store.repo_path}; it has {known}"
-    ) from cause
