@@ -411,3 +411,16 @@ def test_a_materialization_end_in_the_future_is_refused_leaving_the_store_as_it_
         materialize(served_repo, datetime.now(UTC) + timedelta(days=1))
     after = open_store(served_repo).list_feature_views(allow_cache=False)
     assert {view.name: view.most_recent_end_time for view in after} == before
+
+
+def test_a_registry_whose_folder_does_not_exist_is_refused_naming_the_file(tmp_path):
+    from ctloop.components.features.repo import open_store
+
+    registry = tmp_path / "nowhere" / "registry.db"
+    (tmp_path / "feature_store.yaml").write_text(f"project: p\nregistry: {registry}\n")
+    for repo in (str(tmp_path), tmp_path.as_uri()):
+        with pytest.raises(FeatureRepoError, match=rf"yaml names the registry '{registry}', whose"):
+            open_store(repo)
+    (tmp_path / "feature_store.yaml").write_text("project: p\nregistry: data/registry.db\n")
+    with pytest.raises(FeatureRepoError, match=rf"whose folder {tmp_path}/data does not exist"):
+        open_store(str(tmp_path))

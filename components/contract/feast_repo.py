@@ -62,8 +62,9 @@ def repo_folder(repo: str | Path) -> Path:
 
     Raises:
         FeatureRepoError: no `feature_store.yaml` there (or it cannot be read), one that is not
-            a YAML mapping naming a registry, or, by URI, a configuration whose registry is a
-            relative path (it would point into the fetched folder, where there is none).
+            a YAML mapping naming a registry, a registry on a local path whose folder does not
+            exist, or, by URI, a configuration whose registry is a relative path (it would
+            point into the fetched folder, where there is none).
     """
     if "://" not in str(repo):
         folder = Path(repo)
@@ -74,7 +75,7 @@ def repo_folder(repo: str | Path) -> Path:
             text = config.read_text()
         except (OSError, UnicodeDecodeError) as error:
             raise FeatureRepoError(f"cannot read {config}: {error}") from error
-        _registry(text, str(config))
+        _check_registry_folder(_registry(text, str(config)), folder, str(config))
         return folder
     return _fetched(str(repo))
 
@@ -99,6 +100,18 @@ def _registry(text: str, location: str) -> str:
     return str(registry)
 
 
+def _check_registry_folder(registry: str, base: Path, location: str) -> None:
+    """A registry on a local path needs its folder (Feast resolves a relative one from `base`,
+    the repository's): without it, Feast fails with a bare FileNotFoundError naming no file."""
+    if "://" in registry:
+        return
+    folder = (base / registry).parent
+    if not folder.is_dir():
+        raise FeatureRepoError(
+            f"{location} names the registry {registry!r}, whose folder {folder} does not exist"
+        )
+
+
 def _fetched(uri: str) -> Path:
     import pyarrow.fs as pa_fs
 
@@ -117,6 +130,7 @@ def _fetched(uri: str) -> Path:
             f"{location} names its registry by the relative path {registry!r}; a repository "
             "read from a URI must name it by an absolute path or URI (s3://, gs://, ...)"
         )
+    _check_registry_folder(registry, Path("/"), location)
     folder = Path(tempfile.mkdtemp(prefix="ctloop-feast-"))
     (folder / CONFIG_FILE).write_text(text)
     return folder
