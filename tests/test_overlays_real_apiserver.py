@@ -5,6 +5,10 @@ run it, against the run's API server (tests/envtest.py) with KServe's CRDs and
 prometheus-operator's PodMonitor and PrometheusRule installed: each object goes through the
 server's admission, defaulting and schema validation, and nothing is stored. The offline
 checks of the same objects are in tests/test_manifests.py.
+
+The two ServingRuntimes, which no overlay holds together (the Feast one is applied on its own
+where models are deployed with a feature repository), are applied for real into one namespace,
+read back, and applied again.
 """
 
 import re
@@ -15,6 +19,7 @@ import pytest
 import yaml
 
 from tests import envtest
+from tests.test_serving_runtime_manifest import RUNTIMES, built_runtime
 
 envtest.require_apiserver()
 kube_apiserver = envtest.kube_apiserver  # a fixture: the run's API server
@@ -81,3 +86,43 @@ def test_the_server_refuses_what_each_crd_refuses(kube_apiserver, tmp_path):
     refusals = re.sub(r"\[\d+\]", "", applied.stderr)  # servers after 1.20 index list items
     for _line, _wrong, field in BROKEN.values():
         assert f"is invalid: spec.{field}" in refusals  # the server's 422
+
+
+def test_both_serving_runtimes_apply_in_one_namespace_as_built_and_again_change_nothing(
+    kube_apiserver,
+):
+    """ctloop-xgboost and ctloop-xgboost-feast, each applied as its kustomization says
+    (`kubectl apply -k manifests/serving/feast -n <ns>`), are stored side by side as built."""
+    namespace = kube_apiserver.namespace("runtimes")
+    admin = kube_apiserver.admin.custom_objects_api()
+
+    def apply_both() -> dict[str, dict]:
+        for folder, _image in RUNTIMES.values():
+            applied = kube_apiserver.kubectl_run(
+                kube_apiserver.admin,
+                "apply",
+                "--server-side",
+                "-n",
+                namespace,
+                "-k",
+                str(MANIFESTS / folder),
+            )
+            assert applied.returncode == 0, applied.stderr
+        stored = admin.list_namespaced_custom_object(
+            "serving.kserve.io", "v1alpha1", namespace, "servingruntimes"
+        )["items"]
+        return {runtime["metadata"]["name"]: runtime for runtime in stored}
+
+    first = apply_both()
+
+    assert sorted(first) == sorted(RUNTIMES)
+    for name, (_folder, image) in RUNTIMES.items():
+        built = built_runtime(name)
+        assert first[name]["spec"] == built["spec"]
+        assert first[name]["metadata"]["labels"] == built["metadata"]["labels"]
+        [container] = first[name]["spec"]["containers"]
+        assert container["image"] == image
+    again = apply_both()
+    assert {name: runtime["metadata"]["resourceVersion"] for name, runtime in again.items()} == {
+        name: runtime["metadata"]["resourceVersion"] for name, runtime in first.items()
+    }
