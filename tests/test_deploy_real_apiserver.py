@@ -4,7 +4,8 @@ Every call is ctloop's own (components/deploy/cluster.py, components/canary/prom
 authenticated as a service account bound only to the Role in manifests/rbac/ (tests/envtest.py
 starts the server once per run and makes that subject). No KServe controller runs: a
 `StatusWriter` (tests/kserve_status.py) plays it, writing the status (Ready, traffic) of each
-new generation through the status subresource. Both deployment modes.
+new generation through the status subresource. Both deployment modes; a deployment also with
+a Feast lookup (the Feast runtime, --feast-repo and --feature-service), read back as sent.
 
 What the stand-in (tests/kube_standin.py) cannot show and these do: the KServe CRD's schema,
 defaults and pruning applied to every write, RBAC enforced on every request, generations and
@@ -25,6 +26,7 @@ from ctloop.components.deploy import cluster
 from ctloop.components.deploy.api_client import KubernetesApiError
 from ctloop.components.deploy.inference_service import DeploymentError, desired_inference_service
 from ctloop.components.deploy.serving_capacity import parse_serving_capacity
+from ctloop.components.deploy.stages import desired_stage
 from ctloop.components.image import SERVING_RUNTIME
 from ctloop.components.registry import mlflow_registry
 from ctloop.pipelines.cli import main
@@ -33,6 +35,7 @@ from tests.envtest import record_requests
 from tests.fake_clock import FakeClock
 from tests.kserve_status import StatusWriter
 from tests.prometheus_standin import NOW, CannedPrometheus, version_figures
+from tests.test_deploy_feast_lookup import FEAST, LOOKUP, new_predictor
 
 envtest.require_apiserver()
 # Fixtures: the run's API server, and a SQLite MLflow registry for the module.
@@ -40,9 +43,12 @@ kube_apiserver = envtest.kube_apiserver
 tracking_uri = sqlite_registry.tracking_uri
 MODES = ["Serverless", "Standard"]
 NAME = "churn"
-URIS = {"1": "s3://models/churn/1", "2": "s3://models/churn/2"}
+URIS = {version: f"s3://models/churn/{version}" for version in ("1", "2", "3")}
 VERSION_LABEL = "ctloop.model-version"
 FAST = {"timeout_s": 30.0, "poll_s": 0.02}
+# Deployments without and with a Feast lookup (tests/test_deploy_feast_lookup.py): what the
+# deploy step is given, and the arguments the predictor serving the new model then has.
+LOOKUPS = [pytest.param({}, [], id="plain"), pytest.param(FEAST, LOOKUP, id="feast")]
 
 
 class Namespace:
@@ -57,20 +63,30 @@ class Namespace:
         self.sent = record_requests(self.api)
         self.admin = writer.api
 
-    def deploy(self, version: str, canary_percent: int = 10) -> dict:
-        """ctloop's deploy step: read the service, compute the desired one, apply and wait."""
+    def deploy(self, version: str, canary_percent: int = 10, **lookup) -> dict:
+        """ctloop's deploy step at its default stage: a first deployment, else a canary;
+        `lookup` is a Feast lookup (the runtime, feature_repo, feature_service)."""
+        [outcome] = self.apply_stage("canary", version, canary_percent, **lookup)
+        return outcome
+
+    def apply_stage(self, stage: str, version: str, percent: int = 10, **options) -> list[dict]:
+        """ctloop's deploy step for `stage`: read the service, compute the stage's manifests
+        (`options` as `desired_stage` takes them; runtime ctloop-xgboost unless given), apply
+        and await each; returns what each apply did."""
+        options = {"runtime": SERVING_RUNTIME, **options}
         current = cluster.get_inference_service(self.api, NAME, self.namespace)
-        desired = desired_inference_service(
+        steps = desired_stage(
+            stage,
             name=NAME,
             namespace=self.namespace,
             storage_uri=URIS[version],
             model_version=version,
-            deployment_mode=self.mode,
-            canary_percent=canary_percent,
             current=current,
-            runtime=SERVING_RUNTIME,
+            deployment_mode=self.mode,
+            canary_percent=percent,
+            **options,
         )
-        return cluster.deploy_inference_service(self.api, desired, **FAST)
+        return [cluster.deploy_inference_service(self.api, step, **FAST) for step in steps]
 
     def stored(self) -> dict:
         """The service as the server holds it, read as the admin (not one of ctloop's calls)."""
@@ -95,8 +111,8 @@ class Namespace:
         both registered: where canary analysis, promotion and rollback start."""
         registry = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         registry.create_registered_model(self.model)
-        for uri in URIS.values():
-            registry.create_model_version(self.model, source=uri)
+        for version in ("1", "2"):
+            registry.create_model_version(self.model, source=URIS[version])
         self.deploy("1")
         registry.set_registered_model_alias(self.model, "champion", "1")
         promotion.promote(self.api, self.tracking_uri, **self.options("1"))
@@ -148,17 +164,23 @@ def assert_serves(ns: Namespace, version: str, canary: str | None = None) -> dic
     return stored
 
 
+@pytest.mark.parametrize(("lookup", "lookup_args"), LOOKUPS)
 @pytest.mark.parametrize("mode", MODES)
-def test_deploy_creates_then_sends_nothing_then_patches_in_a_canary(space, mode):
+def test_deploy_creates_then_sends_nothing_then_patches_in_a_canary(
+    space, mode, lookup, lookup_args
+):
     ns = space(mode)
 
-    assert ns.deploy("1")["action"] == "created"
+    assert ns.deploy("1", **lookup)["action"] == "created"
     created = assert_serves(ns, "1")
     assert created["metadata"]["generation"] == 1
     assert ns.writes_since(0) == [("POST", services_path(ns.namespace))]
+    model = created["spec"]["predictor"]["model"]
+    assert model["runtime"] == lookup.get("runtime", SERVING_RUNTIME)
+    assert model["args"] == ["--version=1", *lookup_args]
 
     mark = len(ns.sent)
-    assert ns.deploy("1")["action"] == "unchanged"
+    assert ns.deploy("1", **lookup)["action"] == "unchanged"
     assert ns.writes_since(mark) == []
     again = ns.stored()["metadata"]
     assert (again["generation"], again["resourceVersion"]) == (
@@ -167,9 +189,14 @@ def test_deploy_creates_then_sends_nothing_then_patches_in_a_canary(space, mode)
     )
 
     mark = len(ns.sent)
-    assert ns.deploy("2")["action"] == "patched"
+    assert ns.deploy("2", **lookup)["action"] == "patched"
     assert ns.writes_since(mark) == [("PATCH", f"{services_path(ns.namespace)}/{NAME}")]
-    assert assert_serves(ns, "1", canary="2")["metadata"]["generation"] == 2
+    canary = assert_serves(ns, "1", canary="2")
+    assert canary["metadata"]["generation"] == 2
+    assert new_predictor(canary)["model"]["args"] == ["--version=2", *lookup_args]
+    mark = len(ns.sent)
+    assert ns.deploy("2", **lookup)["action"] == "unchanged"
+    assert ns.writes_since(mark) == []
 
 
 @pytest.mark.parametrize("mode", MODES)
