@@ -208,7 +208,11 @@ def serve(
             shadow_queue_rows=shadow_queue_rows,
             variant=variant,
             prediction_log=prediction_log,
-            feature_lookup=FeatureLookup(feast_repo, feature_service) if feast_repo else None,
+            feature_lookup=(
+                FeatureLookup(feast_repo, feature_service, max_rows=max_batch_rows)
+                if feast_repo
+                else None
+            ),
         )
         try:
             predictor.load()

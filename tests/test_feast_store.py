@@ -233,6 +233,11 @@ def test_the_materialization_step_records_how_far_each_view_got(demo_store):
     }
 
 
+def test_a_materialization_end_that_is_not_a_time_is_refused_naming_it(demo_store):
+    with pytest.raises(ValueError, match=r"end 'yesterday' is not an ISO 8601 time with a zone"):
+        materialize_features.python_func(feature_repo=str(demo_store / "repo"), end="yesterday")
+
+
 def test_an_empty_feature_service_or_label_is_refused_naming_what_is_there(small_case, tmp_path):
     _, _, entity = small_case
     table = pa.Table.from_pandas(entity, preserve_index=False)
@@ -314,7 +319,7 @@ def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_s
             str(tmp_path / "train.parquet"),
             "churn",
             work,
-            {**feast, "min_new_labelled_rows": 100},
+            {**feast, "min_new_labelled_rows": 100, "key_columns": [ENTITY_KEY]},
             log_stream=log,
         )
 
@@ -323,6 +328,9 @@ def test_the_whole_loop_trains_serves_monitors_and_retrains_through_feast(demo_s
     assert f"--feast-repo={tmp_path / 'repo'}" in manifest
     assert "runtime: ctloop-xgboost-feast" in manifest
     assert monitoring["retrained"], monitoring["retraining"]
+    # The window kept its keys: the champion's predictions name each customer.
+    [predictions] = (work / "pipeline-root").glob("ctloop-monitoring-*/score-dataset/predictions")
+    assert pq.read_table(predictions).column(ENTITY_KEY).to_pylist() == list(range(5001, 7044))
     store = f"sqlite:///{work / 'mlflow.db'}"
     client = MlflowClient(store, registry_uri=store)  # not the registry an earlier test set
     versions = client.search_model_versions("name='ctloop-model'")
@@ -424,3 +432,51 @@ def test_a_registry_whose_folder_does_not_exist_is_refused_naming_the_file(tmp_p
     (tmp_path / "feature_store.yaml").write_text("project: p\nregistry: data/registry.db\n")
     with pytest.raises(FeatureRepoError, match=rf"whose folder {tmp_path}/data does not exist"):
         open_store(str(tmp_path))
+
+
+def entity_rows(keys, times, labels=True) -> pa.Table:
+    """An entity table of `keys` at `times`, labelled alternately No and Yes."""
+    columns = {ENTITY_KEY: keys, TIMESTAMP: times}
+    if labels:
+        columns["churn"] = ["No", "Yes"] * (len(keys) // 2) + ["No"] * (len(keys) % 2)
+    return pa.Table.from_pandas(pd.DataFrame(columns), preserve_index=False)
+
+
+@pytest.mark.parametrize("labels", [True, False], ids=["training", "window"])
+def test_entity_rows_that_all_precede_the_features_are_refused_not_joined_to_nothing(
+    small_case, tmp_path, labels
+):
+    early = datetime(2024, 6, 1, tzinfo=UTC)
+    table = entity_rows([1, 2, 3], [early] * 3, labels)
+    with pytest.raises(EntityTableError, match=r"none of the entity table's 3 rows has a value"):
+        build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+
+
+@pytest.mark.parametrize(
+    ("keys", "times", "problem"),
+    [
+        (["1", "2"], [datetime(2025, 2, 1, tzinfo=UTC)] * 2, r"'customer_id' is string;.*Int64"),
+        ([1.0, 2.0], [datetime(2025, 2, 1, tzinfo=UTC)] * 2, r"'customer_id' is double;.*Int64"),
+        ([1, 2], [datetime(2025, 2, 1)] * 2, r"'event_timestamp' has no time zone"),
+        ([1, 2], [datetime(2025, 2, 1, tzinfo=UTC), None], r"\['event_timestamp'\] have missing"),
+        ([], pd.Series([], dtype="datetime64[us, UTC]"), r"has no rows"),
+    ],
+    ids=["string keys", "float keys", "naive times", "missing time", "no rows"],
+)
+def test_an_entity_table_the_join_would_misread_is_refused_naming_the_column(
+    small_case, tmp_path, keys, times, problem
+):
+    table = entity_rows(pd.array(keys, dtype=object) if keys else pd.array([], "int64"), times)
+    with pytest.raises(EntityTableError, match=problem):
+        build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+
+
+def test_duplicate_entity_rows_each_get_their_features_and_keep_their_labels(small_case, tmp_path):
+    """Feast's file offline store keeps one row per (keys, timestamp): the join must not."""
+    t = datetime(2025, 1, 16, tzinfo=UTC)
+    table = entity_rows([1, 1, 2, 1], [t, t, t, t - timedelta(days=30)])
+    built = build_training_table(table, str(tmp_path / "repo"), FEATURE_SERVICE, "churn")
+    got = built.table.to_pandas()
+    assert got["tenure"].tolist() == [11, 11, 20]
+    assert got["churn"].tolist() == ["No", "Yes", "No"]
+    assert built.rows_without_features == 1

@@ -21,13 +21,6 @@ class FeatureRepoError(ValueError):
     """A Feast repository or feature service that is not what the caller named."""
 
 
-def entity_keys(store: Any, service: Any) -> list[str]:
-    """The join keys of a feature service's entities (sorted): the columns an entity table, or
-    an entity-key request, names each entity by. `store` is a `feast.FeatureStore`, `service`
-    one of its feature services (duck-typed: this module does not import Feast)."""
-    return sorted(entity_key_types(store, service))
-
-
 def entity_key_types(store: Any, service: Any) -> dict[str, str]:
     """{join key: its Feast type's name (`Int64`, `String`, ...)} of a feature service's
     entities, so that a key of the wrong type is refused naming it, not cast or looked up."""

@@ -27,5 +27,10 @@ def materialize_features(feature_repo: str, end: str = "") -> str:
 
     from ctloop.components.features.materialize import materialize
 
-    until = dt.datetime.fromisoformat(end) if end else dt.datetime.now(dt.UTC)
+    try:
+        until = dt.datetime.fromisoformat(end) if end else dt.datetime.now(dt.UTC)
+    except ValueError as error:
+        raise ValueError(
+            f"materialize_features end {end!r} is not an ISO 8601 time with a zone ({error})"
+        ) from error
     return json.dumps(materialize(feature_repo, until))

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ctloop.components.contract.feast_repo import entity_keys
+from ctloop.components.contract.feast_repo import entity_key_types
 from ctloop.components.features.repo import (
     TIMESTAMP,
     feature_service,
@@ -35,6 +35,16 @@ defined where, the model was trained on."""
 
 ROW = "__ctloop_row"
 """A column carried through the join so the result comes back in the entity rows' order."""
+INSTANT = "__ctloop_instant"
+"""One id per distinct (entity keys, timestamp): Feast's file offline store keeps only one row of
+each such pair (checked with Feast 0.67), so the join runs on the distinct pairs and their
+features go back to every entity row holding one, duplicates included."""
+KEY_TYPES = {
+    "Int64": pa.types.is_integer,
+    "Int32": pa.types.is_integer,
+    "String": lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind),
+}
+"""The entity table column types that each Feast entity key type joins on exactly."""
 
 
 class EntityTableError(ValueError):
@@ -66,7 +76,9 @@ def build_training_table(
 
     Raises:
         EntityTableError: no label named, a missing key or timestamp column, or a column
-            other than those and the label.
+            other than those and the label; a key of another type than the entity's, a
+            timestamp without a time zone, a missing key or timestamp; no rows, or no row with
+            a feature value (nothing to train on).
         FeatureRepoError: no repository at `repo_dir`, or no feature service `service_name`.
     """
     if not target:
@@ -76,14 +88,24 @@ def build_training_table(
         )
     store = open_store(repo_dir)
     service = feature_service(store, service_name)
-    keys = entity_keys(store, service)
-    _check_entity_table(entity_table, keys, target)
+    key_types = entity_key_types(store, service)
+    keys = sorted(key_types)
+    _check_entity_table(entity_table, key_types, target)
     frame = entity_table.to_pandas()
     frame[ROW] = range(len(frame))
-    joined = store.get_historical_features(entity_df=frame, features=service).to_df()
-    joined = joined.sort_values(ROW, kind="stable")
+    frame[INSTANT] = frame.groupby([*keys, TIMESTAMP], sort=False).ngroup()
+    instants = frame.drop_duplicates(INSTANT)[[*keys, TIMESTAMP, INSTANT]]
+    found = store.get_historical_features(entity_df=instants, features=service).to_df()
     lineage = feature_service_lineage(store, service_name)
     columns = [reference.split(":", 1)[1] for reference in lineage["features"]]
+    joined = frame.merge(found[[INSTANT, *columns]], on=INSTANT).sort_values(ROW, kind="stable")
+    if joined.empty:
+        raise EntityTableError(
+            f"none of the entity table's {len(frame)} rows has a value of feature service "
+            f"{service_name!r} at or before its {TIMESTAMP} within the feature views' TTL "
+            "(every row precedes the features' data, or is older than the TTL, or names keys "
+            "it lacks): nothing to join"
+        )
     labelled = [target] if target in entity_table.column_names else []
     entity = [*keys, TIMESTAMP] if keep_entity_columns else []
     table = pa.Table.from_pandas(joined[[*entity, *columns, *labelled]], preserve_index=False)
@@ -105,7 +127,8 @@ def dataset_metadata(built: FeastTrainingTable) -> dict[str, Any]:
     }
 
 
-def _check_entity_table(table: pa.Table, keys: list[str], target: str) -> None:
+def _check_entity_table(table: pa.Table, key_types: dict[str, str], target: str) -> None:
+    keys = sorted(key_types)
     expected = [*keys, TIMESTAMP, target]
     missing = [name for name in [*keys, TIMESTAMP] if name not in table.column_names]
     if missing:
@@ -125,3 +148,20 @@ def _check_entity_table(table: pa.Table, keys: list[str], target: str) -> None:
             f"entity table column {TIMESTAMP!r} is {table.schema.field(TIMESTAMP).type}; "
             "it must be a timestamp"
         )
+    if table.schema.field(TIMESTAMP).type.tz is None:
+        raise EntityTableError(
+            f"entity table column {TIMESTAMP!r} has no time zone; Feast would read it as UTC: "
+            "give times with a zone (UTC)"
+        )
+    for key, kind in key_types.items():
+        actual = table.schema.field(key).type
+        if kind in KEY_TYPES and not KEY_TYPES[kind](actual):
+            raise EntityTableError(
+                f"entity table column {key!r} is {actual}; the feature service's entity key "
+                f"is {kind}, which it would not join on exactly"
+            )
+    missing_values = [name for name in [*keys, TIMESTAMP] if table.column(name).null_count]
+    if missing_values:
+        raise EntityTableError(f"entity table column(s) {missing_values} have missing values")
+    if table.num_rows == 0:
+        raise EntityTableError("entity table has no rows: nothing to join features onto")
