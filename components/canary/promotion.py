@@ -16,7 +16,9 @@ KServe 0.21, by deployment mode (see `ctloop.components.deploy.inference_service
   the old one keeps serving; (3) the field is removed and that revision takes all traffic.
   Removing the field in (2) would send traffic to the latest *ready* revision, the
   candidate's, until the champion's new one is ready. The champion's storageUri is the one
-  `promote_to_champion` recorded on its version (`ctloop.storage_uri`), or given explicitly.
+  `promote_to_champion` recorded on its version (`ctloop.storage_uri`), or given explicitly;
+  its runtime and own predictor args (a Feast lookup, or none) the ones recorded beside it
+  (`ctloop.predictor_runtime`, `ctloop.predictor_args`), not the candidate's.
 - Standard: `spec.predictor` is the champion and a `spec.canary[]` entry the candidate (one
   of several during an A/B experiment). Promote makes that entry's predictor the predictor
   and removes `spec.canary` (every other variant with it); roll back removes that entry.
@@ -29,7 +31,7 @@ promotion's or rollback's decision record (`ctloop.components.canary.promotion_r
 Promotion and rollback share one module, over the size this project aims for: they are two ends
 of one state machine over the same service and aliases (with the analysis that picks one, and
 finds either already done on a retry), and share every step helper (the patches, the waits,
-the champion to restore); split, each half would need the other's.
+the service lookups); split, each half would need the other's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Callable
 
 from kubernetes import client
 
+from ctloop.components.canary.champion_restore import champion_to_restore, restored_model
 from ctloop.components.canary.decision import CanaryDecision, observe_canary
 from ctloop.components.canary.measurement import CanaryTarget
 from ctloop.components.canary.policy import PROMOTE, CanaryPolicy
@@ -55,11 +58,7 @@ from ctloop.components.deploy.inference_service import (
     deployment_mode_of,
     rolling_out_storage_uri,
 )
-from ctloop.components.deploy.predictor_args import VARIANT_ARG, VERSION_ARG, has_args
 from ctloop.components.registry import mlflow_registry
-
-VERSIONED_ARGS = (VERSION_ARG, VARIANT_ARG)
-"""Predictor arguments naming the version served: rewritten when the champion is restored."""
 
 
 def promote(
@@ -108,8 +107,14 @@ def promote(
             raise DeploymentError(_not_deployed(isvc, version))
     steps = [] if patch is None else [("promote", patch, None)]
     served, after = _apply_steps(api, isvc, steps, timeout_s, poll_s)
+    model = after["spec"]["predictor"].get("model") or {}
     registry = mlflow_registry.promote_to_champion(
-        tracking_uri, registered_model, version, storage_uri=rolling_out_storage_uri(isvc) or ""
+        tracking_uri,
+        registered_model,
+        version,
+        storage_uri=rolling_out_storage_uri(isvc) or "",
+        predictor_args=model.get("args") or [],
+        predictor_runtime=model.get("runtime") or "",
     )
     return _outcome("promote", isvc, served, registry, version, (champion, version), after)
 
@@ -159,7 +164,7 @@ def roll_back(
         if _version_of(predictor) == version:
             if "canaryTrafficPercent" not in predictor:
                 raise DeploymentError(promoted_message)
-            restored_version, storage_uri = _champion_to_restore(
+            restored_version, storage_uri, served_as = champion_to_restore(
                 tracking_uri, registered_model, version, champion, previous_storage_uri
             )
             restored = {
@@ -168,7 +173,9 @@ def roll_back(
                     "predictor": {
                         "canaryTrafficPercent": 0,
                         "labels": {MODEL_VERSION_LABEL: restored_version},
-                        "model": _restored_model(predictor, storage_uri, restored_version),
+                        "model": restored_model(
+                            predictor, storage_uri, restored_version, served_as
+                        ),
                     }
                 },
             }
@@ -360,42 +367,6 @@ def _outcome(
         "before": {"champion": champions[0], "canary": _canary_version_of(isvc)},
         "after": {"champion": champions[1], "canary": _canary_version_of(after)},
     }
-
-
-def _champion_to_restore(
-    tracking_uri: str, registered_model: str, version: str, champion: str | None, storage_uri: str
-) -> tuple[str, str]:
-    if champion is None or champion == version:
-        raise mlflow_registry.RegistryError(
-            f"registered model {registered_model!r} has no {mlflow_registry.CHAMPION} other "
-            f"than version {version}: nothing to roll back to"
-        )
-    if not storage_uri:
-        tags = mlflow_registry.version_tags(tracking_uri, registered_model, champion)
-        storage_uri = tags.get(mlflow_registry.STORAGE_URI_TAG, "")
-    if not storage_uri:
-        raise mlflow_registry.RegistryError(
-            f"champion version {champion} of {registered_model!r} has no "
-            f"{mlflow_registry.STORAGE_URI_TAG} tag: give the storageUri to restore explicitly"
-        )
-    return champion, storage_uri
-
-
-def _restored_model(predictor: dict, storage_uri: str, champion: str) -> dict:
-    """The model fields that make a Serverless predictor serve the champion again: its
-    storageUri and, for ctloop's runtime, the version it reports (`--version=`, and the A/B
-    variant it answers as, `--variant=`), which would otherwise stay the rolled-back
-    candidate's in every answer and metric. Replica bounds and
-    resources stay as the candidate's deploy set them: KServe keeps no record of the
-    champion's."""
-    model = {"storageUri": storage_uri}
-    args = (predictor.get("model") or {}).get("args")
-    if has_args(args, VERSIONED_ARGS):
-        model["args"] = [
-            arg.split("=", 1)[0] + "=" + champion if arg.startswith(VERSIONED_ARGS) else arg
-            for arg in args
-        ]
-    return model
 
 
 def _as_stable(entry: dict) -> dict:

@@ -37,6 +37,9 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 STORAGE_URI_TAG = "ctloop.storage_uri"
 """Version tag: the storageUri KServe served the version from (what a rollback restores)."""
+PREDICTOR_ARGS_TAG, PREDICTOR_RUNTIME_TAG = "ctloop.predictor_args", "ctloop.predictor_runtime"
+"""Version tags: the predictor's model args (JSON list) and ServingRuntime ('' for none named) it
+served with as champion, which a Serverless rollback restores with its storageUri."""
 REPLACED_AT_TAG, REPLACED_BY_TAG = "ctloop.replaced_at", "ctloop.replaced_by"
 ROLLED_BACK_TAG, ROLLED_BACK_AT_TAG = "ctloop.rolled_back", "ctloop.rolled_back_at"
 LINEAGE_TAG = "ctloop.lineage."
@@ -429,13 +432,21 @@ def _model_version(mlflow_client: MlflowClient, name: str, version: str):
 
 
 def promote_to_champion(
-    tracking_uri: str, name: str, version: str, *, storage_uri: str = ""
+    tracking_uri: str,
+    name: str,
+    version: str,
+    *,
+    storage_uri: str = "",
+    predictor_args: list[str] | None = None,
+    predictor_runtime: str = "",
 ) -> list[str]:
     """Make `version` the champion after its canary passed; returns what changed (empty: nothing).
 
     The version that held `champion` is tagged with when it was replaced and by which version;
     `challenger` is removed when `version` holds it; `storage_uri` (what KServe serves it
-    from) is recorded on the version for a later rollback to it. A second call changes nothing.
+    from) and, when `predictor_args` is given, those args and `predictor_runtime` (how it
+    serves: a Feast lookup is a candidate's own) are recorded on the version for a later
+    rollback to it. A second call changes nothing.
     """
     mlflow_client = client(tracking_uri)
     promoted = _model_version(mlflow_client, name, version)
@@ -456,6 +467,15 @@ def promote_to_champion(
     if storage_uri and promoted.tags.get(STORAGE_URI_TAG) != storage_uri:
         mlflow_client.set_model_version_tag(name, version, STORAGE_URI_TAG, storage_uri)
         changes.append(f"version {version} tagged {STORAGE_URI_TAG}={storage_uri}")
+    if predictor_args is not None:
+        served = {
+            PREDICTOR_ARGS_TAG: json.dumps(predictor_args),
+            PREDICTOR_RUNTIME_TAG: predictor_runtime,
+        }
+        for key, value in served.items():
+            if promoted.tags.get(key) != value:
+                mlflow_client.set_model_version_tag(name, version, key, value)
+                changes.append(f"version {version} tagged {key}={value}")
     return changes
 
 
