@@ -22,15 +22,8 @@ def materialize_features(feature_repo: str, end: str = "") -> str:
     Returns:
         JSON {feature view: materialized up to}.
     """
-    import datetime as dt
     import json
 
-    from ctloop.components.features.materialize import materialize
+    from ctloop.components.features.materialize import materialization_end, materialize
 
-    try:
-        until = dt.datetime.fromisoformat(end) if end else dt.datetime.now(dt.UTC)
-    except ValueError as error:
-        raise ValueError(
-            f"materialize_features end {end!r} is not an ISO 8601 time with a zone ({error})"
-        ) from error
-    return json.dumps(materialize(feature_repo, until))
+    return json.dumps(materialize(feature_repo, materialization_end(end)))

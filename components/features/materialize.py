@@ -13,6 +13,18 @@ from datetime import UTC, datetime
 from ctloop.components.features.repo import open_store
 
 
+def materialization_end(text: str) -> datetime:
+    """The end a step's `end` parameter names: an ISO 8601 time with a zone; empty: now (UTC)."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as error:
+        raise ValueError(
+            f"materialization end {text!r} is not an ISO 8601 time with a zone ({error})"
+        ) from error
+
+
 def materialize(repo_dir: str, end: datetime) -> dict[str, str]:
     """Materialize every feature view up to `end` (timezone-aware); {view: up to when}."""
     if end.tzinfo is None:
